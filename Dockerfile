@@ -1,0 +1,39 @@
+# The cmsuser pipeline on Airflow's official image. The tag must match the apache-airflow pin in
+# requirements.txt and the Python of pyproject.toml (tests/stack checks both).
+FROM apache/airflow:3.3.2-python3.11
+
+# Airflow's constraints for exactly this Airflow and Python: extra packages are installed at the
+# versions Airflow was released and tested with, never upgrading what the image already has.
+ARG AIRFLOW_CONSTRAINTS_URL="https://raw.githubusercontent.com/apache/airflow/constraints-3.3.2/constraints-3.11.txt"
+
+USER airflow
+
+# The image's default extras already include http, fab, celery, postgres and pandas; install a
+# provider only if this image lacks it (a slimmer base image, a changed default), so nothing the
+# image ships is replaced. `apache-airflow==3.3.2` on the same line keeps pip from moving Airflow.
+RUN missing=""; \
+    for pair in \
+        airflow.providers.http=apache-airflow-providers-http \
+        airflow.providers.fab=apache-airflow-providers-fab \
+        airflow.providers.celery=apache-airflow-providers-celery \
+        airflow.providers.postgres=apache-airflow-providers-postgres; do \
+      python -c "import ${pair%%=*}" 2>/dev/null || missing="${missing} ${pair#*=}"; \
+    done; \
+    if [ -n "${missing}" ]; then \
+      echo "installing what the image lacks:${missing}"; \
+      pip install --no-cache-dir "apache-airflow==3.3.2" ${missing} --constraint "${AIRFLOW_CONSTRAINTS_URL}"; \
+    else \
+      echo "the image already has every provider this project needs"; \
+    fi
+
+COPY --chown=airflow:root dags/ /opt/airflow/dags/
+COPY --chown=airflow:root plugins/ /opt/airflow/plugins/
+COPY --chown=airflow:root config/ /opt/airflow/config/
+COPY --chown=airflow:root sandbox/ /opt/airflow/sandbox/
+
+WORKDIR /opt/airflow
+ENV CMSUSER_SETTINGS=/opt/airflow/config/cmsuser.yaml
+
+# Fail the build, not the first night's run, when the code does not import in this image.
+RUN PYTHONPATH=/opt/airflow/plugins python -c "import provisioning, civicrm_hooks, cms_operators" \
+    && python -c "import sandbox"

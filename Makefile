@@ -1,0 +1,43 @@
+# The two commands a user needs: `make demo` and `make test`.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test test-fast lint lock bench real-wordpress-start real-wordpress-stop clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python -m sandbox.demo
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest tests/provisioning -q
+
+lint: venv
+	$(BIN)/ruff check .
+
+lock: venv
+	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+
+bench: venv
+	$(BIN)/python -m bench.run
+
+real-wordpress-start:
+	sandbox/real_wordpress/start.sh
+
+real-wordpress-stop:
+	sandbox/real_wordpress/stop.sh
+
+clean:
+	rm -rf .airflow .pytest_cache

@@ -1,0 +1,124 @@
+"""The CMS side of the pipeline, as an interface: users, errors, and the backend factory.
+
+No Airflow import here, so the batch logic and its tests use these without Airflow. The
+WordPress implementation lives in `cms_operators.wordpress` and is imported only when asked for.
+
+Error classes say what the caller should do (contract cms-users.md §1 and §7):
+
+* CmsAuthError, CmsConfigError: the run cannot work (credentials, URL, roles); stop, never retry.
+* CmsUnavailable: transient (network, timeouts, 429/502/503/504, answers that are not JSON);
+  look up by email before any retry of a create; `retry_after` is the server's hint in seconds.
+* CmsDuplicateLogin / CmsDuplicateEmail: the CMS already has that login / email.
+* CmsRejected: permanent and about this contact (validation); the message names the field.
+* CmsMailFailed: the CMS could not send its password mail (the account itself is fine).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class CmsUser:
+    """A CMS account as the pipeline sees it; uf_id is the CMS user id (CiviCRM UFMatch.uf_id)."""
+
+    uf_id: int
+    username: str
+    email: str
+    roles: tuple[str, ...] = ()
+
+
+class CmsError(Exception):
+    """A CMS call failed. Carries the HTTP status and the CMS's error code; never a secret."""
+
+    def __init__(self, status: int | None, code: str | None, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
+
+
+class CmsAuthError(CmsError):
+    """401/403: the credentials or the API user's capabilities are wrong. Run-level, never retried."""
+
+
+class CmsConfigError(CmsError):
+    """Wrong URL/route (404/405), a missing role, Application Passwords unavailable. Run-level."""
+
+
+class CmsUnavailable(CmsError):
+    """Transient: connect error, timeout, 429/502/503/504, or an answer that is not JSON."""
+
+
+class CmsDuplicateLogin(CmsError):
+    """The login exists already (WordPress: 500 existing_user_login, compared case-insensitively)."""
+
+
+class CmsDuplicateEmail(CmsError):
+    """The email exists already (WordPress: 500 existing_user_email, compared case-insensitively)."""
+
+
+class CmsRejected(CmsError):
+    """Permanent, about this contact: validation (400), login too long/invalid, or an opaque 500."""
+
+
+class CmsMailFailed(CmsError):
+    """The CMS did not send its password mail (e.g. WordPress: 'The email could not be sent')."""
+
+
+@runtime_checkable
+class CmsBackend(Protocol):
+    """What the tasks need from a CMS. One implementation per CMS type."""
+
+    name: str
+    max_email_length: int
+    max_username_length: int
+
+    def sanitize_username(self, raw: str) -> str:
+        """A login this CMS accepts unchanged, made from raw text (may return '')."""
+        ...
+
+    def preflight(self, roles: list[str]) -> str:
+        """Prove credentials, capabilities and roles without changing anything; one-line description."""
+        ...
+
+    def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
+        """Existing users whose email (trimmed, case-insensitive) or login (case-insensitive) is given."""
+        ...
+
+    def find_by_email(self, email: str) -> CmsUser | None:
+        """The user with exactly this email (case-insensitive), or None."""
+        ...
+
+    def create_user(self, *, username: str, email: str, first_name: str, last_name: str,
+                    display_name: str, roles: list[str], locale: str | None = None) -> CmsUser:
+        """Create one account with a random password nobody sees. Never retried here."""
+        ...
+
+    def send_password_mail(self, user: CmsUser) -> None:
+        """Ask the CMS to mail the user a link to set their password."""
+        ...
+
+
+SUPPORTED_CMS_TYPES = ("wordpress",)
+
+
+def get_backend(cms_type: str, conn_id: str) -> CmsBackend:
+    """The backend for a CMS type, using the Airflow connection `conn_id`. No network here."""
+    kind = (cms_type or "").strip().lower()
+    if kind == "wordpress":
+        from cms_operators.wordpress import WordPressBackend
+
+        return WordPressBackend(conn_id)
+    raise CmsConfigError(
+        None, "unsupported_cms_type",
+        f"CMS type {cms_type!r} is not supported; set cms_type to one of: {', '.join(SUPPORTED_CMS_TYPES)}",
+    )

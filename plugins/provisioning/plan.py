@@ -1,0 +1,465 @@
+"""Decide, for every triggered contact, what the run should do: create, link, or nothing (and why).
+
+Pure pandas: the inputs come from the extract step, the output feeds the create batches and the
+dry-run report. Rules are applied in order; the first that matches decides a contact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from provisioning import outcomes as why
+from provisioning.outcomes import Outcome
+from provisioning.settings import Settings
+from provisioning.usernames import (
+    WORDPRESS_MAX_USERNAME_LENGTH,
+    render_usernames,
+    sanitize_wordpress,
+    unique_usernames,
+)
+
+CONTACT_COLUMNS = [
+    "contact_id",
+    "contact_type",
+    "first_name",
+    "last_name",
+    "display_name",
+    "email",
+    "is_deceased",
+    "do_not_email",
+    "preferred_language",
+    "uf_id",
+    "uf_name",
+    "sources",
+    "attempts",
+]
+CMS_USER_COLUMNS = ["uf_id", "username", "email", "roles"]
+LINK_COLUMNS = ["contact_id", "uf_id", "uf_name"]
+PLAN_COLUMNS = [
+    "contact_id",
+    "email",
+    "action",
+    "outcome",
+    "reason",
+    "username",
+    "uf_id",
+    "roles",
+    "first_name",
+    "last_name",
+    "display_name",
+    "locale",
+    "do_not_email",
+    "sources",
+    "attempts",
+]
+
+CREATE = "create"
+LINK = "link"
+NONE = "none"
+BATCH_ACTIONS = (CREATE, LINK)
+
+#: WordPress `users.user_email` is a varchar(100); longer emails crash the insert.
+WORDPRESS_MAX_EMAIL_LENGTH = 100
+
+# Mirrors WordPress' is_email(), which the REST API applies to `email`: ASCII only, one @,
+# a local part of the allowed characters, and a domain of two or more labels made of
+# letters, digits and inner hyphens; at least 6 characters in all.
+_EMAIL_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
+_EMAIL_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+EMAIL_PATTERN = rf"{_EMAIL_LOCAL}@{_EMAIL_LABEL}(?:\.{_EMAIL_LABEL})+"
+_EMAIL_MIN_LENGTH = 6
+
+_FALSE_TEXTS = {"", "0", "false", "no", "off"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Input frames
+
+
+def contacts_frame(records: Iterable[Mapping] | None = None) -> pd.DataFrame:
+    """A contacts frame with all CONTACT_COLUMNS from extract's list of dicts (possibly empty)."""
+    return pd.DataFrame(list(records or []), columns=CONTACT_COLUMNS)
+
+
+def cms_users_frame(records: Iterable[Mapping] | None = None) -> pd.DataFrame:
+    return pd.DataFrame(list(records or []), columns=CMS_USER_COLUMNS)
+
+
+def links_frame(records: Iterable[Mapping] | None = None) -> pd.DataFrame:
+    return pd.DataFrame(list(records or []), columns=LINK_COLUMNS)
+
+
+def _with_columns(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
+    if frame is None:
+        return pd.DataFrame(columns=columns)
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        frame = frame.assign(**{column: None for column in missing})
+    return frame
+
+
+def _text(series: pd.Series) -> pd.Series:
+    """Trimmed text, '' for missing values, as an object column."""
+    values = series.astype(object)
+    return values.where(values.notna(), "").map(lambda value: str(value).strip()).astype(object)
+
+
+def _optional_ids(series: pd.Series) -> pd.Series:
+    """Ids as Python ints, None where missing (object column, JSON-safe)."""
+    numbers = pd.to_numeric(series, errors="coerce")
+    return pd.Series(
+        [None if math.isnan(value) else int(value) for value in numbers.astype(float)],
+        index=series.index,
+        dtype=object,
+    )
+
+
+def _truthy(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE_TEXTS
+    return bool(value)
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return list(value)
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return []
+    return [value]
+
+
+def _merge_duplicate_contacts(contacts: pd.DataFrame) -> pd.DataFrame:
+    """Keep one row per contact_id (the first), with the sources of all its rows."""
+    if not contacts["contact_id"].duplicated().any():
+        return contacts
+    sources = contacts.groupby("contact_id", sort=False)["sources"].agg(
+        lambda lists: list(dict.fromkeys(item for value in lists for item in _as_list(value)))
+    )
+    first = contacts.drop_duplicates("contact_id", keep="first").copy()
+    first["sources"] = first["contact_id"].map(sources)
+    return first
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+def plan_contacts(
+    contacts: pd.DataFrame,
+    cms_users: pd.DataFrame,
+    links: pd.DataFrame,
+    settings: Settings,
+    *,
+    sanitize: Callable[[str], str] = sanitize_wordpress,
+    max_email_length: int = WORDPRESS_MAX_EMAIL_LENGTH,
+    max_username_length: int = WORDPRESS_MAX_USERNAME_LENGTH,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """One row per contact (sorted by contact_id) with its action, planned outcome and reason."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be 0 or more (or None for no limit), got {limit}")
+
+    contacts = _with_columns(contacts, CONTACT_COLUMNS)
+    contacts = contacts[contacts["contact_id"].notna()]
+    contacts = contacts.astype({"contact_id": "int64"})
+    contacts = _merge_duplicate_contacts(contacts)
+    contacts = contacts.sort_values("contact_id", kind="stable").reset_index(drop=True)
+    count = len(contacts)
+
+    contact_ids = contacts["contact_id"].to_numpy()
+    email = _text(contacts["email"])
+    email_key = email.str.lower().astype(object)
+    own_uf_id = _optional_ids(contacts["uf_id"])
+
+    action = np.full(count, NONE, dtype=object)
+    outcome = np.full(count, None, dtype=object)
+    reason = np.full(count, None, dtype=object)
+    username = np.full(count, "", dtype=object)
+    uf_id = np.full(count, None, dtype=object)
+    undecided = np.ones(count, dtype=bool)
+
+    def decide(mask, outcome_value: Outcome, reasons, *, action_value: str = NONE) -> None:
+        """Settle the still-undecided rows in `mask`; `reasons` is a text or one text per row of mask."""
+        rows = np.flatnonzero(np.asarray(mask, dtype=bool) & undecided)
+        if not len(rows):
+            return
+        outcome[rows] = outcome_value.value
+        action[rows] = action_value
+        if isinstance(reasons, str):
+            reason[rows] = reasons
+        else:
+            reason[rows] = [reasons(row) for row in rows]
+        undecided[rows] = False
+
+    # 1. deceased
+    decide(contacts["is_deceased"].map(_truthy).to_numpy(dtype=bool), Outcome.FAILED, why.CONTACT_DECEASED)
+
+    # 2. already linked in this domain
+    uf_names = _text(contacts["uf_name"])
+    has_link = own_uf_id.notna().to_numpy() & undecided
+    username[has_link] = uf_names[has_link].to_numpy()
+    uf_id[has_link] = own_uf_id[has_link].to_numpy()
+    decide(has_link, Outcome.ALREADY_LINKED, lambda row: why.already_linked(uf_names[row], own_uf_id[row]))
+
+    # 3-5. email present, valid and storable
+    decide((email == "").to_numpy(), Outcome.FAILED, why.NO_PRIMARY_EMAIL)
+    valid = email.str.fullmatch(EMAIL_PATTERN).fillna(False).astype(bool) & (
+        email.str.len() >= _EMAIL_MIN_LENGTH
+    )
+    decide((~valid).to_numpy(), Outcome.FAILED, lambda row: why.invalid_email(email[row]))
+    decide(
+        (email.str.len() > max_email_length).to_numpy(), Outcome.FAILED, why.email_too_long(max_email_length)
+    )
+
+    # 6. one email, one contact: the lowest contact id keeps it
+    open_rows = np.flatnonzero(undecided)
+    lowest = (
+        pd.Series(contact_ids[open_rows], index=open_rows)
+        .groupby(email_key.iloc[open_rows].to_numpy())
+        .transform("min")
+    )
+    shared = np.zeros(count, dtype=bool)
+    shared[open_rows] = (lowest != contact_ids[open_rows]).to_numpy()
+    decide(shared, Outcome.FAILED, lambda row: why.email_shared(email[row], lowest[row]))
+
+    users, taken_usernames = _prepare_cms_users(cms_users)
+    link_rows = _prepare_links(links)
+
+    # 7. a CMS account already has this email
+    open_rows = np.flatnonzero(undecided)
+    matches = (
+        pd.DataFrame(
+            {
+                "row": open_rows,
+                "email_key": email_key.iloc[open_rows].to_numpy(),
+                "contact_id": contact_ids[open_rows],
+            }
+        )
+        .merge(users, on="email_key", how="inner")
+        .set_index("row")
+    )
+    if len(matches):
+        linked = (
+            matches[["contact_id", "uf_id"]]
+            .reset_index()
+            .merge(
+                link_rows[["contact_id", "uf_id"]].rename(columns={"contact_id": "linked_contact"}),
+                on="uf_id",
+            )
+        )
+        linked_to_self = np.zeros(count, dtype=bool)
+        linked_to_self[linked.loc[linked["linked_contact"] == linked["contact_id"], "row"].to_numpy()] = True
+        other_owner = (
+            linked[linked["linked_contact"] != linked["contact_id"]].groupby("row")["linked_contact"].min()
+        )
+
+        matched = np.zeros(count, dtype=bool)
+        matched[matches.index.to_numpy()] = True
+        username[matched] = matches["username"].reindex(np.flatnonzero(matched)).to_numpy()
+        uf_id[matched] = matches["uf_id"].reindex(np.flatnonzero(matched)).to_numpy()
+
+        def account(row) -> tuple[str, int]:
+            return matches.at[row, "username"], matches.at[row, "uf_id"]
+
+        decide(
+            _mask(count, other_owner.index),
+            Outcome.FAILED,
+            lambda row: why.account_linked_to_other(*account(row), other_owner[row]),
+        )
+        # The extract normally reports this as the contact's own uf_id (rule 2); if it did not,
+        # the link exists all the same and must not be written twice.
+        decide(linked_to_self, Outcome.ALREADY_LINKED, lambda row: why.already_linked(*account(row)))
+        admin_rows = matches.index[matches["is_admin"].to_numpy(dtype=bool)]
+        decide(
+            _mask(count, admin_rows), Outcome.FAILED, lambda row: why.account_is_administrator(*account(row))
+        )
+        if settings.on_existing_email == "fail":
+            decide(matched, Outcome.FAILED, lambda row: why.existing_email_not_linked(*account(row)))
+        decide(matched, Outcome.LINKED_EXISTING, why.EXISTING_ACCOUNT_SAME_EMAIL, action_value=LINK)
+        # Failed rows keep the account's name and id in the reason, not as the contact's own.
+        failed_here = matched & (outcome == Outcome.FAILED.value)
+        username[failed_here] = ""
+        uf_id[failed_here] = None
+
+    # 8. CiviCRM would refuse a second UFMatch with the same login name (uf_name) in the domain
+    open_rows = np.flatnonzero(undecided)
+    login_owners = (
+        pd.DataFrame(
+            {
+                "row": open_rows,
+                "uf_name_key": email_key.iloc[open_rows].to_numpy(),
+                "contact_id": contact_ids[open_rows],
+            }
+        )
+        .merge(
+            link_rows[["uf_name_key", "contact_id"]].rename(columns={"contact_id": "owner"}), on="uf_name_key"
+        )
+        .query("owner != contact_id")
+        .groupby("row")["owner"]
+        .min()
+    )
+    decide(
+        _mask(count, login_owners.index),
+        Outcome.FAILED,
+        lambda row: why.email_is_login_of(email[row], login_owners[row]),
+    )
+
+    # 9. create: a unique username from the pattern
+    open_rows = np.flatnonzero(undecided)
+    name_fields = contacts.iloc[open_rows][["first_name", "last_name", "display_name", "contact_id"]].assign(
+        email=email.iloc[open_rows].to_numpy()
+    )
+    rendered = render_usernames(settings.username_pattern, name_fields.to_dict("records"))
+    sanitized: dict[str, str] = {}  # many contacts share names; sanitise each distinct text once
+    for raw in rendered:
+        if raw not in sanitized:
+            sanitized[raw] = sanitize(raw)
+    candidates = pd.Series([sanitized[raw] for raw in rendered], index=open_rows, dtype=object)
+    empty = candidates == ""
+    decide(
+        _mask(count, candidates.index[empty]), Outcome.FAILED, why.empty_username(settings.username_pattern)
+    )
+    creating = candidates.index[~empty]
+    username[creating] = unique_usernames(candidates[~empty], taken_usernames, max_username_length).to_numpy()
+    decide(_mask(count, creating), Outcome.CREATED, why.NEW_ACCOUNT, action_value=CREATE)
+
+    # 10. limit: the lowest contact ids go first, the rest wait for the next run
+    if limit is not None:
+        acting = np.flatnonzero(np.isin(action, BATCH_ACTIONS))
+        later = acting[limit:]
+        action[later] = NONE
+        outcome[later] = Outcome.DEFERRED.value
+        reason[later] = why.beyond_limit(limit)
+
+    roles = [list(settings.roles) if value == CREATE else [] for value in action]
+    columns = {
+        "contact_id": contact_ids.astype("int64"),
+        "email": _none_if_blank(email),
+        "action": action,
+        "outcome": outcome,
+        "reason": reason,
+        "username": username,
+        "uf_id": uf_id,
+        "roles": roles,
+        "first_name": _text(contacts["first_name"]),
+        "last_name": _text(contacts["last_name"]),
+        "display_name": _text(contacts["display_name"]),
+        "locale": _none_if_blank(_text(contacts["preferred_language"])),
+        "do_not_email": contacts["do_not_email"].map(_truthy).to_numpy(dtype=bool),
+        "sources": contacts["sources"].map(_as_list),
+        "attempts": pd.to_numeric(contacts["attempts"], errors="coerce").fillna(0).astype("int64").to_numpy(),
+    }
+    # Text columns stay `object` so a missing value is None, as in the batches, not NaN.
+    return pd.DataFrame(
+        {
+            name: values
+            if isinstance(values, np.ndarray) and values.dtype != object
+            else pd.Series(list(values), dtype=object)
+            for name, values in columns.items()
+        },
+        columns=PLAN_COLUMNS,
+    )
+
+
+def _none_if_blank(text: pd.Series) -> np.ndarray:
+    return text.where(text != "", None).to_numpy(dtype=object)
+
+
+def _mask(count: int, rows: Iterable[int]) -> np.ndarray:
+    mask = np.zeros(count, dtype=bool)
+    mask[np.asarray(list(rows), dtype=np.int64)] = True
+    return mask
+
+
+def _prepare_cms_users(cms_users: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+    """CMS users keyed by lower-cased email (the lowest uf_id per email), and every username."""
+    users = _with_columns(cms_users, CMS_USER_COLUMNS)
+    table = pd.DataFrame(
+        {
+            "uf_id": _optional_ids(users["uf_id"]).to_numpy(),
+            "username": _text(users["username"]).to_numpy(),
+            "email_key": _text(users["email"]).str.lower().to_numpy(),
+            "is_admin": [
+                any(str(role).strip().lower() == "administrator" for role in _as_list(roles))
+                for roles in users["roles"]
+            ],
+        },
+        columns=["uf_id", "username", "email_key", "is_admin"],
+    )
+    taken = [name for name in table["username"] if name]
+    table = table[table["uf_id"].notna() & (table["email_key"] != "")]
+    table = table.sort_values("uf_id", key=lambda ids: ids.astype("int64"), kind="stable")
+    return table.drop_duplicates("email_key", keep="first"), taken
+
+
+def _prepare_links(links: pd.DataFrame | None) -> pd.DataFrame:
+    """UFMatch rows with int ids and a lower-cased uf_name key."""
+    rows = _with_columns(links, LINK_COLUMNS)
+    table = pd.DataFrame(
+        {
+            "contact_id": _optional_ids(rows["contact_id"]).to_numpy(),
+            "uf_id": _optional_ids(rows["uf_id"]).to_numpy(),
+            "uf_name_key": _text(rows["uf_name"]).str.lower().to_numpy(),
+        },
+        columns=["contact_id", "uf_id", "uf_name_key"],
+    )
+    return table[table["contact_id"].notna()]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+
+def make_batches(plan: pd.DataFrame, batch_size: int) -> list[list[dict]]:
+    """The create/link rows of the plan in contact_id order, cut into batches of JSON-safe dicts."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    plan = plan.reset_index(drop=True)  # an index named contact_id would make sorting ambiguous
+    acting = plan[plan["action"].isin(BATCH_ACTIONS)].sort_values("contact_id", kind="stable")
+    # Column by column: tolist() already gives Python scalars for numeric columns.
+    columns = {str(name): [_json_safe(value) for value in acting[name].tolist()] for name in acting.columns}
+    records = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    return [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
+
+
+def batch_label(batch: list[dict]) -> str:
+    """A short human label for a batch, e.g. 'contacts 101-103 (3)'."""
+    ids = [row["contact_id"] for row in batch]
+    if not ids:
+        return "no contacts (0)"
+    if len(ids) == 1:
+        return f"contact {ids[0]} (1)"
+    return f"contacts {min(ids)}-{max(ids)} ({len(ids)})"
+
+
+_PLAIN_TYPES = (str, int, bool)
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain Python values only: XCom and JSON choke on numpy scalars and NaN."""
+    if value is None or type(value) in _PLAIN_TYPES:
+        return value
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_safe(item) for item in value]
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, str):
+        return str(value)  # also turns StrEnum members into plain text
+    return value

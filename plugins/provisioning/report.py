@@ -1,0 +1,82 @@
+"""Plain-text tables for the task log: the outcome summary and a per-contact listing."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from provisioning.outcomes import OUTCOME_ORDER
+
+#: Columns of a create result (and of planned_outcomes), one row per contact.
+RESULT_COLUMNS = ["contact_id", "outcome", "reason", "uf_id", "username", "mail"]
+
+
+def summary_table(outcomes: pd.DataFrame) -> str:
+    """Count per outcome, every known outcome listed (also at 0) in a fixed order, plus the total."""
+    values = outcomes["outcome"].astype(object).where(outcomes["outcome"].notna(), "unknown").map(str)
+    counts = values.value_counts()
+    names = [outcome.value for outcome in OUTCOME_ORDER]
+    names += sorted(name for name in counts.index if name not in names)
+    rows = [(name, str(int(counts.get(name, 0)))) for name in names]
+    return _text_table(("outcome", "count"), rows, right_aligned={1}, footer=("total", str(len(values))))
+
+
+def outcome_table(outcomes: pd.DataFrame, max_rows: int = 50) -> str:
+    """contact_id, outcome, username and reason per contact, at most max_rows of them."""
+    shown = outcomes.sort_values("contact_id", kind="stable").head(max_rows) if max_rows >= 0 else outcomes
+    rows = [
+        tuple(_cell(row.get(column)) for column in ("contact_id", "outcome", "username", "reason"))
+        for row in shown.to_dict("records")
+    ]
+    table = _text_table(("contact_id", "outcome", "username", "reason"), rows, right_aligned={0})
+    hidden = len(outcomes) - len(shown)
+    if hidden > 0:
+        table += f"\n... and {hidden} more contact{'s' if hidden != 1 else ''}"
+    return table
+
+
+def planned_outcomes(plan: pd.DataFrame) -> pd.DataFrame:
+    """What a dry run would report: the plan's outcomes in the shape create_accounts returns."""
+    result = pd.DataFrame(
+        {
+            "contact_id": plan["contact_id"].to_numpy(),
+            "outcome": plan["outcome"].to_numpy(dtype=object),
+            "reason": plan["reason"].to_numpy(dtype=object),
+            "uf_id": plan["uf_id"].to_numpy(dtype=object),
+            "username": plan["username"].to_numpy(dtype=object),
+            "mail": [None] * len(plan),
+        },
+        columns=RESULT_COLUMNS,
+    )
+    return result.sort_values("contact_id", kind="stable").reset_index(drop=True)
+
+
+def _cell(value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    text = str(value)
+    # One contact per line, whatever the reason text contains.
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _text_table(
+    header: tuple[str, ...],
+    rows: list[tuple[str, ...]],
+    *,
+    right_aligned: set[int],
+    footer: tuple[str, ...] | None = None,
+) -> str:
+    every_row = [header, *rows, *([footer] if footer else [])]
+    widths = [max(len(row[i]) for row in every_row) for i in range(len(header))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = [
+            cell.rjust(widths[i]) if i in right_aligned else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ]
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    lines = [line(header), rule, *(line(row) for row in rows)]
+    if footer:
+        lines += [rule, line(footer)]
+    return "\n".join(lines)

@@ -1,0 +1,445 @@
+"""The settings file (config/cmsuser.yaml): its schema, help texts and loader.
+
+The `description=` of every field is the user documentation; `settings_reference_markdown()`
+renders them for the README, so keep them complete and written for an administrator.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import annotated_types
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUndefined
+
+from provisioning.usernames import USERNAME_TOKENS, PatternError, pattern_parts
+
+SETTINGS_ENV_VAR = "CMSUSER_SETTINGS"
+
+#: Schedule presets Airflow understands besides cron expressions.
+AIRFLOW_SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# (name, lowest, highest, names usable instead of numbers)
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of month", 1, 31, ()),
+    ("month", 1, 12, _MONTH_NAMES),
+    ("day of week", 0, 7, _DAY_NAMES),
+)
+_CRON_ITEM_RE = re.compile(r"^(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step>[0-9]+))?$")
+
+
+class SettingsError(ValueError):
+    """The settings file is missing, unreadable or has invalid values; the message says what to fix."""
+
+
+class Settings(BaseModel):
+    """Everything the pipeline needs to know about one CiviCRM domain and its CMS."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    civicrm_conn_id: str = Field(
+        "civicrm_default",
+        min_length=1,
+        description="Airflow connection id of the CiviCRM site (host = site URL, password = API key, "
+        "extra `site_key` if the site requires one).",
+    )
+    cms_conn_id: str = Field(
+        "cms_default",
+        min_length=1,
+        description="Airflow connection id of the CMS (host = site URL, login = admin user, "
+        "password = WordPress Application Password).",
+    )
+    cms_type: Literal["wordpress"] = Field(
+        "wordpress",
+        description="Which CMS the accounts are created in. Only `wordpress` is supported so far.",
+    )
+    domain_id: int = Field(
+        1,
+        ge=1,
+        description="CiviCRM domain whose UFMatch links are read and written (1 on single-site installs).",
+    )
+    trigger_groups: list[int | str] = Field(
+        default_factory=list,
+        description="Groups whose contacts get an account: each entry a group id, name or title. "
+        "Smart groups count their current members. Names are looked up when the run starts. "
+        "At least one trigger group or tag is required.",
+    )
+    trigger_tags: list[int | str] = Field(
+        default_factory=list,
+        description="Tags whose contacts get an account: each entry a tag id, name or label. "
+        "Names are looked up when the run starts. At least one trigger group or tag is required.",
+    )
+    history_group: int | str | None = Field(
+        None,
+        description="Group (id, name or title) that contacts are added to once they have an account, "
+        "whether it was created, linked or already there. Empty: no history group.",
+    )
+    history_tag: int | str | None = Field(
+        None,
+        description="Tag (id, name or label) that contacts get once they have an account. Empty: no history tag.",
+    )
+    username_pattern: str = Field(
+        "{first_name}.{last_name}",
+        description="How new usernames are made. Tokens: "
+        + ", ".join("`{" + token + "}`" for token in USERNAME_TOKENS)
+        + " (`{email_local}` is the part before the @). The result is folded to lower-case ASCII "
+        "letters, digits and `_ . - @`; a taken name gets 2, 3, ... appended; at most 60 characters.",
+    )
+    roles: list[str] = Field(
+        default_factory=lambda: ["subscriber"],
+        min_length=1,
+        description="CMS roles (slugs) given to newly created accounts. Linked existing accounts keep "
+        "their roles. `administrator` is refused.",
+    )
+    notify: bool = Field(
+        True,
+        description="After creating an account, have the CMS email the new user a link to set "
+        "a password. Without it, users must use 'lost password' themselves.",
+    )
+    on_existing_email: Literal["link", "fail"] = Field(
+        "link",
+        description="What to do when a CMS account with the contact's email already exists: `link` "
+        "connects the contact to it (never for administrators, or accounts linked to another "
+        "contact), `fail` records a failed attempt instead.",
+    )
+    max_attempts: int = Field(
+        4,
+        ge=1,
+        le=20,
+        description="Failed attempts (at most one per run) after which a contact is taken out of "
+        "the trigger groups and tags, so it is not tried again. Each attempt is recorded as a "
+        "Failed 'User Account Creation' activity.",
+    )
+    batch_size: int = Field(
+        200,
+        ge=1,
+        le=1000,
+        description="Contacts per create batch. Each batch is one Airflow task that retries on its own.",
+    )
+    retry_delay_seconds: int = Field(
+        300,
+        ge=0,
+        description="Seconds Airflow waits before retrying a batch after a temporary error "
+        "(timeouts, 5xx, rate limits).",
+    )
+    activity_source_contact_id: int | None = Field(
+        None,
+        ge=1,
+        description="Contact recorded as the source (author) of the 'User Account Creation' "
+        "activities. Empty: the contact itself.",
+    )
+    schedule: str = Field(
+        "0 2 * * *",
+        description="When the nightly run starts: a 5-field cron expression (minute hour "
+        "day-of-month month day-of-week) or an Airflow preset such as `@daily`.",
+    )
+    timezone: str = Field(
+        "UTC",
+        description="Time zone the schedule is read in, as an IANA name such as `Europe/Berlin`.",
+    )
+
+    @field_validator(
+        "civicrm_conn_id", "cms_conn_id", "schedule", "timezone", "username_pattern", mode="before"
+    )
+    @classmethod
+    def _strip_text(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("trigger_groups", "trigger_tags")
+    @classmethod
+    def _check_trigger_refs(cls, refs: list[int | str]) -> list[int | str]:
+        cleaned = [_check_ref(ref) for ref in refs]
+        duplicates = sorted({str(ref) for ref in cleaned if cleaned.count(ref) > 1})
+        if duplicates:
+            raise ValueError(f"{', '.join(duplicates)} listed more than once; list each entry once")
+        return cleaned
+
+    @field_validator("history_group", "history_tag")
+    @classmethod
+    def _check_history_ref(cls, ref: int | str | None) -> int | str | None:
+        if ref is None or (isinstance(ref, str) and not ref.strip()):
+            return None
+        return _check_ref(ref)
+
+    @field_validator("username_pattern")
+    @classmethod
+    def _check_pattern(cls, pattern: str) -> str:
+        if not pattern:
+            raise ValueError("is empty; use tokens such as {first_name}.{last_name}")
+        try:
+            parts = pattern_parts(pattern)
+        except PatternError as error:
+            raise ValueError(str(error)) from None
+        if not any(is_token for _, is_token in parts):
+            allowed = ", ".join("{" + token + "}" for token in USERNAME_TOKENS)
+            raise ValueError(
+                f"'{pattern}' has no token, so every contact would get the same name; use {allowed}"
+            )
+        return pattern
+
+    @field_validator("roles")
+    @classmethod
+    def _check_roles(cls, roles: list[str]) -> list[str]:
+        cleaned = [role.strip() for role in roles]
+        if any(not role for role in cleaned):
+            raise ValueError("contains an empty role; give role slugs such as subscriber")
+        if any(role.lower() == "administrator" for role in cleaned):
+            # Every triggered contact would get full control of the site: never what is meant.
+            raise ValueError(
+                "'administrator' is not allowed for automatically created accounts; use a lesser role"
+            )
+        return list(dict.fromkeys(cleaned))
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, schedule: str) -> str:
+        problem = _cron_problem(schedule)
+        if problem:
+            presets = ", ".join(AIRFLOW_SCHEDULE_PRESETS)
+            raise ValueError(
+                f"'{schedule}' is not a schedule ({problem}); use 5 cron fields like '0 2 * * *' or one of {presets}"
+            )
+        return schedule
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"'{name}' is not a known time zone; use an IANA name such as UTC or Europe/Berlin"
+            ) from None
+        return name
+
+    @model_validator(mode="after")
+    def _require_a_trigger(self) -> Settings:
+        if not self.trigger_groups and not self.trigger_tags:
+            raise ValueError(
+                "trigger_groups, trigger_tags: both are empty, so no contact would ever be picked. "
+                "List at least one group in trigger_groups or one tag in trigger_tags"
+            )
+        return self
+
+
+def _check_ref(ref: int | str) -> int | str:
+    if isinstance(ref, bool):
+        raise ValueError(f"{ref!r} is not a group/tag; give an id, a name or a title")
+    if isinstance(ref, int):
+        if ref < 1:
+            raise ValueError(f"{ref} is not a valid id; ids start at 1")
+        return ref
+    text = ref.strip()
+    if not text:
+        raise ValueError("contains an empty entry; give an id, a name or a title")
+    return text
+
+
+def _cron_problem(schedule: str) -> str | None:
+    """Why `schedule` is neither an Airflow preset nor a plain 5-field cron expression (None: it is fine)."""
+    if schedule.startswith("@"):
+        return None if schedule in AIRFLOW_SCHEDULE_PRESETS else f"unknown preset {schedule}"
+    fields = schedule.split()
+    if len(fields) != 5:
+        return f"{len(fields)} fields instead of 5"
+    for text, (name, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in text.lower().split(","):
+            match = _CRON_ITEM_RE.match(item)
+            if not match:
+                return f"bad {name} '{text}'"
+            if match["step"] is not None and int(match["step"]) == 0:
+                return f"step 0 in {name} '{text}'"
+            if match["range"] == "*":
+                continue
+            for bound in match["range"].split("-"):
+                if bound in names:
+                    continue
+                if not bound.isdigit() or not low <= int(bound) <= high:
+                    return f"{name} '{bound}' is outside {low}-{high}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def settings_path() -> Path:
+    """$CMSUSER_SETTINGS if set, else config/cmsuser.yaml in the repository."""
+    configured = os.environ.get(SETTINGS_ENV_VAR, "").strip()
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "config" / "cmsuser.yaml"
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Read and validate the settings file; raise SettingsError listing every problem."""
+    path = Path(path) if path is not None else settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(
+            f"Settings file {path}: file not found. Create it (config/cmsuser.yaml is an example) "
+            f"or set {SETTINGS_ENV_VAR} to the path of your settings file."
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(
+            f"Settings file {path}: cannot be read ({error}). Check the path and the file's permissions, "
+            f"or set {SETTINGS_ENV_VAR} to another file."
+        ) from None
+    return parse_settings(text, source=str(path))
+
+
+def parse_settings(text: str, *, source: str = "<text>") -> Settings:
+    """Validate settings given as YAML text; `source` names the file in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "YAML syntax"
+        problem = getattr(error, "problem", None) or str(error)
+        raise SettingsError(
+            f"Settings file {source}: {where}: {problem}. Fix the YAML syntax there "
+            "(indentation, quotes, a missing ':')."
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError(
+            f"Settings file {source}: top level: is a {type(data).__name__}, not a mapping. "
+            "Write one 'setting: value' per line."
+        )
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as error:
+        raise SettingsError("\n".join(_describe_errors(error, source))) from None
+
+
+def _describe_errors(error: ValidationError, source: str) -> list[str]:
+    # Group by field first: an `int | str` value that is neither gives one error per branch.
+    by_field: dict[str, list[dict]] = {}
+    for item in error.errors(include_url=False):
+        by_field.setdefault(_field_label(item["loc"]), []).append(item)
+    lines = []
+    for field, items in by_field.items():
+        item = items[0]
+        top = item["loc"][0] if item["loc"] else None
+        message = item["msg"].removeprefix("Value error, ")
+        if len(items) > 1 and all(_is_union_branch(each["loc"]) for each in items):
+            message = "input should be an id (a number) or a name"
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(top), Settings.model_fields, n=1)
+            hint = f"Did you mean {close[0]}?" if close else "Remove it or check its spelling."
+            lines.append(f"Settings file {source}: {field}: unknown setting. {hint}")
+        elif not item["loc"]:
+            # Whole-model checks already start with the fields they are about.
+            lines.append(f"Settings file {source}: {message}.")
+        elif item["type"] == "value_error":
+            lines.append(f"Settings file {source}: {field}: {message}.")
+        else:
+            shown = _short_repr(item.get("input"))
+            help_text = Settings.model_fields[top].description if top in Settings.model_fields else ""
+            lines.append(
+                f"Settings file {source}: {field}: {message[:1].lower()}{message[1:]} (got {shown}). "
+                f"Fix the value of {top}. About {top}: {help_text}"
+            )
+    return lines
+
+
+def _is_union_branch(loc: tuple) -> bool:
+    return len(loc) > 1 and isinstance(loc[-1], str)
+
+
+def _field_label(loc: tuple) -> str:
+    label = ""
+    for part in loc:
+        if isinstance(part, int):
+            label += f"[{part}]"
+        elif label:
+            # Union branches (e.g. 'int', 'str') add nothing a reader needs.
+            continue
+        else:
+            label = str(part)
+    return label
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference documentation
+
+
+def settings_reference_markdown() -> str:
+    """A Markdown table of every setting: name, type, default and help text."""
+    rows = ["| Setting | Type | Default | Description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = field.default_factory()
+        elif field.default is PydanticUndefined:
+            default = "(required)"
+        else:
+            default = field.default
+        type_text = _type_text(field.annotation) + _bounds_text(field.metadata)
+        rows.append(
+            f"| `{name}` | {_cell(type_text)} | {_cell(_default_text(default))} | {_cell(field.description or '')} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def _type_text(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Annotated:
+        return _type_text(args[0])
+    if origin is Literal:
+        return " or ".join(f'"{arg}"' for arg in args)
+    if origin in (typing.Union, types.UnionType):
+        optional = type(None) in args
+        names = [_type_text(arg) for arg in args if arg is not type(None)]
+        text = " or ".join(names)
+        return f"{text} or empty" if optional else text
+    if origin is list:
+        return f"list of ({_type_text(args[0])})" if args else "list"
+    return {int: "integer", str: "text", bool: "true/false"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _bounds_text(metadata: list) -> str:
+    low = next((item.ge for item in metadata if isinstance(item, annotated_types.Ge)), None)
+    high = next((item.le for item in metadata if isinstance(item, annotated_types.Le)), None)
+    if low is not None and high is not None:
+        return f", {low} to {high}"
+    if low is not None:
+        return f", at least {low}"
+    if high is not None:
+        return f", at most {high}"
+    return ""
+
+
+def _default_text(default: Any) -> str:
+    if default is None:
+        return "empty"
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, list):
+        return "[" + ", ".join(f'"{item}"' if isinstance(item, str) else str(item) for item in default) + "]"
+    return f'"{default}"' if isinstance(default, str) else str(default)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,420 @@
+"""Run Airflow's real api-server, scheduler and dag-processor as subprocesses, on PostgreSQL.
+
+The in-process `dag.test()` harness (local_airflow.py) skips what only the real components do:
+the executor's task subprocesses talking to the Execution API, retries scheduled by the
+scheduler, logs served by the api-server, and clearing a task as the UI's Clear button does.
+This harness runs all of that on a throwaway database and AIRFLOW_HOME and talks to it only
+through the public REST API, as an operator or auditor would.
+
+    with RealAirflow(connection_env | {"CMSUSER_SETTINGS": path}) as airflow:
+        run_id = airflow.trigger("cmsuser_nightly")
+        state = airflow.wait("cmsuser_nightly", run_id)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_ID = "cmsuser_nightly"
+CMS_POOL = "cmsuser_cms"  # the pool create_accounts runs in (cms_operators.tasks.CMS_POOL)
+
+PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
+DEFAULT_DATABASE = "cmsuser_airflow_test"
+ADMIN_USER = "admin"
+TERMINAL_RUN_STATES = {"success", "failed"}
+COMPONENTS = ("api-server", "scheduler", "dag-processor")
+
+
+class AirflowHarnessError(RuntimeError):
+    """The real Airflow stack did not start or did not answer; the message says where to look."""
+
+
+def postgres_available(host: str = PG_HOST, port: int = PG_PORT, user: str = PG_USER) -> str | None:
+    """None when PostgreSQL accepts a connection, else why not (for a skip or fail message)."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(host=host, port=port, user=user, dbname="postgres", connect_timeout=3).close()
+    except psycopg2.Error as exc:
+        return f"PostgreSQL at {host}:{port} (user {user}) is not reachable: {str(exc).strip()}"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _fresh_database(name: str) -> None:
+    """Drop and recreate the metadata database, so no run or pool of an earlier session is left."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            # A crashed earlier session may still hold connections, which would block the drop.
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        conn.close()
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log file)"
+
+
+def _log_text(content) -> str:
+    """One readable text from the log endpoint's JSON content (structured entries or plain strings)."""
+    out = []
+    for entry in content or []:
+        if isinstance(entry, str):
+            out.append(entry)
+            continue
+        entry = dict(entry)
+        head = " ".join(str(entry.pop(k)) for k in ("timestamp", "level", "event") if entry.get(k) is not None)
+        # Keep every other field too (logger, error_detail, ...): a secret could hide in any of them.
+        rest = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in entry.items())
+        out.append(f"{head} {rest}".rstrip())
+    return "\n".join(out)
+
+
+class RealAirflow:
+    """Airflow's three long-running components on a fresh PostgreSQL database, driven over REST."""
+
+    def __init__(self, env: dict[str, str], *, dags_folder: Path = REPO / "dags", parallelism: int = 2,
+                 dag_ids: tuple[str, ...] = (DAG_ID,), home: Path | None = None,
+                 database: str = DEFAULT_DATABASE, pool_slots: int = 4):
+        self.extra_env = dict(env)
+        self.dags_folder = Path(dags_folder)
+        self.parallelism = parallelism
+        self.dag_ids = tuple(dag_ids)
+        self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="cmsuser-real-airflow-"))
+        self.database = database
+        self.pool_slots = pool_slots
+        self.port = 0
+        self.url = ""
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.startup_seconds: float | None = None
+        self._http = requests.Session()
+        self._admin_password = secrets.token_urlsafe(16)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of every Airflow process: our config, then the caller's (connections, settings)."""
+        from cryptography.fernet import Fernet
+
+        if not hasattr(self, "_config"):
+            self._config = {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+                "AIRFLOW__CORE__AUTH_MANAGER":
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                    f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+                # Task tokens are signed by the scheduler and checked by the api-server: one secret for all.
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+                # Only runs the test triggers: unpausing must not add a scheduled run of its own.
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+                "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+                "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "90",
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
+                # Other sessions on this machine may run Airflow too: no fixed ports.
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            }
+        # The pytest session's own AIRFLOW_* settings (SQLite home) must not leak into the children.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(self._config)
+        env.update(self.extra_env)
+        return env
+
+    def _airflow(self, *args: str, timeout: float = 300) -> None:
+        """Run one `airflow` CLI command to completion; its output goes to a log file in the home."""
+        log_file = self.home / f"cli-{args[0]}.log"
+        with log_file.open("ab") as out:
+            proc = subprocess.run([sys.executable, "-m", "airflow", *args], env=self.child_env(), stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=timeout)
+        if proc.returncode != 0:
+            raise AirflowHarnessError(f"`airflow {' '.join(args)}` exited with {proc.returncode}; "
+                                      f"last lines of {log_file}:\n{_tail(log_file)}")
+
+    def start(self, timeout: float = 120) -> None:
+        """Fresh database, the three components, a REST login; returns once the DAGs are parsed and unpaused."""
+        started = time.monotonic()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # The simple auth manager reads the admin's password from this file (it would otherwise
+        # generate one and print it to the api-server log).
+        (self.home / "passwords.json").write_text(json.dumps({ADMIN_USER: self._admin_password}))
+        _fresh_database(self.database)
+        self._airflow("db", "migrate")
+        for name in COMPONENTS:
+            log_file = (self.home / f"{name}.log").open("ab")
+            # Own process group: stop() can end each component together with its task subprocesses.
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "airflow", name], env=self.child_env(), stdout=log_file,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            log_file.close()
+        try:
+            deadline = started + timeout
+            self._wait_for_api(deadline)
+            self._login()
+            self._request("POST", "/api/v2/pools", json={
+                "name": CMS_POOL, "slots": self.pool_slots, "description": "CMS user creation",
+                "include_deferred": False})
+            for dag_id in self.dag_ids:
+                self._wait_for_dag(dag_id, deadline)
+                self._request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        except BaseException:
+            self.print_component_logs()
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        print(f"real Airflow up in {self.startup_seconds:.1f}s at {self.url} (home {self.home})", flush=True)
+
+    def stop(self) -> None:
+        """End every component and the task processes they started; the database and home are left."""
+        for name, proc in list(self.processes.items()):
+            if proc.poll() is not None:
+                continue
+            try:
+                family = psutil.Process(proc.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                family = []
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                print(f"{name} did not stop within 20s of SIGTERM; killing it", flush=True)
+                with _suppress_lookup():
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            # Children that left the group (their own session) are ended one by one.
+            for child in family:
+                with _suppress_lookup():
+                    child.kill()
+        self.processes.clear()
+
+    def __enter__(self) -> RealAirflow:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def print_component_logs(self, lines: int = 40) -> None:
+        """The last lines of each component's log, to see why something did not start or run."""
+        for name in COMPONENTS:
+            print(f"----- last {lines} lines of {self.home / (name + '.log')}\n"
+                  f"{_tail(self.home / f'{name}.log', lines)}", flush=True)
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                raise AirflowHarnessError(f"airflow {name} exited with {proc.returncode}; last lines of its log:\n"
+                                          f"{_tail(self.home / f'{name}.log')}")
+
+    def _wait_for_api(self, deadline: float) -> None:
+        while True:
+            self._check_alive()
+            try:
+                if self._http.get(self.url + "/api/v2/monitor/health", timeout=5).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AirflowHarnessError(f"api-server did not answer on {self.url} in time; "
+                                          f"see {self.home / 'api-server.log'}")
+            time.sleep(0.5)
+
+    def _login(self) -> None:
+        answer = self._http.post(self.url + "/auth/token", timeout=10,
+                                 json={"username": ADMIN_USER, "password": self._admin_password})
+        if answer.status_code != 201:
+            raise AirflowHarnessError(f"POST /auth/token answered {answer.status_code}: {answer.text[:300]}")
+        self._http.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+
+    def _wait_for_dag(self, dag_id: str, deadline: float) -> None:
+        while True:
+            self._check_alive()
+            if self._http.get(f"{self.url}/api/v2/dags/{dag_id}", timeout=10).ok:
+                return
+            errors = self._request("GET", "/api/v2/importErrors", params={"limit": 100})["import_errors"]
+            if errors:
+                raise AirflowHarnessError("DAG import errors:\n" + "\n".join(
+                    f"{e['filename']}: {e['stack_trace']}" for e in errors))
+            if time.monotonic() > deadline:
+                raise AirflowHarnessError(f"DAG {dag_id} was not parsed in time (dags folder {self.dags_folder}); "
+                                          f"see {self.home / 'dag-processor.log'}")
+            time.sleep(1)
+
+    # ------------------------------------------------------------------ REST
+
+    def _request(self, method: str, path: str, *, accept_status=(200, 201), **kwargs):
+        answer = self._http.request(method, self.url + path, timeout=30, **kwargs)
+        if answer.status_code not in accept_status:
+            raise AirflowHarnessError(f"{method} {path} answered {answer.status_code}: {answer.text[:500]}")
+        return answer.json() if answer.content else None
+
+    def trigger(self, dag_id: str = DAG_ID, conf: dict | None = None) -> str:
+        """Trigger a run as the UI's Trigger button does (no logical date); returns its run id."""
+        run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
+                            json={"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        """Poll until the run is success or failed; prints the task states whenever they change."""
+        started = time.monotonic()
+        last_shown, last_print = None, 0.0
+        while True:
+            self._check_alive()
+            state = self.run_state(dag_id, run_id)
+            now = time.monotonic()
+            shown = self._progress(dag_id, run_id)
+            if shown != last_shown or now - last_print > 15 or state in TERMINAL_RUN_STATES:
+                print(f"[{now - started:5.0f}s] {run_id}: {state} | {shown}", flush=True)
+                last_shown, last_print = shown, now
+            if state in TERMINAL_RUN_STATES:
+                return state
+            if now - started > timeout:
+                self.print_component_logs()
+                raise AirflowHarnessError(f"run {run_id} still {state} after {timeout:.0f}s: {shown}")
+            time.sleep(2)
+
+    def _progress(self, dag_id: str, run_id: str) -> str:
+        parts = []
+        for ti in sorted(self.task_instances(dag_id, run_id), key=lambda t: (t["start_date"] or "~", t["map_index"])):
+            name = ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else "")
+            parts.append(f"{name}={ti['state']}#{ti['try_number']}")
+        return " ".join(parts)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """Every task instance of the run (mapped ones one by one), with state, try_number, rendered_fields."""
+        found: list[dict] = []
+        while True:
+            page = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                                 params={"limit": 100, "offset": len(found)})
+            found += page["task_instances"]
+            if len(found) >= page["total_entries"] or not page["task_instances"]:
+                return found
+
+    def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int | None = None,
+              downstream: bool = True) -> list[dict]:
+        """Clear a task instance (all map indexes when map_index is None) as the UI's Clear button does."""
+        body = {"dag_run_id": run_id, "task_ids": [task_id] if map_index is None else [[task_id, map_index]],
+                "include_downstream": downstream, "include_upstream": False, "only_failed": False,
+                "dry_run": False, "reset_dag_runs": True}
+        return self._request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json=body)["task_instances"]
+
+    def tries(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> list[int]:
+        """Try numbers that ran (task instance history plus the current try)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        path += f"/{map_index}/tries" if map_index >= 0 else "/tries"
+        rows = self._request("GET", path)["task_instances"]
+        return sorted({row["try_number"] for row in rows if row["try_number"] > 0})
+
+    def logs(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1, try_number: int = 1) -> str:
+        """The full log of one try, as text."""
+        answer = self._request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": "true"}, headers={"Accept": "application/json"})
+        return _log_text(answer.get("content"))
+
+    def all_logs(self, dag_id: str, run_id: str) -> dict[tuple[str, int, int], str]:
+        """Every try's log of every task instance of the run, keyed (task_id, map_index, try_number)."""
+        logs = {}
+        for ti in self.task_instances(dag_id, run_id):
+            for try_number in self.tries(dag_id, run_id, ti["task_id"], ti["map_index"]):
+                logs[(ti["task_id"], ti["map_index"], try_number)] = self.logs(
+                    dag_id, run_id, ti["task_id"], ti["map_index"], try_number)
+        return logs
+
+    def xcoms(self, dag_id: str, run_id: str) -> list[dict]:
+        """Every XCom entry of the run, each with its value as stored (JSON-decoded where it is JSON)."""
+        entries: list[dict] = []
+        while True:
+            page = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/~/xcomEntries",
+                                 params={"limit": 100, "offset": len(entries)})
+            entries += page["xcom_entries"]
+            if len(entries) >= page["total_entries"] or not page["xcom_entries"]:
+                break
+        for entry in entries:
+            value = self._request(
+                "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{entry['task_id']}"
+                f"/xcomEntries/{entry['key']}", params={"map_index": entry["map_index"]})["value"]
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    pass
+            entry["value"] = value
+        return entries
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1):
+        """One XCom value of the run (None when there is none)."""
+        answer = self._http.get(
+            f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            params={"map_index": map_index}, timeout=30)
+        if answer.status_code == 404:
+            return None
+        if not answer.ok:
+            raise AirflowHarnessError(f"XCom {task_id}/{key} answered {answer.status_code}: {answer.text[:300]}")
+        value = answer.json()["value"]
+        return json.loads(value) if isinstance(value, str) else value
+
+    def rendered_fields(self, dag_id: str, run_id: str) -> dict[tuple[str, int], dict]:
+        """Rendered template fields of each task instance, keyed (task_id, map_index)."""
+        return {(ti["task_id"], ti["map_index"]): ti.get("rendered_fields") or {}
+                for ti in self.task_instances(dag_id, run_id)}
+
+
+def _suppress_lookup():
+    """Ignore processes that are already gone."""
+    return contextlib.suppress(ProcessLookupError, psutil.NoSuchProcess)

@@ -1,0 +1,68 @@
+"""Every DAG parses without secrets or network; a bad settings file is that DAG's own import error."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from sandbox import local_airflow
+
+
+def _bag(dags_folder=None):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(str(dags_folder or local_airflow.REPO / "dags"))
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Parsing must not open a single connection."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a DAG file opened a network connection at parse time")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def test_every_dag_parses(no_network, monkeypatch):
+    monkeypatch.delenv("CMSUSER_SETTINGS", raising=False)  # the repository's default settings file
+    bag = _bag()
+    assert bag.import_errors == {}
+    dag = bag.get_dag("cmsuser_nightly")
+    assert dag is not None
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert set(dag.params) == {"dry_run", "limit"}
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "preflight", "extract", "plan", "create_accounts", "finalize"]
+
+
+def test_create_task_is_retried_in_the_cms_pool(monkeypatch):
+    monkeypatch.delenv("CMSUSER_SETTINGS", raising=False)
+    task = _bag().get_dag("cmsuser_nightly").get_task("create_accounts")
+    assert task.pool == "cmsuser_cms"
+    assert task.retries == 3
+    assert task.retry_exponential_backoff
+    assert task.map_index_template == "{{ batch_label }}"
+    assert _bag().get_dag("cmsuser_nightly").get_task("finalize").trigger_rule == "all_done"
+
+
+def test_bad_settings_file_names_the_field(tmp_path, monkeypatch):
+    bad = tmp_path / "cmsuser.yaml"
+    bad.write_text("trigger_groups: [members]\nmax_attempts: zero\n")
+    monkeypatch.setenv("CMSUSER_SETTINGS", str(bad))
+    errors = _bag().import_errors
+    assert len(errors) == 1
+    (message,) = errors.values()
+    assert "max_attempts" in message
+    assert str(bad) in message
+
+
+def test_settings_schedule_reaches_the_dag(tmp_path, monkeypatch):
+    custom = tmp_path / "cmsuser.yaml"
+    custom.write_text("trigger_tags: [needs_login]\nschedule: '30 3 * * *'\ntimezone: Europe/Berlin\n")
+    monkeypatch.setenv("CMSUSER_SETTINGS", str(custom))
+    dag = _bag().get_dag("cmsuser_nightly")
+    assert dag.timetable.summary == "30 3 * * *"
+    assert str(dag.timezone) in ("Europe/Berlin", "Timezone('Europe/Berlin')")

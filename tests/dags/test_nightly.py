@@ -1,0 +1,239 @@
+"""The nightly DAG end to end with dag.test(), against the CiviCRM and WordPress emulators.
+
+The demo seed has one contact per situation (see sandbox/demo_seed.yaml); group 5 is the static
+trigger group, 7 the smart one, tag 3 the trigger tag, group 6 and tag 4 the history.
+"""
+
+from __future__ import annotations
+
+import pendulum
+import pytest
+
+TRIGGER_GROUP, SMART_GROUP, HISTORY_GROUP = 5, 7, 6
+TRIGGER_TAG, HISTORY_TAG = 3, 4
+
+EXPECTED = {
+    2: ("created", "ada.lovelace"),
+    3: ("created", "grace.hopper"),
+    4: ("created", "alan.turing"),
+    5: ("created", "zoe.angstrom"),
+    6: ("linked_existing", "jane.doe"),
+    7: ("already_linked", None),
+    8: ("failed", None),
+    9: ("failed", None),
+    10: ("failed", None),
+    11: ("created", "sam.family"),
+    12: ("failed", None),
+    13: ("failed", None),
+    14: ("failed", None),
+    16: ("created", "john.smith2"),
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _accounts_by_email(wordpress) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for user in wordpress.users:
+        found.setdefault(user["email"].lower(), []).append(user)
+    return found
+
+
+def test_first_run_gives_each_contact_one_outcome(sandbox):
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("success")
+    assert {cid: (row["outcome"], row["username"] if row["outcome"] != "failed" else None)
+            for cid, row in outcomes.items() if cid != 7} == {k: v for k, v in EXPECTED.items() if k != 7}
+    assert outcomes[7]["outcome"] == "already_linked"
+    assert 15 not in outcomes  # trashed contacts are never extracted
+
+    reasons = {cid: outcomes[cid]["reason"] for cid in (8, 9, 10, 12, 13, 14)}
+    assert "no primary email" in reasons[8]
+    assert "invalid email" in reasons[9]
+    assert "longer than 100" in reasons[10]
+    assert "contact 11" in reasons[12]
+    assert "deceased" in reasons[13]
+    assert "administrator" in reasons[14]
+
+    # accounts really exist with the configured role, one per email, linked by UFMatch
+    accounts = _accounts_by_email(sandbox.wordpress)
+    links = sandbox.ufmatch()
+    for cid, (outcome, username) in EXPECTED.items():
+        if outcome != "created":
+            continue
+        (account,) = [u for u in sandbox.wordpress.users if u["username"] == username]
+        assert account["roles"] == ["member"]
+        assert links[cid]["uf_id"] == account["id"]
+        assert links[cid]["domain_id"] == 1
+        assert links[cid]["uf_name"].lower() == account["email"].lower()
+    assert all(len(same) == 1 for same in accounts.values())
+
+    # the existing account is linked and left exactly as it was
+    jane = accounts["jane.doe@example.org"][0]
+    assert jane["roles"] == ["subscriber"] and jane["username"] == "jane.doe"
+    assert links[6]["uf_id"] == jane["id"]
+
+
+def test_activities_history_and_clean_up(sandbox):
+    sandbox.run()
+    subjects = {cid: [(a["subject"], a["status_id"]) for a in sandbox.activities(cid)] for cid in EXPECTED}
+    assert subjects[2][0][0].startswith("Created : ada.lovelace (")
+    assert subjects[6][0][0].startswith("Linked : jane.doe (")
+    assert subjects[7][0][0] == "Already linked : larry@example.org (3)"
+    assert subjects[8][0][0] == "Failed to create User"
+    assert all(len(rows) == 1 for rows in subjects.values())
+    failed_details = sandbox.activities(9)[0]["details"]
+    assert "invalid email" in failed_details
+
+    members = sandbox.membership(TRIGGER_GROUP)
+    history = sandbox.membership(HISTORY_GROUP)
+    for cid in (2, 5, 6, 7, 11, 16):  # done: off the trigger group (kept as Removed), into history
+        assert members[cid] == "Removed"
+        assert history[cid] == "Added"
+    for cid in (8, 9, 10, 12, 13, 14):  # failed once: still triggered, not in history
+        assert members[cid] == "Added"
+        assert cid not in history
+    assert 3 not in sandbox.tagged(TRIGGER_TAG) and 3 in sandbox.tagged(HISTORY_TAG)
+    assert 4 in sandbox.tagged(HISTORY_TAG)
+    assert 4 not in sandbox.membership(SMART_GROUP)  # a smart group is not left: its member is simply done
+
+
+def test_notify_sends_one_mail_per_created_account(sandbox):
+    _, outcomes = sandbox.run()
+    mailed = sorted(m["user_login"] for m in sandbox.wordpress.mails)
+    created = sorted(row["username"] for row in outcomes.values() if row["outcome"] == "created")
+    assert "grace.hopper" in created and "grace.hopper" not in mailed  # do_not_email: account, no mail
+    assert mailed == sorted(u for u in created if u != "grace.hopper")
+
+
+def test_second_run_creates_nothing_new(sandbox):
+    sandbox.run()
+    users_before = len(sandbox.wordpress.users)
+    _, outcomes = sandbox.run()
+    assert len(sandbox.wordpress.users) == users_before
+    assert {row["outcome"] for row in outcomes.values()} == {"failed"}
+    assert all(row["attempt"] == 2 for row in outcomes.values())
+
+
+def test_rerunning_the_same_run_writes_nothing_twice(sandbox):
+    when = pendulum.datetime(2026, 3, 1, 2, 0, tz="UTC")
+    _, first = sandbox.run(logical_date=when)
+    activities = len(sandbox.civicrm.table("Activity"))
+    users, links = len(sandbox.wordpress.users), len(sandbox.civicrm.table("UFMatch"))
+    run, second = sandbox.run(logical_date=when)  # the same run, cleared and run again
+    assert str(run.state).endswith("success")
+    assert len(sandbox.civicrm.table("Activity")) == activities
+    assert (len(sandbox.wordpress.users), len(sandbox.civicrm.table("UFMatch"))) == (users, links)
+    assert all(row["attempt"] == 1 for row in second.values() if row["outcome"] == "failed")
+
+
+def test_finalize_run_twice_writes_nothing_twice(sandbox):
+    when = pendulum.datetime(2026, 3, 2, 2, 0, tz="UTC")
+    sandbox.run(logical_date=when)
+    activities = len(sandbox.civicrm.table("Activity"))
+    writes_before = [c for c in sandbox.civicrm.calls if c.action in ("save", "create", "update", "delete")]
+    from sandbox import local_airflow
+
+    # finalize alone, again, for the same run: the earlier tasks are marked done, not re-run
+    run = local_airflow.load_dag().test(logical_date=when, run_after=when,
+                                        mark_success_pattern=r"^(preflight|extract|plan|create_accounts)$")
+    assert len(sandbox.civicrm.table("Activity")) == activities
+    writes_after = [c for c in sandbox.civicrm.calls if c.action in ("save", "create", "update", "delete")]
+    new_activity_writes = [c for c in writes_after[len(writes_before):] if c.entity == "Activity"]
+    assert new_activity_writes == [] or all(not c.params.get("records") for c in new_activity_writes)
+    assert run is not None
+
+
+def test_dry_run_writes_nothing(sandbox):
+    before = {e: sandbox.civicrm.table(e) for e in ("Activity", "UFMatch", "GroupContact", "EntityTag",
+                                                     "OptionValue")}
+    users = sandbox.wordpress.users
+    run, outcomes = sandbox.run({"dry_run": True})
+    assert str(run.state).endswith("success")
+    assert {cid: row["outcome"] for cid, row in outcomes.items()} == {k: v[0] for k, v in EXPECTED.items()}
+    assert {e: sandbox.civicrm.table(e) for e in before} == before
+    assert sandbox.wordpress.users == users
+    assert sandbox.wordpress.mails == []
+    assert not [c for c in sandbox.wordpress.calls if c.method == "POST" and "lostpassword" in c.path]
+
+
+def test_limit_defers_the_rest(sandbox):
+    _, outcomes = sandbox.run({"limit": 3})
+    deferred = sorted(cid for cid, row in outcomes.items() if row["outcome"] == "deferred")
+    assert deferred and all(cid > 5 for cid in deferred)
+    assert all("limit" in outcomes[cid]["reason"] for cid in deferred)
+    assert all(sandbox.activities(cid) == [] for cid in deferred)
+    assert all(sandbox.membership(TRIGGER_GROUP)[cid] == "Added" for cid in deferred)
+
+
+def test_transient_cms_failure_succeeds_on_retry(sandbox):
+    sandbox.wordpress.inject(method="POST", path="/wp-json/wp/v2/users", status=503, times=1)
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("success")
+    assert outcomes[2]["outcome"] == "created"
+    assert all(len(same) == 1 for same in _accounts_by_email(sandbox.wordpress).values())
+
+
+def test_lost_create_answer_makes_no_duplicate(sandbox):
+    sandbox.wordpress.inject(method="POST", path="/wp-json/wp/v2/users", lose_answer=True, times=1)
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("success")
+    assert outcomes[2]["outcome"] == "created"
+    assert len([u for u in sandbox.wordpress.users if u["email"] == "ada@example.org"]) == 1
+    assert sandbox.ufmatch()[2]["uf_id"] == [u for u in sandbox.wordpress.users
+                                            if u["email"] == "ada@example.org"][0]["id"]
+    assert [m["user_login"] for m in sandbox.wordpress.mails].count("ada.lovelace") == 1
+
+
+def test_cms_down_for_every_try_fails_the_run_and_counts_no_attempt(sandbox):
+    sandbox.configure(batch_size=50)
+    sandbox.wordpress.inject(method="POST", path="/wp-json/wp/v2/users", status=503, times=1000)
+    sandbox.wordpress.inject(method="GET", path="/wp-json/wp/v2/users", status=503, times=0)
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("failed")
+    assert outcomes[2]["outcome"] == "deferred"
+    assert sandbox.activities(2) == []
+    assert sandbox.membership(TRIGGER_GROUP)[2] == "Added"
+    assert outcomes[8]["outcome"] == "failed"  # contact-level failures are still recorded
+
+
+def test_permanent_failure_until_off_triggers_then_fresh_attempts(sandbox):
+    sandbox.configure(trigger_groups=["new_members"], trigger_tags=["needs_login"])
+    # Nora (8) has no email and is also tagged: both triggers go at the 4th attempt
+    sandbox.civicrm.seed({"entity_tags": [{"entity_id": 8, "tag_id": TRIGGER_TAG}]})
+    for attempt in (1, 2, 3, 4):
+        _, outcomes = sandbox.run()
+        assert outcomes[8]["outcome"] == "failed" and outcomes[8]["attempt"] == attempt
+    assert sandbox.membership(TRIGGER_GROUP)[8] == "Removed"
+    assert 8 not in sandbox.tagged(TRIGGER_TAG)
+    statuses = [a["status_id"] for a in sandbox.activities(8)]
+    assert len(statuses) == 5  # 4 Failed + the reset marker
+    _, outcomes = sandbox.run()
+    assert 8 not in outcomes
+
+    # staff fix nothing but re-add the contact: it gets fresh attempts
+    sandbox.civicrm.seed({"group_contacts": []})
+    import requests
+
+    requests.post(f"{sandbox.civicrm.url}/civicrm/ajax/api4/GroupContact/save",
+                  data={"params": '{"records":[{"contact_id":8,"group_id":5,"status":"Added"}],'
+                                  '"match":["contact_id","group_id"]}'},
+                  headers={"X-Civi-Auth": f"Bearer {sandbox.secrets['api_key']}",
+                           "X-Civi-Key": sandbox.secrets["site_key"],
+                           "X-Requested-With": "XMLHttpRequest"}, timeout=10).raise_for_status()
+    _, outcomes = sandbox.run()
+    assert outcomes[8]["attempt"] == 1
+
+
+def test_wrong_cms_password_fails_preflight_and_counts_no_attempt(sandbox, monkeypatch):
+    import json
+    import os
+
+    cms = json.loads(os.environ["AIRFLOW_CONN_CMS_DEFAULT"])
+    cms["password"] = "wrong wrong wrong wrong"
+    monkeypatch.setenv("AIRFLOW_CONN_CMS_DEFAULT", json.dumps(cms))
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("failed")
+    assert outcomes == {}
+    assert sandbox.civicrm.table("Activity") == []
+    assert not [u for u in sandbox.wordpress.users if u["id"] > 4]

@@ -1,0 +1,115 @@
+import json
+
+import pytest
+
+from provisioning import outcomes as why
+from provisioning.outcomes import Outcome, activity_for, audit_line
+
+
+def test_outcome_values_are_the_documented_names():
+    assert [outcome.value for outcome in Outcome] == [
+        "created",
+        "linked_existing",
+        "already_linked",
+        "failed",
+        "deferred",
+    ]
+    assert Outcome("failed") is Outcome.FAILED
+    assert json.dumps({"outcome": Outcome.CREATED}) == '{"outcome": "created"}'
+
+
+@pytest.mark.parametrize(
+    ("outcome", "status", "subject"),
+    [
+        (Outcome.CREATED, "Completed", "Created : jane.doe (45)"),
+        (Outcome.LINKED_EXISTING, "Completed", "Linked : jane.doe (45)"),
+        (Outcome.ALREADY_LINKED, "Completed", "Already linked : jane@example.org (45)"),
+        (Outcome.FAILED, "Failed", "Failed to create User jane.doe"),
+        ("created", "Completed", "Created : jane.doe (45)"),
+    ],
+)
+def test_activity_status_and_subject(outcome, status, subject):
+    activity = activity_for(
+        outcome, username="jane.doe", uf_id=45, uf_name="jane@example.org", reason="why not"
+    )
+    assert activity == {"status": status, "subject": subject, "details": "why not"}
+
+
+@pytest.mark.parametrize("username", ["", None])
+def test_failed_activity_without_username_has_no_trailing_space(username):
+    activity = activity_for(
+        Outcome.FAILED, username=username, uf_id=None, uf_name=None, reason=why.NO_PRIMARY_EMAIL
+    )
+    assert activity["subject"] == "Failed to create User"
+    assert activity["details"] == "no primary email"
+
+
+def test_deferred_contacts_get_no_activity():
+    assert (
+        activity_for(Outcome.DEFERRED, username="x", uf_id=None, uf_name=None, reason=why.beyond_limit(5))
+        is None
+    )
+
+
+def test_mail_failure_is_appended_to_the_details():
+    note = why.mail_failed("SMTP down")
+    activity = activity_for(
+        Outcome.CREATED, username="jane.doe", uf_id=45, uf_name=None, reason=why.NEW_ACCOUNT, mail_note=note
+    )
+    assert activity["status"] == "Completed"
+    assert activity["details"] == f"new account; {note}"
+    assert "SMTP down" in activity["details"]
+
+
+def test_unknown_outcome_is_refused():
+    with pytest.raises(ValueError):
+        activity_for("exploded", username="x", uf_id=1, uf_name=None, reason="r")
+
+
+def test_audit_line_for_a_created_account():
+    line = audit_line(
+        123, Outcome.CREATED, uf_id=45, username="jane.doe", attempt=1, max_attempts=4, reason="new account"
+    )
+    assert line == 'contact=123 outcome=created uf_id=45 username=jane.doe reason="new account"'
+
+
+def test_audit_line_for_a_failure_shows_the_attempt():
+    line = audit_line(7, "failed", attempt=2, max_attempts=4, reason=why.NO_PRIMARY_EMAIL)
+    assert line == 'contact=7 outcome=failed attempt=2/4 reason="no primary email"'
+
+
+def test_audit_line_leaves_out_missing_fields():
+    assert audit_line(7, Outcome.DEFERRED) == "contact=7 outcome=deferred"
+    assert audit_line(7, Outcome.FAILED, attempt=3) == "contact=7 outcome=failed attempt=3"
+
+
+def test_audit_line_stays_one_parseable_line():
+    line = audit_line(9, Outcome.FAILED, username="odd name", reason='CMS said "no"\nand then\\more')
+    assert "\n" not in line
+    assert (
+        line == 'contact=9 outcome=failed username="odd name" reason="CMS said \\"no\\"\\nand then\\\\more"'
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (why.already_linked("jane@example.org", 45), ["jane@example.org", "45"]),
+        (why.invalid_email("a@b"), ["invalid email 'a@b'"]),
+        (why.email_too_long(100), ["longer than 100 characters"]),
+        (why.email_shared("a@example.org", 101), ["a@example.org", "contact 101", "its own primary email"]),
+        (why.account_linked_to_other("jd", 4, 77), ["CMS account jd (4) is already linked to contact 77"]),
+        (why.account_is_administrator("boss", 1), ["boss (1) is an administrator", "by hand"]),
+        (why.existing_email_not_linked("jd", 4), ["(jd, 4)", "on_existing_email is 'fail'"]),
+        (why.email_is_login_of("a@example.org", 55), ["a@example.org", "contact 55's CMS link"]),
+        (why.empty_username("{last_name}"), ["'{last_name}'", "change username_pattern"]),
+        (why.beyond_limit(10), ["beyond limit 10", "next run"]),
+        (why.cms_error_after_retries("HTTP 503"), ["HTTP 503", "retries"]),
+        (why.username_rejected("jöhn", "illegal characters"), ["'jöhn'", "illegal characters"]),
+        (why.batch_not_finished("contacts 1-3 (3)"), ["contacts 1-3 (3)", "next run"]),
+        (why.mail_failed("timeout"), ["timeout", "email"]),
+    ],
+)
+def test_reason_texts_carry_their_details(text, fragments):
+    for fragment in fragments:
+        assert fragment in text
