@@ -28,11 +28,11 @@ with DAG(
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Report every contact's planned outcome and write nothing anywhere."),
         "limit": Param(None, type=["null", "integer"], minimum=1, title="Limit",
-                       description="Handle at most this many contacts (lowest contact ids first); "
-                                   "the rest are deferred to the next run. Empty: no limit."),
+                       description="Create or link at most this many accounts (lowest contact ids "
+                                   "first); the rest are deferred to the next run. Empty: no limit."),
     },
 ) as dag:
-    triggers = tasks.preflight()
+    triggers = tasks.preflight.override(retry_delay=tasks.retry_delay(settings))()
     batches = tasks.plan(tasks.extract(triggers))
     created = tasks.create_accounts.override(retry_delay=tasks.retry_delay(settings)).expand(batch=batches)
     created >> tasks.finalize()

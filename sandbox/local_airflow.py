@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +17,9 @@ DAG_ID = "cmsuser_nightly"
 
 def configure(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
+    # Airflow puts the plugins folder on sys.path in its own components; this process needs it too.
+    if str(REPO / "plugins") not in sys.path:
+        sys.path.insert(0, str(REPO / "plugins"))
     os.environ.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),

@@ -36,6 +36,7 @@ PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DEFAULT_DATABASE = "cmsuser_airflow_test"
 ADMIN_USER = "admin"
 TERMINAL_RUN_STATES = {"success", "failed"}
+FINISHED_TASK_STATES = {"success", "failed", "skipped", "upstream_failed", "removed"}
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
 
 
@@ -95,7 +96,8 @@ def _log_text(content) -> str:
         head = " ".join(str(entry.pop(k)) for k in ("timestamp", "level", "event") if entry.get(k) is not None)
         # Keep every other field too (logger, error_detail, ...): a secret could hide in any of them.
         rest = " ".join(f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in entry.items())
-        out.append(f"{head} {rest}".rstrip())
+        # On a line of their own, so a multi-line event (a table) keeps its last line intact.
+        out.append(f"{head}\n    {rest}" if rest else head)
     return "\n".join(out)
 
 
@@ -328,6 +330,20 @@ class RealAirflow:
                 raise AirflowHarnessError(f"run {run_id} still {state} after {timeout:.0f}s: {shown}")
             time.sleep(2)
 
+    def wait_for_task(self, dag_id: str, run_id: str, task_id: str, timeout: float = 120,
+                      poll: float = 0.2) -> dict[str, str]:
+        """Poll quickly until task_id (unmapped) is finished; returns every task's state at that moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
+                      for ti in self.task_instances(dag_id, run_id)}
+            if states.get(task_id) in FINISHED_TASK_STATES:
+                return states
+            if time.monotonic() > deadline:
+                self._check_alive()
+                raise AirflowHarnessError(f"{task_id} of run {run_id} did not finish in {timeout:.0f}s: {states}")
+            time.sleep(poll)
+
     def _progress(self, dag_id: str, run_id: str) -> str:
         parts = []
         for ti in sorted(self.task_instances(dag_id, run_id), key=lambda t: (t["start_date"] or "~", t["map_index"])):
@@ -345,10 +361,20 @@ class RealAirflow:
             if len(found) >= page["total_entries"] or not page["task_instances"]:
                 return found
 
-    def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int | None = None,
+    def clear(self, dag_id: str, run_id: str, task_id: str, map_index: int | list[int] | None = None,
               downstream: bool = True) -> list[dict]:
-        """Clear a task instance (all map indexes when map_index is None) as the UI's Clear button does."""
-        body = {"dag_run_id": run_id, "task_ids": [task_id] if map_index is None else [[task_id, map_index]],
+        """Clear task instances as the UI's Clear button does; returns the cleared ones.
+
+        map_index: one index, several (cleared in one request, so downstream cannot start in
+        between), or None for every index of a mapped task.
+        """
+        if map_index is None:
+            task_ids: list = [task_id]
+        elif isinstance(map_index, int):
+            task_ids = [[task_id, map_index]]
+        else:
+            task_ids = [[task_id, index] for index in map_index]
+        body = {"dag_run_id": run_id, "task_ids": task_ids,
                 "include_downstream": downstream, "include_upstream": False, "only_failed": False,
                 "dry_run": False, "reset_dag_runs": True}
         return self._request("POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", json=body)["task_instances"]

@@ -283,6 +283,7 @@ class WordPressEmulator:
         app_passwords_available: bool = True,
         locales: tuple[str, ...] = ("", "en_US"),
         site_name: str = "WordPress emulator",
+        illegal_logins: tuple[str, ...] = (),
     ):
         self.login = login
         self._app_password_key = self._password_key(app_password)
@@ -292,6 +293,8 @@ class WordPressEmulator:
         self.app_passwords_available = app_passwords_available
         self.locales = tuple(locales)
         self.site_name = site_name
+        # The illegal_user_logins filter (security plugins often ban "admin").
+        self.illegal_logins = {name.lower() for name in illegal_logins}
         self.calls: list[Call] = []
         self.mails: list[dict] = []
         self._lock = threading.RLock()
@@ -355,6 +358,11 @@ class WordPressEmulator:
             self._injections.append(_Injection(method, path, status, times, delay, lose_answer,
                                                retry_after, body))
 
+    def clear_faults(self) -> None:
+        """Forget every injection not used up yet."""
+        with self._lock:
+            self._injections.clear()
+
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self._server is not None:
             return self.url
@@ -368,8 +376,10 @@ class WordPressEmulator:
         self._server.daemon_threads = True
         bound_host, bound_port = self._server.server_address[:2]
         self.url = f"http://{bound_host}:{bound_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="wordpress-emulator",
-                                        daemon=True)
+        server = self._server
+        # A short poll interval keeps stop() quick (tests start and stop many emulators).
+        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
+                                        name="wordpress-emulator", daemon=True)
         self._thread.start()
         return self.url
 
@@ -953,6 +963,9 @@ class WordPressEmulator:
                 if not username or sanitize_user_strict(username) != username:
                     problems[name] = ("rest_user_invalid_username", "This username is invalid because it "
                                       "uses illegal characters. Please enter a valid username.", {"status": 400})
+                elif username.lower() in self.illegal_logins:
+                    problems[name] = ("rest_user_invalid_username", "Sorry, that username is not allowed.",
+                                      {"status": 400})
                 clean[name] = username
             elif name == "password":
                 password = str(value)

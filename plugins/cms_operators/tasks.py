@@ -13,8 +13,8 @@ from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule, get_curren
 from airflow.sdk.exceptions import AirflowFailException
 
 from civicrm_hooks import queries
-from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMError, CiviCRMHook
-from cms_operators.backend import CmsAuthError, CmsConfigError, CmsError, get_backend
+from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMError, CiviCRMHook, CiviCRMUnavailable
+from cms_operators.backend import CmsAuthError, CmsConfigError, CmsError, CmsUnavailable, get_backend
 from cms_operators.batch import BatchContext, MailLedger, create_batch
 from provisioning import outcomes, report
 from provisioning.outcomes import Outcome
@@ -52,11 +52,12 @@ def _fail(message: str, exc: Exception | None = None):
     raise AirflowFailException(message) from exc
 
 
-@task(task_id="preflight")
+@task(task_id="preflight", retries=2, retry_policy=RUN_LEVEL_POLICY)
 def preflight(params=None) -> dict:
     """Both connections authenticate and can do their job; groups, tags and roles exist.
 
-    Nothing about any contact is touched, so a failure here counts no attempt.
+    Nothing about any contact is touched, so a failure here counts no attempt. A site that is
+    briefly unreachable is retried; anything else fails the run at once with what to fix.
     """
     settings = load_settings()
     civicrm = CiviCRMHook(settings.civicrm_conn_id)
@@ -66,10 +67,14 @@ def preflight(params=None) -> dict:
         missing = queries.ensure_option_values(civicrm, create=not params["dry_run"])
     except queries.TriggerError as exc:
         _fail(f"Pre-flight: {exc}", exc)
+    except CiviCRMUnavailable:
+        raise
     except CiviCRMError as exc:
         _fail(f"Pre-flight: CiviCRM connection {settings.civicrm_conn_id!r}: {exc}", exc)
     try:
         cms = get_backend(settings.cms_type, settings.cms_conn_id).preflight(list(settings.roles))
+    except CmsUnavailable:
+        raise
     except CmsError as exc:
         _fail(f"Pre-flight: CMS connection {settings.cms_conn_id!r}: {exc.message}", exc)
     log.info("pre-flight ok: CiviCRM via %r; %s", settings.civicrm_conn_id, cms)
@@ -248,7 +253,7 @@ def _record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.Data
     marker, stamp = run_marker(context), run_stamp(context, settings)
     written = queries.activities_written(civicrm, df["contact_id"].tolist(), marker)
     activities, succeeded, exhausted, opt_outs = [], [], [], []
-    df["attempt"] = [int(a) + 1 if o == Outcome.FAILED else None for a, o in zip(df["attempts"], df["outcome"])]
+    df["attempt"] = [int(a) + 1 if o == Outcome.FAILED else None for a, o in zip(df["attempts"], df["outcome"], strict=True)]
     for row in df.itertuples(index=False):
         outcome, attempt = Outcome(row.outcome), row.attempt
         log.info("%s", outcomes.audit_line(row.contact_id, outcome, uf_id=row.uf_id, username=row.username,

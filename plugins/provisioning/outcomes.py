@@ -5,7 +5,9 @@ Reasons live here (and only here) so the plan, the batch and finalize word thing
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
+from typing import Any
 
 
 class Outcome(StrEnum):
@@ -25,8 +27,12 @@ NEW_ACCOUNT = "new account"
 EXISTING_ACCOUNT_SAME_EMAIL = "existing account with the same email"
 
 
-def already_linked(uf_name: str, uf_id: object) -> str:
-    return f"already linked to CMS account {uf_name} ({uf_id})"
+def already_linked(uf_name: str | None, uf_id: object) -> str:
+    return (
+        f"already linked to CMS account {uf_name} ({uf_id})"
+        if uf_name
+        else f"already linked to CMS account {uf_id}"
+    )
 
 
 # --- reasons for failure found while planning -------------------------------------------------
@@ -76,23 +82,80 @@ def beyond_limit(limit: int) -> str:
     return f"beyond limit {limit}; left for the next run"
 
 
-# --- reasons for failure found while creating -------------------------------------------------
+# --- reasons found while creating (cms_operators.batch) and finalizing -----------------------
 
 
-def cms_error_after_retries(detail: str) -> str:
-    return f"the CMS kept failing after retries: {detail}"
+def reason_created() -> str:
+    return NEW_ACCOUNT
+
+
+def reason_linked_existing() -> str:
+    return EXISTING_ACCOUNT_SAME_EMAIL
+
+
+def linked_by_earlier_try() -> str:
+    return "linked by an earlier try of this run"
+
+
+def found_after_retry() -> str:
+    return "account made by an earlier try of this run, found by its email"
+
+
+def found_after_doubt() -> str:
+    return "account found by its email after an unclear answer from the CMS"
+
+
+def cms_rejected(detail: str) -> str:
+    return f"the CMS refused the account: {detail}"
 
 
 def username_rejected(username: str, detail: str) -> str:
     return f"the CMS rejected username '{username}': {detail}"
 
 
-def batch_not_finished(batch_label: str) -> str:
-    return f"batch {batch_label} did not finish; the contact is tried again in the next run"
+def username_taken(username: str, tries: int) -> str:
+    return (
+        f"username {username} and the next candidates were taken {tries} times in a row; "
+        "the contact is tried again in the next run"
+    )
+
+
+def duplicate_email_not_found() -> str:
+    return (
+        "the CMS says this email is already in use, but no account with it can be found; "
+        "look for the account in the CMS and link it by hand"
+    )
+
+
+def link_failed(username: str | None, detail: str) -> str:
+    account = f"CMS account {username}" if username else "the CMS account"
+    return f"{account} exists but CiviCRM refused the link: {detail}"
+
+
+def cms_error_after_retries(detail: str) -> str:
+    return f"the CMS kept failing after retries: {detail}"
+
+
+def batch_not_finished(batch_label: str | None = None) -> str:
+    batch = f"batch {batch_label}" if batch_label else "its batch"
+    return f"{batch} did not finish; the contact is tried again in the next run"
 
 
 def mail_failed(detail: str) -> str:
     return f"the account exists but the email to set a password could not be sent: {detail}"
+
+
+def reset_subject(attempts: int) -> str:
+    """Subject of the marker activity written when a contact is taken off its triggers."""
+    return f"Gave up after {attempts} failed attempts"
+
+
+def reset_details(attempts: int) -> str:
+    return (
+        f"Taken off the trigger groups and tags after {attempts} failed attempts to create a CMS account. "
+        "Fix the reason given in the failed attempts, then add the contact to a trigger again: "
+        "attempts are counted afresh from here."
+    )
 
 
 # --- activity and audit line ------------------------------------------------------------------
@@ -115,6 +178,8 @@ def activity_for(
     outcome = Outcome(outcome)
     if outcome is Outcome.DEFERRED:
         return None
+    username, uf_id, uf_name = _plain(username), _plain(uf_id), _plain(uf_name)
+    reason, mail_note = _plain(reason), _plain(mail_note)
     if outcome is Outcome.CREATED:
         status, subject = "Completed", f"Created : {username} ({uf_id})"
     elif outcome is Outcome.LINKED_EXISTING:
@@ -139,6 +204,8 @@ def audit_line(
 ) -> str:
     """One greppable log line per contact: `contact=123 outcome=created uf_id=45 username=jane.doe`."""
     outcome = Outcome(outcome)
+    contact_id, uf_id, username = _plain(contact_id), _plain(uf_id), _plain(username)
+    attempt, max_attempts, reason = _plain(attempt), _plain(max_attempts), _plain(reason)
     parts = [f"contact={contact_id}", f"outcome={outcome.value}"]
     if uf_id is not None:
         parts.append(f"uf_id={uf_id}")
@@ -151,6 +218,20 @@ def audit_line(
     if reason:
         parts.append(f"reason={_quote(reason)}")
     return " ".join(parts)
+
+
+def _plain(value: Any) -> Any:
+    """None for missing values (None, NaN, pandas NA); whole floats as ints (ids from float columns)."""
+    if value is None:
+        return None
+    if isinstance(value, float) or type(value).__module__ == "numpy":
+        number = value.item() if hasattr(value, "item") else value
+        if isinstance(number, float):
+            return None if math.isnan(number) else int(number) if number.is_integer() else number
+        return number
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    return value
 
 
 def _needs_quotes(text: str) -> bool:

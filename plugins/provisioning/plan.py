@@ -203,8 +203,24 @@ def plan_contacts(
     # 1. deceased
     decide(contacts["is_deceased"].map(_truthy).to_numpy(dtype=bool), Outcome.FAILED, why.CONTACT_DECEASED)
 
-    # 2. already linked in this domain
+    # 2. already linked in this domain. The extract reports the contact's own UFMatch; one that
+    # only shows up in `links` counts as well, since CiviCRM would refuse a second link.
+    users, taken_usernames = _prepare_cms_users(cms_users)
+    link_rows = _prepare_links(links)
     uf_names = _text(contacts["uf_name"])
+    first_links = link_rows.sort_values("uf_id", key=lambda ids: ids.astype("int64"), kind="stable")
+    first_links = first_links[first_links["uf_id"].notna()].drop_duplicates("contact_id")
+    link_of = dict(
+        zip(
+            first_links["contact_id"],
+            zip(first_links["uf_id"], first_links["uf_name"], strict=True),
+            strict=True,
+        )
+    )
+    for row in np.flatnonzero(
+        own_uf_id.isna().to_numpy() & contacts["contact_id"].isin(list(link_of)).to_numpy()
+    ):
+        own_uf_id.iat[row], uf_names.iat[row] = link_of[contact_ids[row]]
     has_link = own_uf_id.notna().to_numpy() & undecided
     username[has_link] = uf_names[has_link].to_numpy()
     uf_id[has_link] = own_uf_id[has_link].to_numpy()
@@ -231,9 +247,6 @@ def plan_contacts(
     shared[open_rows] = (lowest != contact_ids[open_rows]).to_numpy()
     decide(shared, Outcome.FAILED, lambda row: why.email_shared(email[row], lowest[row]))
 
-    users, taken_usernames = _prepare_cms_users(cms_users)
-    link_rows = _prepare_links(links)
-
     # 7. a CMS account already has this email
     open_rows = np.flatnonzero(undecided)
     matches = (
@@ -256,11 +269,8 @@ def plan_contacts(
                 on="uf_id",
             )
         )
-        linked_to_self = np.zeros(count, dtype=bool)
-        linked_to_self[linked.loc[linked["linked_contact"] == linked["contact_id"], "row"].to_numpy()] = True
-        other_owner = (
-            linked[linked["linked_contact"] != linked["contact_id"]].groupby("row")["linked_contact"].min()
-        )
+        # Any link found is another contact's: a contact's own links settled it in rule 2.
+        other_owner = linked.groupby("row")["linked_contact"].min()
 
         matched = np.zeros(count, dtype=bool)
         matched[matches.index.to_numpy()] = True
@@ -275,9 +285,6 @@ def plan_contacts(
             Outcome.FAILED,
             lambda row: why.account_linked_to_other(*account(row), other_owner[row]),
         )
-        # The extract normally reports this as the contact's own uf_id (rule 2); if it did not,
-        # the link exists all the same and must not be written twice.
-        decide(linked_to_self, Outcome.ALREADY_LINKED, lambda row: why.already_linked(*account(row)))
         admin_rows = matches.index[matches["is_admin"].to_numpy(dtype=bool)]
         decide(
             _mask(count, admin_rows), Outcome.FAILED, lambda row: why.account_is_administrator(*account(row))
@@ -303,7 +310,6 @@ def plan_contacts(
         .merge(
             link_rows[["uf_name_key", "contact_id"]].rename(columns={"contact_id": "owner"}), on="uf_name_key"
         )
-        .query("owner != contact_id")
         .groupby("row")["owner"]
         .min()
     )
@@ -408,9 +414,10 @@ def _prepare_links(links: pd.DataFrame | None) -> pd.DataFrame:
         {
             "contact_id": _optional_ids(rows["contact_id"]).to_numpy(),
             "uf_id": _optional_ids(rows["uf_id"]).to_numpy(),
+            "uf_name": _text(rows["uf_name"]).to_numpy(),
             "uf_name_key": _text(rows["uf_name"]).str.lower().to_numpy(),
         },
-        columns=["contact_id", "uf_id", "uf_name_key"],
+        columns=["contact_id", "uf_id", "uf_name", "uf_name_key"],
     )
     return table[table["contact_id"].notna()]
 
@@ -425,10 +432,15 @@ def make_batches(plan: pd.DataFrame, batch_size: int) -> list[list[dict]]:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     plan = plan.reset_index(drop=True)  # an index named contact_id would make sorting ambiguous
     acting = plan[plan["action"].isin(BATCH_ACTIONS)].sort_values("contact_id", kind="stable")
-    # Column by column: tolist() already gives Python scalars for numeric columns.
-    columns = {str(name): [_json_safe(value) for value in acting[name].tolist()] for name in acting.columns}
-    records = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    records = json_safe_records(acting)
     return [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
+
+
+def json_safe_records(frame: pd.DataFrame) -> list[dict]:
+    """The frame's rows as dicts of plain Python values (no numpy scalars, NaN as None)."""
+    # Column by column: tolist() already gives Python scalars for numeric columns.
+    columns = {str(name): [_json_safe(value) for value in frame[name].tolist()] for name in frame.columns}
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def batch_label(batch: list[dict]) -> str:
@@ -459,7 +471,10 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (int, np.integer)):
         return int(value)
     if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
+        if math.isnan(value):
+            return None
+        # Ids in a column with gaps arrive as floats (45.0); they are ids all the same.
+        return int(value) if float(value).is_integer() else float(value)
     if isinstance(value, str):
         return str(value)  # also turns StrEnum members into plain text
     return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from provisioning.outcomes import OUTCOME_ORDER
+from provisioning.plan import json_safe_records
 
 #: Columns of a create result (and of planned_outcomes), one row per contact.
 RESULT_COLUMNS = ["contact_id", "outcome", "reason", "uf_id", "username", "mail"]
@@ -48,6 +49,11 @@ def planned_outcomes(plan: pd.DataFrame) -> pd.DataFrame:
         columns=RESULT_COLUMNS,
     )
     return result.sort_values("contact_id", kind="stable").reset_index(drop=True)
+
+
+def to_records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON-safe dicts, for XCom: plain ints and strings, None for missing values."""
+    return json_safe_records(frame)
 
 
 def _cell(value: object) -> str:

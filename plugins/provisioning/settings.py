@@ -119,8 +119,9 @@ class Settings(BaseModel):
         ge=1,
         le=20,
         description="Failed attempts (at most one per run) after which a contact is taken out of "
-        "the trigger groups and tags, so it is not tried again. Each attempt is recorded as a "
-        "Failed 'User Account Creation' activity.",
+        "the trigger groups and tags. Each attempt is recorded as a Failed 'User Account Creation' "
+        "activity; giving up is recorded too, so a contact added to a trigger again later starts "
+        "a fresh count.",
     )
     batch_size: int = Field(
         200,

@@ -179,7 +179,7 @@ class _UsernameAllocator:
             number += 1
             if name.lower() not in self.used:
                 break
-        pass
+        self.next_suffix[key] = number
         self.used.add(name.lower())
         return name
 

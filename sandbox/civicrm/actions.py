@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from .query import Engine
@@ -280,19 +281,19 @@ class _Call:
         ids = self.engine.get_ids(self.entity, where, limit=2)
         return ids[0] if len(ids) == 1 else None
 
-    def create(self, values: dict, *, label: str, row_id: int | None = None) -> dict:
+    def create(self, values: dict, *, label: str, row_id: int | None = None, output: bool = True) -> dict:
         values = dict(values)
         self._fill_defaults(values)
-        missing = [f.name for f in self.fields.values() if f.required and values.get(f.name) in (None, "", [])]
+        missing = [name for name in _required(self.entity) if values.get(name) in (None, "", [])]
         if missing:
             raise ApiError(f"Mandatory values missing from Api4 {self.entity}::{label}: {', '.join(missing)}")
         existing = self._before_insert(values)
         if existing is not None:
-            return self._output(existing)
-        stored = {f.name: copy.copy(values.get(f.name)) for f in self.fields.values()
-                  if f.kind == "field" and f.name != "id"}
-        row = self.table.insert(stored, row_id)
+            return self._output(existing) if output else existing
+        row = self.table.insert({name: _clone(values.get(name)) for name in _stored(self.entity)}, row_id)
         self._after_write(row, values, created=True, previous={})
+        if not output:
+            return row
         echo = {k: v for k, v in values.items() if k not in row}
         return {**self._output(row), **echo}
 
@@ -316,15 +317,15 @@ class _Call:
             self.table.delete(row_id)
 
     def _output(self, row: dict) -> dict:
-        return {k: copy.copy(v) for k, v in row.items()}
+        return {k: _clone(v) for k, v in row.items()}
 
     def _fill_defaults(self, values: dict) -> None:
         prepare = getattr(self, f"_prepare_{self.entity}", None)
         if prepare is not None:
             prepare(values)
-        for field in self.fields.values():
-            if field.default is not NOTSET and values.get(field.name) is None:
-                values[field.name] = copy.copy(field.default)
+        for name, default in _defaults(self.entity):
+            if values.get(name) is None:
+                values[name] = _clone(default)
 
     def _before_insert(self, values: dict) -> dict | None:
         check = getattr(self, f"_check_{self.entity}", None)
@@ -536,8 +537,7 @@ class _Call:
                 links.insert({"activity_id": row["id"], "contact_id": contact_id, "record_type_id": record_type})
 
     def _record_types(self) -> dict[str, int]:
-        field = self.store.table("ActivityContact") and FIELDS["ActivityContact"]["record_type_id"]
-        _, _, lookup = self.store.option_maps(field)
+        _, _, lookup = self.store.option_maps(FIELDS["ActivityContact"]["record_type_id"])
         return {name: value for (kind, name), value in lookup.items() if kind == "name"}
 
     def _delete_Activity(self, row_id):  # noqa: N802
@@ -578,6 +578,25 @@ class _Call:
         self._require_row("OptionGroup", values.get("option_group_id"))
 
 
+def _clone(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value  # lists are the only mutable values stored
+
+
+@cache
+def _stored(entity: str) -> tuple[str, ...]:
+    return tuple(f.name for f in FIELDS[entity].values() if f.kind == "field" and f.name != "id")
+
+
+@cache
+def _required(entity: str) -> tuple[str, ...]:
+    return tuple(f.name for f in FIELDS[entity].values() if f.required)
+
+
+@cache
+def _defaults(entity: str) -> tuple[tuple[str, Any], ...]:
+    return tuple((f.name, f.default) for f in FIELDS[entity].values() if f.default is not NOTSET)
+
+
 def _is_number(value: Any) -> bool:
     try:
         float(value)
@@ -600,16 +619,16 @@ def refresh_contact_names(store: Store, row: dict) -> None:
     """display_name / sort_name as CiviCRM computes them (names, else organisation/household, else email)."""
     contact_type = row.get("contact_type") or "Individual"
     first, last = (row.get("first_name") or "").strip(), (row.get("last_name") or "").strip()
-    email = None
-    primary = store.primary_email_id(row["id"]) if row.get("id") is not None else None
-    if primary is not None:
-        email = store.table("Email").rows[primary].get("email")
     if contact_type == "Individual":
-        display = " ".join(p for p in (first, last) if p) or email or ""
-        sort = ", ".join(p for p in (last, first) if p) or email or ""
+        display = " ".join(p for p in (first, last) if p)
+        sort = ", ".join(p for p in (last, first) if p)
     else:
         name = row.get("organization_name") if contact_type == "Organization" else row.get("household_name")
-        display = sort = name or email or ""
+        display = sort = name or ""
+    if not display:  # no name at all: CiviCRM shows the primary email
+        primary = store.primary_email_id(row["id"])
+        email = store.table("Email").rows[primary].get("email") if primary is not None else None
+        display = sort = email or ""
     changes = {}
     if row.get("display_name") != display:
         changes["display_name"] = display
@@ -632,7 +651,3 @@ def delete_contact_hard(store: Store, contact_id: int) -> None:
     store.table("Contact").delete(contact_id)
     for members in store.smart_members.values():
         members.discard(contact_id)
-
-
-def field_of(entity: str, name: str) -> Field:
-    return FIELDS[entity][name]

@@ -165,7 +165,7 @@ class Engine:
             return lambda ctx: True
         if len(preds) == 1:
             return preds[0]
-        return lambda ctx: all(p(ctx) for p in preds)
+        return lambda ctx: _and(p(ctx) for p in preds)
 
     def compile_clause(self, entity: str, clause: Any, aliases: dict[str, str], *, on: bool
                        ) -> Callable[[Ctx], bool]:
@@ -175,10 +175,10 @@ class Engine:
         if head in ("OR", "AND", "NOT") and len(clause) == 2 and isinstance(clause[1], list):
             subs = [self.compile_clause(entity, c, aliases, on=on) for c in clause[1]]
             if head == "OR":
-                return lambda ctx: any(s(ctx) for s in subs)
+                return lambda ctx: _or(s(ctx) for s in subs)
             if head == "AND":
-                return lambda ctx: all(s(ctx) for s in subs)
-            return lambda ctx: not all(s(ctx) for s in subs)
+                return lambda ctx: _and(s(ctx) for s in subs)
+            return lambda ctx: _not(_and(s(ctx) for s in subs))
         op = clause[1] if len(clause) > 1 else None
         if not isinstance(op, str) or op not in OPERATORS:
             raise ApiError("Illegal operator")
@@ -290,7 +290,8 @@ class Engine:
         return lambda ctx: not empty(get(ctx))
 
     def _binary(self, expr: Expr, op: str, right: Callable[[Ctx], Any], *, constant: bool
-                ) -> Callable[[Ctx], bool]:
+                ) -> Callable[[Ctx], bool | None]:
+        """A comparison in SQL's three-valued logic: a NULL operand gives None ("unknown"), not False."""
         get = expr.getter
         is_array = expr.field.data_type == ARRAY
         nk = norm_key
@@ -299,14 +300,14 @@ class Engine:
             if constant:
                 target = right({})
                 if target is None:
-                    return lambda ctx: False
+                    return lambda ctx: None
                 if is_array:
-                    return lambda ctx: get(ctx) == target
+                    return lambda ctx: None if (v := get(ctx)) is None else v == target
                 key = nk(target)
-                return lambda ctx: (v := get(ctx)) is not None and nk(v) == key
-            return lambda ctx: (v := get(ctx)) is not None and (r := right(ctx)) is not None and nk(v) == nk(r)
+                return lambda ctx: None if (v := get(ctx)) is None else nk(v) == key
+            return lambda ctx: None if (v := get(ctx)) is None or (r := right(ctx)) is None else nk(v) == nk(r)
         if op in ("!=", "<>"):
-            return lambda ctx: (v := get(ctx)) is not None and (r := right(ctx)) is not None and nk(v) != nk(r)
+            return lambda ctx: None if (v := get(ctx)) is None or (r := right(ctx)) is None else nk(v) != nk(r)
         if op in ("<", ">", "<=", ">="):
             cmp = {"<": lambda a, b: a < b, ">": lambda a, b: a > b,
                    "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}[op]
@@ -314,7 +315,7 @@ class Engine:
             def ordered(ctx):
                 v, r = get(ctx), right(ctx)
                 if v is None or r is None:
-                    return False
+                    return None
                 try:
                     return cmp(nk(v), nk(r))
                 except TypeError:
@@ -324,8 +325,8 @@ class Engine:
             negate = op == "NOT IN"
             if constant:
                 keys = {nk(x) for x in right({}) if x is not None}
-                return lambda ctx: (v := get(ctx)) is not None and ((nk(v) in keys) != negate)
-            return lambda ctx: (v := get(ctx)) is not None and (
+                return lambda ctx: None if (v := get(ctx)) is None else (nk(v) in keys) != negate
+            return lambda ctx: None if (v := get(ctx)) is None else (
                 (nk(v) in {nk(x) for x in right(ctx) if x is not None}) != negate)
         if op in ("LIKE", "NOT LIKE"):
             negate = op == "NOT LIKE"
@@ -333,7 +334,7 @@ class Engine:
             def like(ctx):
                 v, pattern = get(ctx), right(ctx)
                 if v is None or pattern is None:
-                    return False
+                    return None
                 return bool(like_regex(str(pattern)).match(str(v))) != negate
             return like
         if op in ("BETWEEN", "NOT BETWEEN"):
@@ -342,7 +343,7 @@ class Engine:
             def between(ctx):
                 v, bounds = get(ctx), right(ctx)
                 if v is None or None in bounds:
-                    return False
+                    return None
                 try:
                     return (nk(bounds[0]) <= nk(v) <= nk(bounds[1])) != negate
                 except TypeError:
@@ -354,7 +355,7 @@ class Engine:
             def contains(ctx):
                 v, needle = get(ctx), right(ctx)
                 if v is None:
-                    return negate
+                    return None
                 needles = needle if isinstance(needle, list) else [needle]
                 if isinstance(v, list):
                     have = {nk(x) for x in v}
@@ -368,7 +369,7 @@ class Engine:
         def regexp(ctx):
             v, pattern = get(ctx), right(ctx)
             if v is None or pattern is None:
-                return False
+                return None
             return bool(re.search(str(pattern), str(v), re.IGNORECASE)) != negate
         return regexp
 
@@ -414,13 +415,22 @@ class Engine:
         wanted = offset + limit if early_stop else None
 
         rows: list[Ctx] = []
-        for row_id in self._scan(entity, candidates, low, high, reverse=id_order == "DESC"):
-            base = {"": self.store.tables[entity].rows[row_id]}
-            for ctx in self._expand(base, joins, 0):
+        stored = self.store.tables[entity].rows
+        scan = self._scan(entity, candidates, low, high, reverse=id_order == "DESC")
+        if joins:
+            for row_id in scan:
+                for ctx in self._expand({"": stored[row_id]}, joins, 0):
+                    if predicate(ctx):
+                        rows.append(ctx)
+                if wanted is not None and len(rows) >= wanted:
+                    break
+        else:
+            for row_id in scan:
+                ctx = {"": stored[row_id]}
                 if predicate(ctx):
                     rows.append(ctx)
-            if wanted is not None and len(rows) >= wanted:
-                break
+                    if wanted is not None and len(rows) >= wanted:
+                        break
 
         if grouped:
             outputs = self._aggregate(rows, items, group_exprs)
@@ -434,7 +444,7 @@ class Engine:
                 self._sort(rows, order, lambda ctx: ctx)
             total = len(rows)
             page = rows[offset:offset + limit] if limit else rows[offset:]
-            values = [{key: _copy(getter(ctx)) for key, getter, _ in items} for ctx in page]
+            values = [] if count_only else [{key: _copy(getter(ctx)) for key, getter, _ in items} for ctx in page]
 
         if count_only:
             values = []
@@ -729,6 +739,30 @@ class Engine:
             for pos in span:
                 if ids[pos] in candidates:
                     yield ids[pos]
+
+
+def _and(results) -> bool | None:
+    unknown = False
+    for result in results:
+        if result is False:
+            return False
+        if result is None:
+            unknown = True
+    return None if unknown else True
+
+
+def _or(results) -> bool | None:
+    unknown = False
+    for result in results:
+        if result is True:
+            return True
+        if result is None:
+            unknown = True
+    return None if unknown else False
+
+
+def _not(result: bool | None) -> bool | None:
+    return None if result is None else not result
 
 
 def _copy(value: Any) -> Any:

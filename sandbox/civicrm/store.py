@@ -116,7 +116,7 @@ class Table:
     def insert(self, row: dict, row_id: int | None = None) -> dict:
         if row_id is None:
             row_id = self.next_id
-        row["id"] = row_id
+        row = {"id": row_id, **{k: v for k, v in row.items() if k != "id"}}  # id first, as CiviCRM answers
         self.on_change()
         self.rows[row_id] = row
         if not self.ids or row_id > self.ids[-1]:

@@ -160,7 +160,7 @@ def test_dry_run_writes_nothing(sandbox):
 def test_limit_defers_the_rest(sandbox):
     _, outcomes = sandbox.run({"limit": 3})
     deferred = sorted(cid for cid, row in outcomes.items() if row["outcome"] == "deferred")
-    assert deferred and all(cid > 5 for cid in deferred)
+    assert deferred == [5, 6, 11, 16]  # the first 3 contacts that need the CMS go ahead
     assert all("limit" in outcomes[cid]["reason"] for cid in deferred)
     assert all(sandbox.activities(cid) == [] for cid in deferred)
     assert all(sandbox.membership(TRIGGER_GROUP)[cid] == "Added" for cid in deferred)

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from provisioning import outcomes as why
@@ -91,10 +92,27 @@ def test_audit_line_stays_one_parseable_line():
     )
 
 
+def test_values_that_went_through_a_dataframe_print_cleanly():
+    # A None uf_id next to ints becomes NaN in a DataFrame, and the ints become floats.
+    nan = float("nan")
+    line = audit_line(np.int64(5), "created", uf_id=45.0, username="jdoe", reason=nan)
+    assert line == "contact=5 outcome=created uf_id=45 username=jdoe"
+    assert audit_line(6, "failed", uf_id=nan, attempt=np.float64(2.0), max_attempts=4) == (
+        "contact=6 outcome=failed attempt=2/4"
+    )
+    activity = activity_for(
+        "created", username="jdoe", uf_id=45.0, uf_name=nan, reason="new account", mail_note=nan
+    )
+    assert activity == {"status": "Completed", "subject": "Created : jdoe (45)", "details": "new account"}
+    failed = activity_for("failed", username=nan, uf_id=nan, uf_name=None, reason="no primary email")
+    assert failed["subject"] == "Failed to create User"
+
+
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        (why.already_linked("jane@example.org", 45), ["jane@example.org", "45"]),
+        (why.already_linked("jane@example.org", 45), ["account jane@example.org (45)"]),
+        (why.already_linked("", 45), ["already linked to CMS account 45"]),
         (why.invalid_email("a@b"), ["invalid email 'a@b'"]),
         (why.email_too_long(100), ["longer than 100 characters"]),
         (why.email_shared("a@example.org", 101), ["a@example.org", "contact 101", "its own primary email"]),
@@ -106,7 +124,20 @@ def test_audit_line_stays_one_parseable_line():
         (why.beyond_limit(10), ["beyond limit 10", "next run"]),
         (why.cms_error_after_retries("HTTP 503"), ["HTTP 503", "retries"]),
         (why.username_rejected("jöhn", "illegal characters"), ["'jöhn'", "illegal characters"]),
-        (why.batch_not_finished("contacts 1-3 (3)"), ["contacts 1-3 (3)", "next run"]),
+        (why.batch_not_finished("contacts 1-3 (3)"), ["batch contacts 1-3 (3) did not finish", "next run"]),
+        (why.batch_not_finished(), ["its batch did not finish"]),
+        (why.reason_created(), ["new account"]),
+        (why.reason_linked_existing(), ["existing account with the same email"]),
+        (why.linked_by_earlier_try(), ["earlier try"]),
+        (why.found_after_retry(), ["earlier try", "email"]),
+        (why.found_after_doubt(), ["unclear answer"]),
+        (why.cms_rejected("HTTP 400 rest_invalid_param"), ["HTTP 400 rest_invalid_param"]),
+        (why.username_taken("jane.doe", 5), ["jane.doe", "5 times"]),
+        (why.duplicate_email_not_found(), ["already in use", "by hand"]),
+        (why.link_failed("jdoe", "DB error"), ["CMS account jdoe", "DB error"]),
+        (why.link_failed(None, "DB error"), ["the CMS account exists"]),
+        (why.reset_subject(4), ["4 failed attempts"]),
+        (why.reset_details(4), ["4 failed attempts", "afresh"]),
         (why.mail_failed("timeout"), ["timeout", "email"]),
     ],
 )

@@ -110,6 +110,18 @@ def test_rule2_existing_link_wins_over_email_problems(run_plan, contact):
     assert row["reason"] == "already linked to CMS account jane@example.org (45)"
 
 
+def test_rule2_a_link_found_only_in_links_counts_too(run_plan, contact):
+    # The extract missed the contact's own UFMatch; creating would make CiviCRM refuse a second one.
+    plan = run_plan([contact(1, email="jane@example.org")], links=[(1, 300, "jane@example.org")])
+    row = row_of(plan, 1)
+    assert (row["action"], row["outcome"], row["uf_id"], row["username"]) == (
+        "none",
+        "already_linked",
+        300,
+        "jane@example.org",
+    )
+
+
 @pytest.mark.parametrize("email", [None, "", "   ", float("nan")])
 def test_rule3_missing_email_fails(run_plan, contact, email):
     plan = run_plan([contact(1, email=email)])

@@ -1,7 +1,9 @@
+import json
+
 import pandas as pd
 import pytest
 
-from provisioning.report import RESULT_COLUMNS, outcome_table, planned_outcomes, summary_table
+from provisioning.report import RESULT_COLUMNS, outcome_table, planned_outcomes, summary_table, to_records
 
 
 def results(*rows) -> pd.DataFrame:
@@ -91,3 +93,17 @@ def test_planned_outcomes_have_the_create_result_shape(run_plan, contact):
     assert result["uf_id"].tolist() == [None, None, 9]
     assert result["reason"].tolist()[1] == "no primary email"
     assert result["mail"].isna().all()
+
+
+def test_to_records_gives_plain_python_values():
+    frame = pd.DataFrame(
+        {"contact_id": [1, 2], "uf_id": [45, None], "attempt": [None, 2], "ok": [True, False]}
+    )
+    records = to_records(frame)
+    assert records == [
+        {"contact_id": 1, "uf_id": 45, "attempt": None, "ok": True},
+        {"contact_id": 2, "uf_id": None, "attempt": 2, "ok": False},
+    ]
+    assert all(type(record["contact_id"]) is int for record in records)
+    assert type(records[0]["uf_id"]) is int and type(records[1]["attempt"]) is int
+    assert json.dumps(records, allow_nan=False)

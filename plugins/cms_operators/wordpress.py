@@ -1,0 +1,599 @@
+"""WordPress over its REST API (wp/v2/users) with an Application Password, plus the lostpassword form.
+
+The Airflow connection (default id `cms_default`, type http):
+
+* host: the site's base URL, e.g. `https://www.example.org` (a path is kept for sites in a
+  subdirectory; without a scheme, the connection's schema or https is used);
+* login: the API user's login (or email); password: an **Application Password** of that user
+  (Users > Profile > Application Passwords; the account password itself is refused by WordPress);
+* extra (all optional): `rest_url` (default `<host>/wp-json`; use `<host>/?rest_route=` on sites
+  without pretty permalinks), `verify` (false, or a CA bundle path), `timeout` (seconds, default 30).
+  Extras are settings only; none is ever sent as an HTTP header.
+
+Facts relied on come from the contract (shared/contracts/cms-users.md §2, §7) and were checked
+against a real WordPress 6.1 by tests/contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
+from http.cookiejar import DefaultCookiePolicy
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from airflow.sdk import BaseHook
+
+from cms_operators.backend import (
+    CmsAuthError,
+    CmsConfigError,
+    CmsDuplicateEmail,
+    CmsDuplicateLogin,
+    CmsError,
+    CmsMailFailed,
+    CmsRejected,
+    CmsUnavailable,
+    CmsUser,
+)
+from provisioning.usernames import sanitize_wordpress
+
+log = logging.getLogger(__name__)
+
+USERS_ROUTE = "/wp/v2/users"
+PAGE_SIZE = 100  # WordPress's maximum per_page; above it answers 400
+MAX_EMAIL_LENGTH = 100  # users.user_email varchar(100); longer gives an opaque 500
+MAX_USERNAME_LENGTH = 60  # user_login_too_long above
+MAX_DISPLAY_NAME_LENGTH = 250  # users.display_name varchar(250); longer gives an opaque 500
+REQUIRED_CAPABILITIES = ("create_users", "list_users")
+ROLE_CAPABILITY = "edit_users"
+
+# wp_insert_user() errors that are answered as HTTP 500 but are permanent (contract §1 rule 8).
+_PERMANENT_500_CODES = {"user_login_too_long", "user_nicename_too_long", "user_url_too_long",
+                        "invalid_username", "empty_user_login"}
+_TRANSIENT_STATUSES = {429, 502, 503, 504}
+_TAG_RE = re.compile(r"<[^>]+>")
+_LOGIN_ERROR_RE = re.compile(r'<div id="login_error"[^>]*>(.*?)</div>', re.S)
+
+
+def _plain(text: Any, limit: int = 300) -> str:
+    """An error message from WordPress as one line of plain text (its messages may hold HTML)."""
+    cleaned = re.sub(r"\s+", " ", _TAG_RE.sub(" ", str(text or ""))).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _norm(value: str | None) -> str:
+    return (value or "").strip().lower()
+
+
+def _escaped_length(text: str) -> int:
+    # WordPress stores names HTML-escaped (& -> &amp;, < -> &lt;, > -> &gt;); the column counts that.
+    return len(text) + 4 * text.count("&") + 3 * (text.count("<") + text.count(">"))
+
+
+def fit_display_name(name: str, limit: int = MAX_DISPLAY_NAME_LENGTH) -> str:
+    """Cut a display name so WordPress's stored (escaped) form fits users.display_name."""
+    name = re.sub(r"\s+", " ", name or "").strip()[:limit]
+    while _escaped_length(name) > limit:
+        name = name[:-1]
+    return name.rstrip()
+
+
+def login_search_term(login: str) -> str:
+    """What to put in `search=` so WordPress looks at user_login for this login.
+
+    WordPress picks the searched columns from the term: with '@' only user_email, with a
+    leading http(s):// only user_url. For such logins search the longest piece without '@'
+    (it is a substring of the login, so the login's row is among the results).
+    """
+    if "@" not in login and not re.match(r"https?://", login, re.I):
+        return login
+    pieces = [p for p in re.split(r"@|https?://", login, flags=re.I) if p.strip()]
+    return max(pieces, key=len) if pieces else login
+
+
+class WordPressHook(BaseHook):
+    """HTTP access to one WordPress site: auth, retries for reads, error mapping. No network in __init__."""
+
+    conn_name_attr = "cms_conn_id"
+    default_conn_name = "cms_default"
+    conn_type = "http"
+    hook_name = "WordPress"
+
+    max_tries = 3  # for GETs; a POST is never repeated here
+    backoff_seconds = 0.5
+    max_retry_after = 30.0
+    connect_timeout = 10.0
+
+    def __init__(self, cms_conn_id: str = default_conn_name, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cms_conn_id = cms_conn_id
+        self._session: requests.Session | None = None
+        self._site_url = ""
+        self._rest_url = ""
+        self._login = ""
+        self._verify: bool | str = True
+        self._timeout = 30.0
+
+    def __repr__(self) -> str:
+        return f"WordPressHook(cms_conn_id={self.cms_conn_id!r})"
+
+    # ------------------------------------------------------------------ connection
+
+    def get_conn(self) -> requests.Session:
+        """The session (made on first use): Basic auth with the application password, no cookies."""
+        if self._session is not None:
+            return self._session
+        try:
+            conn = self.get_connection(self.cms_conn_id)
+        except Exception as exc:  # AirflowNotFoundException and friends
+            raise CmsConfigError(
+                None, "connection_missing",
+                f"Airflow connection '{self.cms_conn_id}' is not defined: create it (type http) with host = "
+                "the WordPress site URL, login = the API user, password = an application password",
+            ) from exc
+        host = (conn.host or "").strip()
+        if not host:
+            raise CmsConfigError(None, "connection_incomplete",
+                                 f"Airflow connection '{self.cms_conn_id}' has no host: set it to the "
+                                 "WordPress site URL, e.g. https://www.example.org")
+        if "://" not in host:
+            scheme = conn.schema if conn.schema in ("http", "https") else "https"
+            host = f"{scheme}://{host}"
+        parts = urlsplit(host)
+        if conn.port and not parts.port:
+            host = f"{parts.scheme}://{parts.hostname}:{conn.port}{parts.path}"
+        self._site_url = host.rstrip("/")
+        extra = conn.extra_dejson or {}
+        self._rest_url = str(extra.get("rest_url") or f"{self._site_url}/wp-json").rstrip("/")
+        verify = extra.get("verify", True)
+        self._verify = verify if isinstance(verify, str) and verify not in ("true", "false") else \
+            str(verify).lower() != "false"
+        self._timeout = float(extra.get("timeout") or 30.0)
+        if not conn.login or not conn.password:
+            raise CmsConfigError(None, "connection_incomplete",
+                                 f"Airflow connection '{self.cms_conn_id}' needs a login (the WordPress API "
+                                 "user) and a password (an application password of that user)")
+        self._login = conn.login
+        session = requests.Session()
+        # Cookies would switch on WordPress's nonce checks (contract §1 rule 7): keep none.
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        # As UTF-8 bytes: requests would encode str credentials as Latin-1.
+        session.auth = (conn.login.encode("utf-8"), conn.password.encode("utf-8"))
+        session.headers.update({"Accept": "application/json", "User-Agent": "cmsuser-airflow/1"})
+        self._session = session
+        return session
+
+    @property
+    def site_url(self) -> str:
+        self.get_conn()
+        return self._site_url
+
+    @property
+    def rest_url(self) -> str:
+        self.get_conn()
+        return self._rest_url
+
+    @property
+    def login(self) -> str:
+        self.get_conn()
+        return self._login
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ requests
+
+    def rest(self, method: str, route: str, **kwargs: Any) -> tuple[requests.Response, Any]:
+        """A REST call (route like "/wp/v2/users"); returns the response and its parsed JSON."""
+        return self.request(method, self.rest_url + route, **kwargs)
+
+    def request(self, method: str, url: str, *, params: dict | None = None, json: Any = None,
+                data: dict | None = None, retry: bool | None = None, expect_json: bool = True,
+                allow_redirects: bool = True) -> tuple[requests.Response, Any]:
+        """Send one request; GET/HEAD/OPTIONS are retried on transient errors (max_tries, back-off,
+        Retry-After up to max_retry_after s). Raises a CmsError subclass for every failure."""
+        session = self.get_conn()
+        method = method.upper()
+        if retry is None:
+            retry = method in ("GET", "HEAD", "OPTIONS")
+        tries = self.max_tries if retry else 1
+        what = f"{method} {urlsplit(url).path}"
+        for attempt in range(1, tries + 1):
+            try:
+                response = session.request(method, url, params=params, json=json, data=data,
+                                           timeout=(self.connect_timeout, self._timeout), verify=self._verify,
+                                           allow_redirects=allow_redirects)
+                payload, error = self._classify(response, what, expect_json)
+            except requests.Timeout:
+                payload, error = None, CmsUnavailable(
+                    None, "timeout", f"WordPress did not answer {what} within {self._timeout:g} s "
+                                     f"(connection '{self.cms_conn_id}')")
+            except requests.RequestException as exc:
+                payload, error = None, CmsUnavailable(
+                    None, "connection_error", f"could not reach WordPress for {what} at {self._site_url} "
+                                              f"(connection '{self.cms_conn_id}'): {type(exc).__name__}")
+            if error is None:
+                return response, payload
+            if not isinstance(error, CmsUnavailable) or attempt == tries:
+                raise error
+            wait = error.retry_after
+            if wait is not None and wait > self.max_retry_after:
+                raise error  # the server wants a long pause: leave that to the caller
+            if wait is None:
+                wait = self.backoff_seconds * (2 ** (attempt - 1)) * (1 + random.random() / 2)
+            log.info("WordPress %s: %s; try %d of %d in %.1f s", what, error.message, attempt + 1, tries, wait)
+            time.sleep(wait)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _classify(self, response: requests.Response, what: str, expect_json: bool) -> tuple[Any, CmsError | None]:
+        """Parsed payload, or the CmsError this answer means (contract §7)."""
+        status = response.status_code
+        payload: Any = None
+        is_json = False
+        if response.content:
+            try:
+                payload = response.json()
+                is_json = True
+            except ValueError:
+                payload = None
+        if 200 <= status < 400:
+            if expect_json and not is_json:
+                kind = response.headers.get("Content-Type", "unknown type")
+                return None, CmsUnavailable(status, "not_json",
+                                            f"WordPress answered {what} with something that is not JSON "
+                                            f"({kind}); a proxy or maintenance page?")
+            return payload if expect_json else response.text, None
+        code = payload.get("code") if isinstance(payload, dict) else None
+        wp_message = _plain(payload.get("message")) if isinstance(payload, dict) else ""
+        said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {wp_message}" if wp_message else "")
+        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+        conn = f"connection '{self.cms_conn_id}'"
+        if status == 401:
+            return None, CmsAuthError(status, code, f"WordPress refused the credentials of {conn} ({said}); "
+                                                    "check its login and application password")
+        if status == 403:
+            return None, CmsAuthError(status, code, f"WordPress forbade {what} for the user of {conn} "
+                                                    f"({said}); the API user needs the administrator role")
+        if status == 400 and code == "rest_user_invalid_role":
+            return None, CmsConfigError(status, code, f"WordPress has no such role ({said}); create the role "
+                                                      "or fix the roles setting")
+        if status in (404, 405, 409, 501):
+            return None, CmsConfigError(status, code, f"WordPress answered {what} with {said}; check the "
+                                                      f"site URL / rest_url of {conn}")
+        if status in _TRANSIENT_STATUSES or (status >= 500 and not is_json):
+            return None, CmsUnavailable(status, code or "unavailable",
+                                        f"WordPress is unavailable for {what} ({said or f'HTTP {status}'})",
+                                        retry_after=retry_after)
+        if status == 500 and code == "existing_user_login":
+            return None, CmsDuplicateLogin(status, code, f"WordPress already has that username ({said})")
+        if status == 500 and code == "existing_user_email":
+            return None, CmsDuplicateEmail(status, code, f"WordPress already has a user with that email ({said})")
+        if status == 500 and code in _PERMANENT_500_CODES:
+            return None, CmsRejected(status, code, f"WordPress rejected the user ({said})")
+        if status >= 500:
+            return None, CmsRejected(status, code or "internal_server_error",
+                                     f"WordPress failed with {said or f'HTTP {status}'} (seen for emails over "
+                                     "100 characters, display names over 250, or a broken plugin)")
+        return None, CmsRejected(status, code, f"WordPress rejected {what}: {self._describe_invalid(payload, said)}")
+
+    @staticmethod
+    def _describe_invalid(payload: Any, said: str) -> str:
+        """'Invalid parameter(s): email' plus each field's own reason."""
+        data = payload.get("data") if isinstance(payload, dict) else None
+        params = data.get("params") if isinstance(data, dict) else None
+        if isinstance(params, dict) and params:
+            reasons = "; ".join(f"{field}: {_plain(reason)}" for field, reason in params.items())
+            return f"{said} ({reasons})"
+        return said
+
+    # ------------------------------------------------------------------ Airflow UI
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Airflow's 'Test' button: authenticate and read the API user."""
+        try:
+            _, me = self.rest("GET", USERS_ROUTE + "/me", params={"context": "edit"})
+        except CmsError as exc:
+            return False, exc.message
+        return True, f"Authenticated as '{me.get('username')}' at {self.rest_url}"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "port"],
+            "relabeling": {"host": "Site URL", "login": "API user login", "password": "Application password"},
+            "placeholders": {"host": "https://www.example.org",
+                             "extra": '{"rest_url": "https://www.example.org/wp-json"}'},
+        }
+
+
+class WordPressBackend:
+    """CmsBackend for WordPress ≥ 5.6 (see cms_operators.backend for the contract of each method)."""
+
+    name = "wordpress"
+    max_email_length = MAX_EMAIL_LENGTH
+    max_username_length = MAX_USERNAME_LENGTH
+
+    def __init__(self, conn_id: str = WordPressHook.default_conn_name, *, hook: WordPressHook | None = None):
+        self.conn_id = conn_id
+        self.hook = hook or WordPressHook(cms_conn_id=conn_id)
+        self._locales: set[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"WordPressBackend(conn_id={self.conn_id!r})"
+
+    # ------------------------------------------------------------------ usernames
+
+    def sanitize_username(self, raw: str) -> str:
+        """A login WordPress's strict sanitize_user() keeps unchanged. Shared with the planner
+        (provisioning.usernames.sanitize_wordpress): ASCII-folded, lower-cased (WordPress compares
+        logins case-insensitively anyway), whitespace as '.', only [a-z0-9 _.@-]."""
+        return sanitize_wordpress(raw)
+
+    # ------------------------------------------------------------------ preflight
+
+    def preflight(self, roles: list[str]) -> str:
+        roles = [r for r in dict.fromkeys(str(r).strip() for r in roles or []) if r]
+        index = self._index()
+        if "wp/v2" not in (index.get("namespaces") or []):
+            raise CmsConfigError(None, "no_wp_v2", f"{self.hook.rest_url} is a REST API without wp/v2 "
+                                                   f"(connection '{self.conn_id}'); check rest_url")
+        auth = index.get("authentication")
+        if not isinstance(auth, dict) or "application-passwords" not in auth:
+            raise CmsConfigError(
+                None, "application_passwords_unavailable",
+                f"Application Passwords are not available on {self.hook.site_url} (connection "
+                f"'{self.conn_id}'): WordPress offers them only over HTTPS, or with WP_ENVIRONMENT_TYPE=local, "
+                "or when a plugin disables them")
+        try:
+            _, me = self.hook.rest("GET", USERS_ROUTE + "/me", params={"context": "edit"})
+        except CmsAuthError as exc:
+            raise CmsAuthError(exc.status, exc.code,
+                               f"WordPress connection '{self.conn_id}' could not log in at {self.hook.site_url} "
+                               f"({exc.message}); set its password to an application password of the "
+                               "API user") from None
+        caps = me.get("capabilities") or {}
+        needed = [*REQUIRED_CAPABILITIES, *([ROLE_CAPABILITY] if roles else [])]
+        missing = [cap for cap in needed if not caps.get(cap)]
+        if missing:
+            raise CmsAuthError(403, "missing_capability",
+                               f"WordPress user '{me.get('username')}' of connection '{self.conn_id}' lacks "
+                               f"{', '.join(missing)}; give it the administrator role")
+        self._probe_roles(me, roles)
+        role_text = f"roles {', '.join(roles)} exist" if roles else "default role"
+        return (f"WordPress {self.hook.site_url} as '{me.get('username')}' (user {me.get('id')}): "
+                f"{', '.join(needed)} granted, {role_text}")
+
+    def _index(self) -> dict:
+        try:
+            _, index = self.hook.rest("GET", "/")
+        except CmsUnavailable as exc:
+            if exc.code == "not_json":
+                raise CmsConfigError(exc.status, exc.code,
+                                     f"{self.hook.rest_url}/ is not a WordPress REST API (connection "
+                                     f"'{self.conn_id}'); set extra rest_url, e.g. <site>/?rest_route=") from None
+            raise
+        if not isinstance(index, dict):
+            raise CmsConfigError(None, "bad_index", f"{self.hook.rest_url}/ is not a WordPress REST API index "
+                                                    f"(connection '{self.conn_id}')")
+        self._locales = self._locales_from_index(index)
+        return index
+
+    @staticmethod
+    def _locales_from_index(index: dict) -> set[str]:
+        route = (index.get("routes") or {}).get(USERS_ROUTE) or {}
+        for endpoint in route.get("endpoints") or []:
+            if "POST" in (endpoint.get("methods") or []):
+                enum = ((endpoint.get("args") or {}).get("locale") or {}).get("enum")
+                if isinstance(enum, list):
+                    return {str(x) for x in enum if x}
+        return set()
+
+    def _probe_roles(self, me: dict, roles: list[str]) -> None:
+        """Prove the roles exist without creating anyone: WordPress checks roles (400
+        rest_user_invalid_role) before the login (500 existing_user_login), so a create with the API
+        user's own login fails on the login exactly when every role exists."""
+        attempts = [me.get("username") or self.hook.login, "x" * (MAX_USERNAME_LENGTH + 1)]
+        for username in attempts:
+            body: dict[str, Any] = {"username": username, "email": me.get("email") or "",
+                                    "password": secrets.token_urlsafe(24)}
+            if roles:
+                body["roles"] = roles
+            try:
+                _, created = self.hook.rest("POST", USERS_ROUTE, json=body)
+            except (CmsDuplicateLogin, CmsDuplicateEmail):
+                return
+            except CmsRejected as exc:
+                if exc.code == "user_login_too_long":
+                    return  # the fallback probe: also after the role check
+                if exc.status == 400 and username != attempts[-1]:
+                    continue  # own login not accepted as a new login (e.g. accents): use a too-long one
+                raise CmsConfigError(exc.status, exc.code, f"preflight could not check the roles on "
+                                                           f"{self.hook.site_url}: {exc.message}") from None
+            except CmsConfigError as exc:
+                if exc.code == "rest_user_invalid_role":
+                    missing = re.search(r"The role (.+?) does not exist", exc.message)
+                    role = missing.group(1) if missing else ", ".join(roles)
+                    raise CmsConfigError(exc.status, exc.code,
+                                         f"role '{role}' does not exist on WordPress {self.hook.site_url} "
+                                         f"(connection '{self.conn_id}'); create it there or remove it from "
+                                         "the roles setting") from None
+                raise
+            except CmsAuthError as exc:
+                raise CmsAuthError(exc.status, exc.code, f"WordPress user of connection '{self.conn_id}' may "
+                                                         f"not create users with roles {roles}: "
+                                                         f"{exc.message}") from None
+            # Cannot happen with an existing login; never leave a probe account behind.
+            self._delete_probe(created)
+            raise CmsConfigError(201, "probe_created", "preflight's probe unexpectedly created a user on "
+                                                       f"{self.hook.site_url} and deleted it again")
+
+    def _delete_probe(self, created: Any) -> None:
+        user_id = created.get("id") if isinstance(created, dict) else None
+        if user_id:
+            try:
+                self.hook.rest("DELETE", f"{USERS_ROUTE}/{int(user_id)}", params={"force": "true", "reassign": 1})
+            except CmsError:
+                log.warning("could not delete WordPress user %s made by the preflight probe; delete it by hand",
+                            user_id)
+
+    # ------------------------------------------------------------------ lookups
+
+    def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
+        wanted_emails = {e for e in (_norm(x) for x in emails or []) if e}
+        wanted_logins = {u for u in (_norm(x) for x in usernames or []) if u}
+        lookups = len(wanted_emails) + len(wanted_logins)
+        if lookups == 0:
+            return []
+        found: dict[int, CmsUser] = {}
+        # Per-item searches cost one call each; listing costs one call per 100 users. With at most
+        # two items a count call cannot pay off.
+        pages = None
+        if lookups > 2:
+            pages = math.ceil(self._count_users() / PAGE_SIZE)
+        if pages is not None and pages < lookups:
+            log.info("WordPress: listing all users (%d pages) to match %d emails/usernames", pages, lookups)
+            for user in self._pages({}):
+                if _norm(user.email) in wanted_emails or _norm(user.username) in wanted_logins:
+                    found[user.uf_id] = user
+        else:
+            log.info("WordPress: %d searches for %d emails and %d usernames", lookups, len(wanted_emails),
+                     len(wanted_logins))
+            for email in sorted(wanted_emails):
+                for user in self._search(email):
+                    if _norm(user.email) == email:
+                        found[user.uf_id] = user
+            for login in sorted(wanted_logins):
+                for user in self._search(login_search_term(login)):
+                    if _norm(user.username) == login:
+                        found[user.uf_id] = user
+        return [found[k] for k in sorted(found)]
+
+    def find_by_email(self, email: str) -> CmsUser | None:
+        wanted = _norm(email)
+        if not wanted:
+            return None
+        matches = [u for u in self._search(wanted) if _norm(u.email) == wanted]
+        return min(matches, key=lambda u: u.uf_id) if matches else None
+
+    def _count_users(self) -> int:
+        response, _ = self.hook.rest("GET", USERS_ROUTE, params={"context": "edit", "per_page": 1})
+        try:
+            return int(response.headers.get("X-WP-Total", ""))
+        except ValueError:
+            raise CmsUnavailable(response.status_code, "no_total",
+                                 "WordPress sent no X-WP-Total header when counting users") from None
+
+    def _search(self, term: str) -> list[CmsUser]:
+        # requests encodes '+' as %2B; unencoded it would become a space (contract §1 rule 4).
+        return list(self._pages({"search": term}))
+
+    def _pages(self, params: dict) -> Iterable[CmsUser]:
+        page = 1
+        while True:
+            response, rows = self.hook.rest("GET", USERS_ROUTE, params={
+                **params, "context": "edit", "per_page": PAGE_SIZE, "page": page, "orderby": "id", "order": "asc"})
+            for row in rows or []:
+                yield self._user(row)
+            try:
+                total_pages = int(response.headers.get("X-WP-TotalPages") or 0)
+            except ValueError:
+                total_pages = 0
+            if page >= total_pages or not rows:
+                return
+            page += 1
+
+    @staticmethod
+    def _user(row: dict) -> CmsUser:
+        return CmsUser(uf_id=int(row["id"]), username=str(row.get("username") or ""),
+                       email=str(row.get("email") or ""), roles=tuple(row.get("roles") or ()))
+
+    # ------------------------------------------------------------------ create
+
+    def create_user(self, *, username: str, email: str, first_name: str, last_name: str, display_name: str,
+                    roles: list[str], locale: str | None = None) -> CmsUser:
+        """POST /wp/v2/users once (never repeated here: the caller looks up by email after any doubt).
+        Empty `roles` means the site's default role. A locale the site does not have is left out."""
+        email = (email or "").strip()
+        if not email:
+            raise CmsRejected(None, "no_email", f"cannot create WordPress user '{username}' without an email")
+        if len(email) > MAX_EMAIL_LENGTH:
+            raise CmsRejected(None, "email_too_long",
+                              f"email has {len(email)} characters; WordPress stores at most {MAX_EMAIL_LENGTH}")
+        name = fit_display_name(display_name or f"{first_name or ''} {last_name or ''}".strip() or username)
+        body: dict[str, Any] = {
+            "username": username,
+            "email": email,
+            "password": secrets.token_urlsafe(24),  # nobody knows it; the user sets one via the mail link
+            "first_name": first_name or "",
+            "last_name": last_name or "",
+            "name": name,
+        }
+        if roles:
+            body["roles"] = list(roles)
+        if locale and locale in self._site_locales():
+            body["locale"] = locale
+        try:
+            _, created = self.hook.rest("POST", USERS_ROUTE, json=body)
+        except CmsRejected as exc:
+            raise type(exc)(exc.status, exc.code, f"{exc.message} [username '{username}']",
+                            retry_after=exc.retry_after) from None
+        if not isinstance(created, dict) or "id" not in created:
+            raise CmsUnavailable(None, "no_id", "WordPress answered the create without a user id")
+        user = self._user(created)
+        log.info("WordPress: created user %s ('%s')", user.uf_id, user.username)
+        return user
+
+    def _site_locales(self) -> set[str]:
+        if self._locales is None:
+            try:
+                self._index()
+            except CmsError as exc:
+                log.info("WordPress: could not read the site's locales (%s); sending none", exc.message)
+                self._locales = set()
+        return self._locales or set()
+
+    # ------------------------------------------------------------------ mail
+
+    def send_password_mail(self, user: CmsUser) -> None:
+        """WordPress's own password-reset mail via the lostpassword form (works on any site)."""
+        # The email first: retrieve_password() looks an '@' value up by email, which is unique.
+        who = user.email or user.username
+        url = f"{self.hook.site_url}/wp-login.php?action=lostpassword"
+        response, text = self.hook.request("POST", url, data={"user_login": who}, expect_json=False,
+                                           allow_redirects=False, retry=False)
+        if 300 <= response.status_code < 400:
+            return
+        match = _LOGIN_ERROR_RE.search(text or "")
+        reason = _plain(match.group(1)) if match else ""
+        if "could not be sent" in reason:
+            raise CmsMailFailed(response.status_code, "retrieve_password_email_failure",
+                                f"WordPress could not send the password mail for user {user.uf_id}: {reason}")
+        if "no account" in reason.lower():
+            raise CmsRejected(response.status_code, "invalidcombo",
+                              f"WordPress found no account for user {user.uf_id} when asked for its "
+                              "password mail")
+        raise CmsMailFailed(response.status_code, "not_confirmed",
+                            f"WordPress did not confirm the password mail for user {user.uf_id}"
+                            + (f": {reason}" if reason else " (no redirect to checkemail=confirm)"))
