@@ -51,7 +51,7 @@ def postgres_available(host: str = PG_HOST, port: int = PG_PORT, user: str = PG_
     try:
         psycopg2.connect(host=host, port=port, user=user, dbname="postgres", connect_timeout=3).close()
     except psycopg2.Error as exc:
-        return f"PostgreSQL at {host}:{port} (user {user}) is not reachable: {str(exc).strip()}"
+        return f"PostgreSQL at {host}:{port} (user {user}) is not reachable: {' '.join(str(exc).split())}"
     return None
 
 
@@ -118,52 +118,56 @@ class RealAirflow:
         self.url = ""
         self.processes: dict[str, subprocess.Popen] = {}
         self.startup_seconds: float | None = None
+        self.timings: dict[str, float] = {}
+        self._config: dict[str, str] = {}
         self._http = requests.Session()
         self._admin_password = secrets.token_urlsafe(16)
 
     # ------------------------------------------------------------------ lifecycle
 
-    def child_env(self) -> dict[str, str]:
-        """Environment of every Airflow process: our config, then the caller's (connections, settings)."""
+    def _airflow_config(self) -> dict[str, str]:
+        """Airflow's configuration for this stack, as environment variables (fresh keys each start)."""
         from cryptography.fernet import Fernet
 
-        if not hasattr(self, "_config"):
-            self._config = {
-                "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-                "AIRFLOW__CORE__AUTH_MANAGER":
-                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
-                    f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(self.port),
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-                # Task tokens are signed by the scheduler and checked by the api-server: one secret for all.
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-                # Only runs the test triggers: unpausing must not add a scheduled run of its own.
-                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-                "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
-                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
-                "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "90",
-                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-                "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
-                # Other sessions on this machine may run Airflow too: no fixed ports.
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            }
+        return {
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__CORE__AUTH_MANAGER":
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+            # Task tokens are signed by the scheduler and checked by the api-server: one secret for all.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+            # Only runs the test triggers: unpausing must not add a scheduled run of its own.
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "90",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "300",
+            # Other sessions on this machine may run Airflow too: no fixed ports.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        }
+
+    def child_env(self) -> dict[str, str]:
+        """Environment of every Airflow process: our config, then the caller's (connections, settings)."""
         # The pytest session's own AIRFLOW_* settings (SQLite home) must not leak into the children.
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         env.update(self._config)
@@ -189,8 +193,10 @@ class RealAirflow:
         # The simple auth manager reads the admin's password from this file (it would otherwise
         # generate one and print it to the api-server log).
         (self.home / "passwords.json").write_text(json.dumps({ADMIN_USER: self._admin_password}))
+        self._config = self._airflow_config()
         _fresh_database(self.database)
         self._airflow("db", "migrate")
+        self.timings["db migrate"] = time.monotonic() - started
         for name in COMPONENTS:
             log_file = (self.home / f"{name}.log").open("ab")
             # Own process group: stop() can end each component together with its task subprocesses.
@@ -213,7 +219,10 @@ class RealAirflow:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
-        print(f"real Airflow up in {self.startup_seconds:.1f}s at {self.url} (home {self.home})", flush=True)
+        self.timings["components up, DAGs parsed"] = self.startup_seconds - self.timings["db migrate"]
+        print(f"real Airflow up in {self.startup_seconds:.1f}s (" + ", ".join(
+            f"{step} {seconds:.1f}s" for step, seconds in self.timings.items()) + f") at {self.url}, "
+            f"home {self.home}", flush=True)
 
     def stop(self) -> None:
         """End every component and the task processes they started; the database and home are left."""

@@ -7,12 +7,14 @@ reads its configuration once on first import.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-AIRFLOW_HOME = REPO / ".airflow" / "test"
+# A private home per pytest session, so two sessions never share (or delete) one database.
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="cmsuser-airflow-test-"))
 
 os.environ.update(
     {
@@ -24,9 +26,6 @@ os.environ.update(
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
 )
-AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
-# A fresh database each session (no runs left over from the last one); removed before Airflow opens it.
-(AIRFLOW_HOME / "airflow.db").unlink(missing_ok=True)
 
 
 def require_real() -> bool:
@@ -41,3 +40,9 @@ def airflow_db():
 
     db.initdb()
     return AIRFLOW_HOME / "airflow.db"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import shutil
+
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)

@@ -1,4 +1,5 @@
-"""The real WordPress tier for tests: start it once per session, reset it before each test.
+"""WordPress test fixtures: the real WordPress tier (started once per session, reset before each
+test) and `wordpress_site`, one site object over the emulator or the real thing.
 
 Helpers (usable from any test or conftest):
 
@@ -8,9 +9,14 @@ Helpers (usable from any test or conftest):
 * stop_real_wordpress(): sandbox/real_wordpress/stop.sh (stops only what start.sh started);
 * read_mails(state), set_mail_works(state, works).
 
-Fixture `real_wordpress` (session scope): the state dict. When WordPress cannot be started the
-test is skipped, or fails when CMSUSER_REQUIRE_REAL=1 (CI). The session stops the PHP server at
-the end only if the session started it; a server that was already running stays up.
+Fixtures (import them into a test module or conftest, e.g. `real_wordpress = wp.real_wordpress`):
+
+* `real_wordpress` (session scope): the state dict. When WordPress cannot be started the test is
+  skipped, or fails when CMSUSER_REQUIRE_REAL=1 (CI). The PHP server is stopped at the end only if
+  this session started it; a server that was already running stays up.
+* `wordpress_site`: parametrised over ["emulator", "real"] (the real one marked real_wordpress);
+  a clean site with url, rest_url, login, app_password, mails(), reset(), set_mail_works().
+* `wordpress` (a started emulator) and `cms_conn` (AIRFLOW_CONN_CMS_DEFAULT pointing at it).
 """
 
 from __future__ import annotations
@@ -18,14 +24,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from sandbox.wordpress import WordPressEmulator
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "sandbox" / "real_wordpress"
 HOST = "127.0.0.1"
 START_TIMEOUT = 900  # a first start installs packages
+EMULATOR_APP_PASSWORD = "abcd EFGH 1234 ijkl MNOP 5678"
 
 
 class RealWordPressUnavailable(RuntimeError):
@@ -114,3 +125,93 @@ def real_wordpress():
     yield state
     if not was_running:
         stop_real_wordpress()
+
+
+# ----------------------------------------------------------------------------- one site, two kinds
+
+
+@dataclass
+class WordPressSite:
+    """What a contract test needs from a site, whichever kind it is."""
+
+    kind: str
+    url: str
+    rest_url: str
+    login: str
+    app_password: str
+    admin_email: str
+    account_password: str | None  # the API user's real login password (the emulator has none)
+    _mails: Callable[[], list[dict]]
+    _reset: Callable[[], None]
+    _mail_works: Callable[[bool], None]
+
+    def mails(self) -> list[dict]:
+        """Password mails sent so far: dicts with at least user_login, to, user_id."""
+        return self._mails()
+
+    def reset(self) -> None:
+        self._reset()
+
+    def set_mail_works(self, works: bool) -> None:
+        self._mail_works(works)
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (self.login, self.app_password)
+
+    def __repr__(self) -> str:  # never show the application password in test output
+        return f"WordPressSite(kind={self.kind!r}, url={self.url!r})"
+
+
+def emulator_site(emulator: WordPressEmulator) -> WordPressSite:
+    def reset() -> None:
+        for user in emulator.users:
+            if user["id"] != 1:
+                emulator._delete_user(user["id"])
+        emulator.mails.clear()
+        emulator.mail_works = True
+
+    def mail_works(works: bool) -> None:
+        emulator.mail_works = works
+
+    return WordPressSite(kind="emulator", url=emulator.url, rest_url=emulator.rest_url, login=emulator.login,
+                         app_password=EMULATOR_APP_PASSWORD, admin_email=emulator.admin_email,
+                         account_password=None, _mails=lambda: [dict(m) for m in emulator.mails],
+                         _reset=reset, _mail_works=mail_works)
+
+
+def real_site(state: dict) -> WordPressSite:
+    return WordPressSite(kind="real", url=state["url"], rest_url=state["rest_url"], login=state["login"],
+                         app_password=state["app_password"], admin_email=state["admin_email"],
+                         account_password=state.get("admin_password") or None,
+                         _mails=lambda: read_mails(state), _reset=lambda: reset_real_wordpress(state),
+                         _mail_works=lambda works: set_mail_works(state, works))
+
+
+@pytest.fixture(params=["emulator", pytest.param("real", marks=pytest.mark.real_wordpress)])
+def wordpress_site(request):
+    """A clean WordPress (only the API user, user 1; no mail captured; mail works)."""
+    if request.param == "emulator":
+        with WordPressEmulator(login="admin", app_password=EMULATOR_APP_PASSWORD) as emulator:
+            yield emulator_site(emulator)
+        return
+    state = request.getfixturevalue("real_wordpress")
+    site = real_site(state)
+    site.reset()
+    yield site
+    site.set_mail_works(True)
+
+
+@pytest.fixture
+def wordpress():
+    """A started WordPress emulator (function scope); the API user is admin / EMULATOR_APP_PASSWORD."""
+    with WordPressEmulator(login="admin", app_password=EMULATOR_APP_PASSWORD) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def cms_conn(wordpress, monkeypatch):
+    """AIRFLOW_CONN_CMS_DEFAULT pointing at the `wordpress` emulator (no Airflow DB needed); the conn id."""
+    monkeypatch.setenv("AIRFLOW_CONN_CMS_DEFAULT", json.dumps({
+        "conn_type": "http", "host": wordpress.url, "login": "admin", "password": EMULATOR_APP_PASSWORD}))
+    return "cms_default"

@@ -722,12 +722,14 @@ class Engine:
         return candidates, low, high
 
     def _scan(self, entity, candidates, low, high, *, reverse: bool) -> Iterator[int]:
-        ids = self.store.table(entity).ids
+        table = self.store.table(entity)
+        ids = table.ids
         start = 0 if low is None else (bisect.bisect_left(ids, low[0]) if low[1] else bisect.bisect_right(ids, low[0]))
         end = len(ids) if high is None else (bisect.bisect_right(ids, high[0]) if high[1]
                                              else bisect.bisect_left(ids, high[0]))
         if candidates is not None and len(candidates) * 8 < max(end - start, 1):
-            in_range = sorted(i for i in candidates if (low is None or i > low[0] or (low[1] and i == low[0]))
+            in_range = sorted(i for i in candidates if i in table.rows
+                              and (low is None or i > low[0] or (low[1] and i == low[0]))
                               and (high is None or i < high[0] or (high[1] and i == high[0])))
             yield from (reversed(in_range) if reverse else in_range)
             return

@@ -75,7 +75,7 @@ ENTITIES: dict[str, list[Field]] = {
         _f("is_active", BOOLEAN, default=True),
         _f("visibility", default="User and User Admin Only", options="group_visibility"),
         _f("group_type", ARRAY, default=[], options="og:group_type"),
-        _f("parents", ARRAY, default=[]),
+        _f("parents", ARRAY, default=[], fk="Group"),
         _f("children", ARRAY, kind="computed"),
         _f("is_hidden", BOOLEAN, default=False),
         _f("is_reserved", BOOLEAN, default=False),

@@ -60,6 +60,7 @@ class _Fault:
     lose_answer: bool
     body: Any
     retry_after: Any
+    headers: dict
     used: int = field(default=0)
 
     def matches(self, entity: str, action: str) -> bool:
@@ -250,15 +251,17 @@ class CiviCRMEmulator:
 
     def inject(self, *, entity: str | None = None, action: str | None = None, status: int | None = 500,
                times: int = 1, delay: float = 0.0, lose_answer: bool = False, body: Any = None,
-               retry_after: Any = None) -> None:
+               retry_after: Any = None, headers: dict | None = None) -> None:
         """Fault injection for the next `times` calls matching entity/action (None = any).
 
         Each sleeps `delay`, then: lose_answer=True performs the call and drops the connection unanswered;
         otherwise `status` is answered without performing the call (a JSON error for 500, the maintenance
         JSON for 503, a proxy HTML page for 502/504; `body` overrides). status=None only delays.
+        `retry_after` / `headers` are added to the answer (injected or real), e.g. Location or Set-Cookie.
         """
         with self._calls_lock:
-            self._faults.append(_Fault(entity, action, status, times, delay, lose_answer, body, retry_after))
+            self._faults.append(_Fault(entity, action, status, times, delay, lose_answer, body, retry_after,
+                                       dict(headers or {})))
 
     def _take_fault(self, entity: str, action: str) -> _Fault | None:
         with self._calls_lock:
@@ -367,6 +370,8 @@ class CiviCRMEmulator:
             self.internal_errors.append(exc)
             reply = _Reply(500, f"Emulator internal error: {type(exc).__name__}: {exc}", "text/plain")
         call.status = reply.status
+        if fault is not None and fault.headers:
+            reply.headers = {**reply.headers, **fault.headers}
         if fault is not None and fault.lose_answer:
             call.lost = True
             self._record(call)

@@ -9,6 +9,12 @@ from urllib.parse import quote
 import pytest
 import requests
 
+from tests import real_wordpress as wp_fixtures
+
+# The fixtures live in tests/real_wordpress.py so the end-to-end tests can share them.
+real_wordpress = wp_fixtures.real_wordpress
+wordpress_site = wp_fixtures.wordpress_site
+
 TIMEOUT = 20
 
 

@@ -135,7 +135,7 @@ def story(stack) -> Story:
     wordpress.inject(method="POST", path="/wp/v2/users", status=503, times=CMS_FAULTS)
     # plan not yet done after the injection: no batch can have reached the healthy CMS
     plan_state = {ti["task_id"]: ti["state"] for ti in airflow.task_instances(DAG_ID, run_id)}["plan"]
-    assert plan_state not in ("success", "failed"), f"the CMS went down too late: plan is {plan_state}"
+    assert plan_state != "success", "the CMS went down too late: plan had already handed out the batches"
     first_state = airflow.wait(DAG_ID, run_id, timeout=300)
     first_tis = airflow.task_instances(DAG_ID, run_id)
     story = Story(run_id=run_id, first_state=first_state, first_tis=first_tis,
