@@ -35,6 +35,17 @@ if [ -f "$STATE_FILE" ] && [ "$(json_field "$STATE_FILE" started_mariadb 2>/dev/
   started_mariadb=true
 fi
 
+# Is our PHP server already up? If not, the port must be free (checked before anything is changed).
+pid=""
+if [ -f "$STATE_DIR/php-server.pid" ]; then
+  pid=$(cat "$STATE_DIR/php-server.pid")
+  kill -0 "$pid" 2>/dev/null || pid=""
+fi
+if [ -z "$pid" ] && curl -s -o /dev/null --max-time 2 "$URL/"; then
+  log "port $PORT is already in use by something that is not ours; set CMSUSER_WP_PORT"
+  exit 1
+fi
+
 # (a) packages
 missing=()
 for pkg in wordpress mariadb-server php8.2-cli php8.2-mysql php8.2-curl php8.2-xml php8.2-mbstring curl; do
@@ -65,7 +76,8 @@ if ! mysqladmin ping >/dev/null 2>&1; then
 fi
 
 # (d) per-host config; keep an existing one of ours (same port) so a running server is not disturbed.
-if [ -f "$CONFIG" ] && grep -q "cmsuser-real-wordpress port=$PORT " "$CONFIG"; then
+MARKER="cmsuser-real-wordpress port=$PORT state=$STATE_DIR "
+if [ -f "$CONFIG" ] && grep -qF "$MARKER" "$CONFIG"; then
   DB_PASSWORD=$(sed -n "s/^define('DB_PASSWORD', '\(.*\)');$/\1/p" "$CONFIG")
 else
   DB_PASSWORD=$(random_secret 32)
@@ -73,7 +85,7 @@ else
   install -m 0640 -o root -g www-data /dev/null "$CONFIG.tmp" 2>/dev/null || install -m 0640 /dev/null "$CONFIG.tmp"
   {
     echo "<?php"
-    echo "// cmsuser-real-wordpress port=$PORT (written by sandbox/real_wordpress/start.sh)"
+    echo "// $MARKER(written by sandbox/real_wordpress/start.sh)"
     echo "define('DB_NAME', '$DB_NAME');"
     echo "define('DB_USER', '$DB_USER');"
     echo "define('DB_PASSWORD', '$DB_PASSWORD');"
@@ -106,17 +118,8 @@ mkdir -p "$MU_DIR"
 install -m 0644 "$HERE/cmsuser-test-mu-plugin.php" "$MU_DIR/cmsuser-test-mu-plugin.php"
 
 # (e) the PHP built-in server, unless ours is already up
-pid=""
-if [ -f "$STATE_DIR/php-server.pid" ]; then
-  pid=$(cat "$STATE_DIR/php-server.pid")
-  kill -0 "$pid" 2>/dev/null || pid=""
-fi
 started_php=false
 if [ -z "$pid" ]; then
-  if curl -s -o /dev/null --max-time 2 "$URL/"; then
-    log "port $PORT is already in use by something that is not ours; set CMSUSER_WP_PORT"
-    exit 1
-  fi
   # setsid: own process group, so stop.sh can end the server and its workers together.
   PHP_CLI_SERVER_WORKERS=2 setsid php -S "$HOST:$PORT" -t /usr/share/wordpress \
     >"$STATE_DIR/php-server.log" 2>&1 </dev/null &
@@ -144,22 +147,24 @@ APP_PASSWORD=$(php "$HERE/bootstrap.php" "$HOST" "$ADMIN_LOGIN" "$APP_NAME")
 ADMIN_PASSWORD=$(cat "$ADMIN_PASSWORD_FILE" 2>/dev/null || true)
 touch "$MAIL_LOG"
 
-# (h) state file, readable only by root
+# (h) state file, readable only by root. Secrets go through the environment, not the command line.
+started_php_ever=$started_php
+if [ -f "$STATE_FILE" ] && [ "$(json_field "$STATE_FILE" started_php)" = "1" ]; then started_php_ever=true; fi
 (umask 077
- php -r '
-   [$_, $file, $url, $login, $email, $app, $admin_pw, $mail, $flag, $pid, $sphp, $sdb, $db] = $argv;
+ CMSUSER_APP_PASSWORD="$APP_PASSWORD" CMSUSER_ADMIN_PASSWORD="$ADMIN_PASSWORD" php -r '
+   [$_, $file, $url, $login, $email, $mail, $flag, $pid, $sphp, $sdb, $db] = $argv;
    $state = ["url" => $url, "rest_url" => "$url/wp-json", "login" => $login, "admin_email" => $email,
-     "app_password" => $app, "admin_password" => $admin_pw, "mail_log" => $mail, "mail_fail_flag" => $flag,
-     "pid" => (int) $pid, "started_php" => $sphp === "true" ? 1 : 0, "started_mariadb" => $sdb === "true" ? 1 : 0,
+     "app_password" => getenv("CMSUSER_APP_PASSWORD"), "admin_password" => getenv("CMSUSER_ADMIN_PASSWORD"),
+     "mail_log" => $mail, "mail_fail_flag" => $flag, "pid" => (int) $pid,
+     "started_php" => $sphp === "true" ? 1 : 0, "started_mariadb" => $sdb === "true" ? 1 : 0,
      "db_name" => $db, "state_dir" => dirname($file)];
    file_put_contents("$file.tmp", json_encode($state, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) . "\n");
    rename("$file.tmp", $file);
- ' "$STATE_FILE" "$URL" "$ADMIN_LOGIN" "$ADMIN_EMAIL" "$APP_PASSWORD" "$ADMIN_PASSWORD" "$MAIL_LOG" \
-   "$MAIL_FAIL_FLAG" "$pid" \
-   "$( [ -f "$STATE_FILE" ] && [ "$(json_field "$STATE_FILE" started_php)" = "1" ] && echo true || echo $started_php)" \
-   "$started_mariadb" "$DB_NAME")
+ ' "$STATE_FILE" "$URL" "$ADMIN_LOGIN" "$ADMIN_EMAIL" "$MAIL_LOG" "$MAIL_FAIL_FLAG" "$pid" \
+   "$started_php_ever" "$started_mariadb" "$DB_NAME")
 
-# Prove the application password works before handing the site over.
-code=$(curl -s -o /dev/null -w '%{http_code}' -u "$ADMIN_LOGIN:$APP_PASSWORD" "$URL/wp-json/wp/v2/users/me?context=edit")
+# Prove the application password works before handing the site over (credentials via stdin).
+code=$(printf 'user = "%s:%s"\n' "$ADMIN_LOGIN" "$APP_PASSWORD" | curl -s -K - -o /dev/null -w '%{http_code}' \
+  "$URL/wp-json/wp/v2/users/me?context=edit")
 [ "$code" = 200 ] || { log "application password check failed (HTTP $code)"; exit 1; }
 echo "$URL"

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.civicrm.testing import civicrm, civicrm_conn  # noqa: F401 - fixtures
+from sandbox.civicrm import testing as civicrm_fixtures
+
+civicrm = civicrm_fixtures.civicrm
+civicrm_conn = civicrm_fixtures.civicrm_conn
 
 
 @pytest.fixture

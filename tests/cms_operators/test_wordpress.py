@@ -145,6 +145,20 @@ def test_preflight_succeeds_and_creates_nothing(backend, wordpress):
     assert probe.status == 500 and probe.body["roles"] == ["subscriber", "member"]
 
 
+def test_preflight_when_only_creates_are_unavailable_leaves_it_to_the_batches(backend, wordpress):
+    wordpress.inject(method="POST", path="/wp/v2/users", status=503, times=5)
+    description = backend.preflight(["member"])
+    assert "NOT verified" in description and "503" in description
+    assert len(posts(wordpress)) == 3  # the probe is retried like a read: it cannot create anyone
+    assert len(wordpress.users) == 1
+
+
+def test_preflight_when_reads_are_unavailable_fails(backend, wordpress):
+    wordpress.inject(method="GET", path="/wp/v2/users/me", status=503, times=5)
+    with pytest.raises(CmsUnavailable):
+        backend.preflight(["member"])
+
+
 def test_preflight_with_a_bad_password_names_the_connection(wordpress, monkeypatch):
     set_conn(monkeypatch, host=wordpress.url, password="not the app password")
     with pytest.raises(CmsAuthError, match="connection 'cms_default'") as caught:

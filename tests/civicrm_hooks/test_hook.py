@@ -1,0 +1,344 @@
+"""CiviCRMHook against the emulator: what it sends, how it pages, when it retries, how it reports failures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+
+import pytest
+
+from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMError, CiviCRMHook, CiviCRMUnavailable
+from sandbox.civicrm.testing import connection_json
+
+GENERIC_500 = {"error_code": "1", "error_message": "Sorry an error occurred and your request was not completed. "
+                                                   "(Error ID: ABCD-EFGH-IJKL)", "status": 500}
+
+
+def calls(civicrm, entity=None, action=None):
+    return [c for c in civicrm.calls if entity in (None, c.entity) and action in (None, c.action)]
+
+
+def lower(headers: dict) -> dict:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+# ----------------------------------------------------------------------------- what goes over the wire
+
+
+def test_a_call_posts_form_encoded_params_with_the_auth_headers(hook, civicrm):
+    assert hook.call("Contact", "get", {"select": ["first_name"], "where": [["id", "=", 2]]}) == \
+        [{"id": 2, "first_name": "Ada"}]
+    call = civicrm.calls[-1]
+    headers = lower(call.headers)
+    assert (call.method, call.entity, call.action, call.status) == ("POST", "Contact", "get", 200)
+    assert headers["x-civi-auth"] == f"Bearer {civicrm.api_key}"
+    assert headers["x-civi-key"] == civicrm.site_key
+    assert headers["x-requested-with"] == "XMLHttpRequest"
+    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert call.params == {"select": ["first_name"], "where": [["id", "=", 2]]}
+
+
+def test_connection_extras_are_never_sent_as_headers(civicrm, monkeypatch):
+    template = civicrm.url + "/?civiwp=CiviCRM&q=civicrm/ajax/api4/{entity}/{action}"
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT",
+                       connection_json(civicrm, api4_url=template, verify=False, x_custom="do-not-send"))
+    CiviCRMHook().call("Contact", "get", {"limit": 1})
+    headers = lower(civicrm.calls[-1].headers)
+    assert civicrm.calls[-1].status == 200
+    assert not {"site_key", "api4_url", "verify", "x_custom", "x-custom", "extra"} & set(headers)
+    sent = " ".join(headers.values())
+    assert "do-not-send" not in sent and "civiwp" not in sent
+    assert sent.count(civicrm.site_key) == 1  # only as X-Civi-Key
+
+
+def test_host_without_a_scheme_takes_it_from_the_schema_field(civicrm, monkeypatch):
+    host, port = civicrm.url.removeprefix("http://").split(":")
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": host, "port": int(port), "schema": "http", "password": civicrm.api_key,
+        "extra": {"site_key": civicrm.site_key}}))
+    ok, message = CiviCRMHook().test_connection()
+    assert ok, message
+
+
+def test_no_cookies_are_kept(hook, civicrm):
+    civicrm.inject(entity="Contact", action="get", status=None, headers={"Set-Cookie": "SESSabc=123; Path=/"})
+    hook.call("Contact", "get", {"limit": 1})
+    hook.call("Contact", "get", {"limit": 1})
+    assert "cookie" not in lower(civicrm.calls[-1].headers)
+
+
+def test_site_key_and_api_key_are_masked_once_read(hook, civicrm):
+    from airflow.sdk._shared.secrets_masker import redact  # the masker mask_secret feeds
+
+    line = f"site key {civicrm.site_key}, api key {civicrm.api_key}"
+    assert civicrm.site_key in redact(line)  # fresh random keys: not masked before the hook reads them
+    hook.test_connection()
+    assert civicrm.site_key not in redact(line) and civicrm.api_key not in redact(line)
+
+
+def test_constructing_a_hook_reads_no_connection():
+    made = CiviCRMHook("no_such_connection")
+    assert repr(made) == "CiviCRMHook(civicrm_conn_id='no_such_connection')"
+
+
+def test_one_debug_line_per_call_without_params(hook, civicrm, caplog):
+    hook._log = logging.getLogger("test.civicrm_hook")
+    with caplog.at_level(logging.DEBUG, logger="test.civicrm_hook"):
+        hook.call("Contact", "get", {"where": [["first_name", "=", "Secret-Ada"]]})
+    records = [r for r in caplog.records if r.name == "test.civicrm_hook"]
+    assert [r.levelno for r in records] == [logging.DEBUG]
+    message = records[0].getMessage()
+    assert "Contact.get" in message and "200" in message
+    assert "Secret-Ada" not in message and civicrm.api_key not in message
+
+
+# ----------------------------------------------------------------------------- paging
+
+
+def test_get_all_pages_by_id_across_pages_and_keeps_the_callers_where(hook, civicrm):
+    civicrm.seed({"contacts": [{"first_name": "Page", "last_name": f"P{i}", "do_not_email": i % 4 == 0}
+                               for i in range(45)]})
+    civicrm.reset_calls()
+    rows = list(hook.get_all("Contact", {"select": ["last_name"],
+                                         "where": [["first_name", "=", "Page"], ["do_not_email", "=", False]]}))
+    expected = [r["id"] for r in civicrm.table("Contact") if r["first_name"] == "Page" and not r["do_not_email"]]
+    assert len(expected) == 33
+    assert [r["id"] for r in rows] == expected
+    assert all(set(r) == {"id", "last_name"} for r in rows)
+    pages = calls(civicrm, "Contact", "get")
+    assert len(pages) == 4  # 10 + 10 + 10 + 3: a short page ends the loop
+    lasts = [0, expected[9], expected[19], expected[29]]
+    for page, last in zip(pages, lasts, strict=True):
+        assert page.params["where"] == [["first_name", "=", "Page"], ["do_not_email", "=", False], ["id", ">", last]]
+        assert (page.params["orderBy"], page.params["limit"]) == ({"id": "ASC"}, 10)
+
+
+def test_get_all_with_a_full_last_page_asks_once_more(hook, civicrm):
+    civicrm.seed({"contacts": [{"first_name": "Even", "last_name": f"E{i}"} for i in range(20)]})
+    civicrm.reset_calls()
+    assert len(list(hook.get_all("Contact", {"where": [["first_name", "=", "Even"]]}))) == 20
+    assert len(calls(civicrm, "Contact", "get")) == 3
+
+
+def test_get_all_caps_at_the_callers_limit_and_refuses_offset_and_other_orders(hook, civicrm):
+    assert len(list(hook.get_all("Contact", {"limit": 3}))) == 3
+    assert [c.params["limit"] for c in calls(civicrm, "Contact", "get")] == [3]
+    with pytest.raises(ValueError, match="offset"):
+        list(hook.get_all("Contact", {"offset": 5}))
+    with pytest.raises(ValueError, match="orderBy"):
+        list(hook.get_all("Contact", {"orderBy": {"last_name": "ASC"}}))
+
+
+def test_get_all_refuses_a_join_that_multiplies_rows(hook):
+    params = {"select": ["id", "e.email"], "where": [["id", "=", 6]],  # contact 6 has two emails
+              "join": [["Email AS e", "LEFT", ["e.contact_id", "=", "id"]]]}
+    with pytest.raises(ValueError, match="groupBy"):
+        list(hook.get_all("Contact", params))
+
+
+def test_get_in_chunks_values_and_yields_each_row_once(hook, civicrm):
+    rows = list(hook.get_in("Contact", "id", [2, 3, 4, 5, 6, 7, 8, 9, 10, 2, 3, None], {"select": ["id"]}, chunk=4))
+    assert sorted(r["id"] for r in rows) == list(range(2, 11))  # `id IN` lifts the trash filter: 10 is there
+    chunks = [c.params["where"][0] for c in calls(civicrm, "Contact", "get")]
+    assert chunks == [["id", "IN", [2, 3, 4, 5]], ["id", "IN", [6, 7, 8, 9]], ["id", "IN", [10]]]
+
+    civicrm.reset_calls()
+    members = [r["id"] for r in hook.get_in("Contact", "groups", [5, 7, 6], {"select": ["id"]}, chunk=1)]
+    assert members == [2, 6, 4]  # 6 is in group 5 (through child group 6) and in 6: yielded once
+    assert list(hook.get_in("Contact", "id", [])) == [] and len(civicrm.calls) == 3
+
+
+def test_call_full_returns_the_envelope(hook):
+    counted = hook.call_full("Contact", "get", {"select": ["row_count"], "where": [["groups", "IN", [5]]]})
+    assert (counted["values"], counted["count"], counted["countMatched"]) == ([], 2, 2)
+    saved = hook.call_full("GroupContact", "save", {"records": [{"contact_id": 2, "group_id": 5, "status": "Added"}],
+                                                    "match": ["contact_id", "group_id"]})
+    assert saved["countMatched"] == 1
+
+
+# ----------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("action, params, expected", [
+    ("get", {}, True), ("getFields", {}, True), ("update", {"where": [["id", "=", 1]]}, True),
+    ("delete", {"where": [["id", "=", 1]]}, True), ("save", {"records": [{"x": 1}], "match": ["x"]}, True),
+    ("save", {"records": [{"id": 1}, {"id": 2}]}, True), ("save", {"records": [{"id": 1}, {"x": 2}]}, False),
+    ("create", {"values": {}}, False), ("replace", {"records": []}, False),
+])
+def test_which_calls_are_idempotent(action, params, expected):
+    assert CiviCRMHook.is_idempotent(action, params) is expected
+
+
+def test_reads_are_retried_on_503_with_exponential_backoff(hook, civicrm, sleeps):
+    civicrm.inject(entity="Contact", action="get", status=503, times=2)
+    assert hook.call("Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]}) == [{"id": 2}]
+    assert [c.status for c in calls(civicrm, "Contact", "get")] == [503, 503, 200]
+    assert sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("retry_after, waited", [(2, 2.0), (120, 30.0)])
+def test_retry_after_is_honoured_up_to_30_seconds(hook, civicrm, sleeps, retry_after, waited):
+    civicrm.inject(entity="Contact", action="get", status=503, retry_after=retry_after)
+    hook.call("Contact", "get", {"limit": 1})
+    assert sleeps == [waited]
+
+
+def test_reads_give_up_after_three_tries(hook, civicrm):
+    civicrm.inject(entity="Contact", action="get", status=502, times=5)
+    with pytest.raises(CiviCRMUnavailable) as caught:
+        hook.call("Contact", "get", {"limit": 1})
+    assert caught.value.status == 502 and "3 tries" in str(caught.value)
+    assert len(calls(civicrm, "Contact", "get")) == 3
+
+
+def test_a_create_is_never_retried(hook, civicrm, sleeps):
+    civicrm.inject(entity="Contact", action="create", status=503, times=3)
+    with pytest.raises(CiviCRMUnavailable, match="not retried"):
+        hook.call("Contact", "create", {"values": {"first_name": "Once", "last_name": "Only"}})
+    assert len(calls(civicrm, "Contact", "create")) == 1 and sleeps == []
+    assert not [r for r in civicrm.table("Contact") if r["first_name"] == "Once"]
+
+
+def test_a_lost_answer_on_create_is_not_retried_because_it_may_have_applied(hook, civicrm):
+    civicrm.inject(entity="Contact", action="create", lose_answer=True)
+    with pytest.raises(CiviCRMUnavailable, match="may or may not have been applied"):
+        hook.call("Contact", "create", {"values": {"first_name": "Maybe", "last_name": "Applied"}})
+    assert [c.lost for c in calls(civicrm, "Contact", "create")] == [True]
+    assert len([r for r in civicrm.table("Contact") if r["first_name"] == "Maybe"]) == 1
+
+
+def test_a_lost_answer_on_save_with_match_is_retried_safely(hook, civicrm, sleeps):
+    civicrm.inject(entity="GroupContact", action="save", lose_answer=True)
+    params = {"records": [{"contact_id": 4, "group_id": 5, "status": "Added"}], "match": ["contact_id", "group_id"]}
+    saved = hook.call("GroupContact", "save", params)
+    rows = [r for r in civicrm.table("GroupContact") if (r["contact_id"], r["group_id"]) == (4, 5)]
+    assert len(rows) == 1 and saved[0]["id"] == rows[0]["id"]
+    assert [c.lost for c in calls(civicrm, "GroupContact", "save")] == [True, False]
+    assert sleeps == [0.5]
+
+
+def test_a_timeout_is_retried_for_reads(civicrm_conn, civicrm, sleeps):
+    slow = CiviCRMHook(civicrm_conn, timeout=0.3)
+    slow._sleep = sleeps.append
+    civicrm.inject(entity="Contact", action="get", status=None, delay=1.0)
+    assert slow.call("Contact", "get", {"select": ["id"], "where": [["id", "=", 3]]}) == [{"id": 3}]
+    assert sleeps == [0.5]
+    slow.close()
+
+
+def test_a_generic_500_is_retried_for_reads_but_not_for_creates(hook, civicrm):
+    civicrm.inject(entity="Contact", action="get", status=500, body=GENERIC_500)
+    assert hook.call("Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]}) == [{"id": 2}]
+    civicrm.inject(entity="Contact", action="create", status=500, body=GENERIC_500)
+    with pytest.raises(CiviCRMError) as caught:
+        hook.call("Contact", "create", {"values": {"first_name": "G"}})
+    assert type(caught.value) is CiviCRMError and caught.value.message.startswith("Sorry an error occurred")
+    assert len(calls(civicrm, "Contact", "create")) == 1
+
+
+def test_a_non_json_500_counts_as_unavailable(hook, civicrm):
+    civicrm.inject(entity="Contact", action="get", status=500, body="<b>Fatal error</b>: out of memory", times=3)
+    with pytest.raises(CiviCRMUnavailable, match="without JSON"):
+        hook.call("Contact", "get", {"limit": 1})
+    assert len(calls(civicrm, "Contact", "get")) == 3
+
+
+# ----------------------------------------------------------------------------- error mapping
+
+
+def test_401_is_an_auth_error_naming_the_connection_and_what_to_check(civicrm, monkeypatch):
+    wrong = "wrong-" + secrets.token_hex(8)
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": civicrm.url, "password": wrong, "extra": {"site_key": civicrm.site_key}}))
+    made = CiviCRMHook()
+    with pytest.raises(CiviCRMAuthError) as caught:
+        made.call("Contact", "get", {"limit": 1})
+    error = caught.value
+    assert error.status == 401 and (error.entity, error.action) == ("Contact", "get")
+    text = str(error)
+    assert "'civicrm_default'" in text and "password" in text and "site_key" in text and "Invalid credential" in text
+    for secret in (wrong, civicrm.site_key):
+        assert secret not in text and secret not in repr(error) and secret not in repr(made._settings)
+    assert len(civicrm.calls) == 1  # never retried
+
+
+def test_a_failed_site_key_guard_is_an_auth_error(civicrm, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", connection_json(civicrm, site_key="not-the-site-key"))
+    with pytest.raises(CiviCRMAuthError, match="Must satisfy guard"):
+        CiviCRMHook().call("Contact", "get", {"limit": 1})
+
+
+def test_403_is_an_auth_error_naming_the_permission_problem(hook, civicrm):
+    civicrm.deny("UFMatch")
+    with pytest.raises(CiviCRMAuthError) as caught:
+        hook.call("UFMatch", "get", {"limit": 1})
+    assert caught.value.status == 403 and "UFMatch.get" in str(caught.value) and "permission" in str(caught.value)
+    assert len(calls(civicrm, "UFMatch")) == 1
+
+
+def test_a_login_page_is_an_auth_error_and_not_retried(hook, civicrm):
+    civicrm.inject(entity="Contact", action="get", status=200, body="<html><form id='loginform'>Log in</form></html>")
+    with pytest.raises(CiviCRMAuthError, match="non-JSON"):
+        hook.call("Contact", "get", {"limit": 1})
+    assert len(calls(civicrm, "Contact", "get")) == 1
+
+
+def test_a_redirect_is_an_auth_error_naming_the_url_setting(hook, civicrm):
+    civicrm.inject(entity="Contact", action="get", status=302, body="moved",
+                   headers={"Location": "https://site.example/wp-login.php?redirect_to=x"})
+    with pytest.raises(CiviCRMAuthError, match="redirected .*wp-login.php") as caught:
+        hook.call("Contact", "get", {"limit": 1})
+    assert "api4_url" in str(caught.value)
+
+
+def test_api_errors_are_raised_once_with_the_server_message(hook, civicrm):
+    with pytest.raises(CiviCRMError) as caught:
+        hook.call("Contact", "get", {"where": [["nope", "=", 1]]})
+    error = caught.value
+    assert type(error) is CiviCRMError
+    assert (error.status, error.message, error.entity, error.action) == (500, "Invalid field 'nope'", "Contact", "get")
+    assert str(error) == "CiviCRM Contact.get failed (HTTP 500): Invalid field 'nope'"
+    assert len(calls(civicrm, "Contact", "get")) == 1
+
+
+def test_an_unreachable_site_is_unavailable(civicrm_conn, civicrm, sleeps):
+    made = CiviCRMHook(civicrm_conn, timeout=2)
+    made._sleep = sleeps.append
+    made.call("Contact", "get", {"limit": 1})  # settings read while the emulator is up
+    civicrm.stop()
+    with pytest.raises(CiviCRMUnavailable, match="could not reach"):
+        made.call("Contact", "get", {"limit": 1})
+    assert sleeps == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("conn, fragment", [
+    ({"conn_type": "http", "host": "http://127.0.0.1:9", "extra": {}}, "Password"),
+    ({"conn_type": "http", "password": "k-123456", "extra": {}}, "no host"),
+    ({"conn_type": "http", "host": "http://127.0.0.1:9", "password": "k-123456",
+      "extra": {"api4_url": "http://127.0.0.1:9/civicrm/ajax/api4"}}, "{entity} and {action}"),
+])
+def test_unusable_connection_settings_are_auth_errors_before_any_request(monkeypatch, conn, fragment):
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_BROKEN", json.dumps(conn))
+    with pytest.raises(CiviCRMAuthError) as caught:
+        CiviCRMHook("civicrm_broken").call("Contact", "get", {"limit": 1})
+    assert fragment in str(caught.value) and "'civicrm_broken'" in str(caught.value)
+
+
+# ----------------------------------------------------------------------------- test_connection
+
+
+def test_test_connection_reports_the_api_contact(hook):
+    assert hook.test_connection() == (True, "Connected to CiviCRM as contact 1 (Sandbox API user).")
+
+
+def test_test_connection_fails_with_a_wrong_key(civicrm, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": civicrm.url, "password": "wrong-key-123", "extra": {"site_key": civicrm.site_key}}))
+    ok, message = CiviCRMHook().test_connection()
+    assert not ok and "HTTP 401" in message and "civicrm_default" in message
+
+
+def test_test_connection_fails_for_a_missing_connection():
+    ok, message = CiviCRMHook("no_such_connection").test_connection()
+    assert not ok and "no_such_connection" in message
