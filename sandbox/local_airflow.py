@@ -82,3 +82,18 @@ def task_states(run_id: str) -> dict[tuple[str, int], str]:
         rows = session.execute(select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state)
                                .where(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == run_id)).all()
         return {(t, m): str(s.value if hasattr(s, "value") else s) for t, m, s in rows}
+
+
+def task_durations(run_id: str) -> dict[str, float]:
+    """Seconds per task id, mapped instances added up (for the benchmark's report)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    totals: dict[str, float] = {}
+    with create_session() as session:
+        rows = session.execute(select(TaskInstance.task_id, TaskInstance.duration)
+                               .where(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == run_id)).all()
+    for task_id, duration in rows:
+        totals[task_id] = totals.get(task_id, 0.0) + (duration or 0.0)
+    return totals

@@ -230,9 +230,12 @@ class _Injection:
     lose_answer: bool
     retry_after: float | int | str | None
     body: Any
+    body_contains: str | None = None
 
-    def matches(self, method: str, raw_path: str, route: str | None) -> bool:
+    def matches(self, method: str, raw_path: str, route: str | None, body_bytes: bytes = b"") -> bool:
         if self.method and self.method.upper() != method:
+            return False
+        if self.body_contains is not None and self.body_contains.encode() not in body_bytes:
             return False
         if self.path is None:
             return True
@@ -349,14 +352,16 @@ class WordPressEmulator:
 
     def inject(self, *, method: str | None = None, path: str | None = None, status: int | None = 503,
                times: int = 1, delay: float = 0.0, lose_answer: bool = False,
-               retry_after: float | int | str | None = None, body: Any = None) -> None:
+               retry_after: float | int | str | None = None, body: Any = None,
+               body_contains: str | None = None) -> None:
         """For the next `times` calls matching method/path (route like "/wp/v2/users" or raw path like
-        "/wp-login.php"; a trailing "*" matches a prefix): wait `delay` seconds, then either answer
+        "/wp-login.php"; a trailing "*" matches a prefix) and, when given, whose raw request body
+        contains `body_contains` (e.g. one contact's email): wait `delay` seconds, then either answer
         `status` (None: answer normally), or with lose_answer=True perform the request for real and
         drop the connection without answering."""
         with self._lock:
             self._injections.append(_Injection(method, path, status, times, delay, lose_answer,
-                                               retry_after, body))
+                                               retry_after, body, body_contains))
 
     def clear_faults(self) -> None:
         """Forget every injection not used up yet."""
@@ -506,7 +511,7 @@ class WordPressEmulator:
                headers: dict) -> tuple[_Response, Call, _Injection | None]:
         """Route one request; returns the response, its call record and the injection that applies."""
         route = self._rest_route(raw_path, query)
-        injection = self._take_injection(method, raw_path, route)
+        injection = self._take_injection(method, raw_path, route, body_bytes)
         call = Call(method=method, path=raw_path, query=dict(query), body=None,
                     headers=_redacted_headers(headers))
         with self._lock:
@@ -534,10 +539,11 @@ class WordPressEmulator:
         call.lost = bool(injection and injection.lose_answer)
         return response, call, injection
 
-    def _take_injection(self, method: str, raw_path: str, route: str | None) -> _Injection | None:
+    def _take_injection(self, method: str, raw_path: str, route: str | None,
+                        body_bytes: bytes = b"") -> _Injection | None:
         with self._lock:
             for injection in self._injections:
-                if injection.times > 0 and injection.matches(method, raw_path, route):
+                if injection.times > 0 and injection.matches(method, raw_path, route, body_bytes):
                     injection.times -= 1
                     if injection.times == 0:
                         self._injections.remove(injection)

@@ -23,6 +23,11 @@ READ_ENTITIES = ("Contact", "Email", "Group", "GroupContact", "Tag", "EntityTag"
                  "Activity", "ActivityContact", "OptionValue")
 
 
+def run_marker(dag_id: str, run_id: str) -> str:
+    """The line every activity of one Airflow run carries in its details."""
+    return f"Airflow run {dag_id} / {run_id}"
+
+
 class TriggerError(ValueError):
     """A group or tag named in the settings matches nothing, or more than one record."""
 

@@ -195,12 +195,12 @@ class _Batch:
             if result["outcome"] != Outcome.CREATED or rows[contact_id].get("do_not_email"):
                 continue
             if user.uf_id in self.ctx.mail_ledger:
-                result["mail"] = "sent earlier"
+                result["mail"] = outcomes.MAIL_SENT_EARLIER
                 continue
             try:
                 self.ctx.backend.send_password_mail(user)
                 self.ctx.mail_ledger.add(user.uf_id)
-                result["mail"] = "sent"
+                result["mail"] = outcomes.MAIL_SENT
             except CmsError as exc:
                 result["mail"] = outcomes.mail_failed(exc.message)
 

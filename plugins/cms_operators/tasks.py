@@ -16,8 +16,8 @@ from civicrm_hooks import queries
 from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMError, CiviCRMHook, CiviCRMUnavailable
 from cms_operators.backend import CmsAuthError, CmsConfigError, CmsError, CmsUnavailable, get_backend
 from cms_operators.batch import BatchContext, MailLedger, create_batch
-from provisioning import outcomes, report
-from provisioning.outcomes import Outcome
+from cms_operators.finalize import OUTCOME_COLUMNS, finalize_run
+from provisioning import report
 from provisioning.plan import batch_label, make_batches, plan_contacts
 from provisioning.settings import Settings, load_settings
 from provisioning.usernames import render_username
@@ -34,12 +34,9 @@ RUN_LEVEL_POLICY = ExceptionRetryPolicy(rules=[
     RetryRule(exception=CiviCRMAuthError, action=RetryAction.FAIL, reason="CiviCRM refused the credentials"),
 ])
 
-SUCCESS = {Outcome.CREATED, Outcome.LINKED_EXISTING, Outcome.ALREADY_LINKED}
-
-
 def run_marker(context) -> str:
     """Names this run in every activity it writes, so a re-run can tell what it already wrote."""
-    return f"Airflow run {context['dag'].dag_id} / {context['run_id']}"
+    return queries.run_marker(context["dag"].dag_id, context["run_id"])
 
 
 def run_stamp(context, settings: Settings) -> str:
@@ -199,104 +196,24 @@ def finalize(params=None) -> dict:
     if plan_rows is None or triggers is None:
         _fail("The run stopped before it had a plan (see the pre-flight, extract or plan task log); "
               "nothing was written for any contact.")
-    plan_df = pd.DataFrame(plan_rows)
     if params["dry_run"]:
-        planned = report.planned_outcomes(plan_df)
+        planned = report.planned_outcomes(pd.DataFrame(plan_rows))
         log.info("dry run: wrote nothing.\n%s", report.summary_table(planned))
         ti.xcom_push(key="outcomes", value=report.to_records(planned))
-        return {"dry_run": True, "contacts": len(plan_df)}
+        return {"dry_run": True, "contacts": len(planned)}
 
-    civicrm = CiviCRMHook(settings.civicrm_conn_id)
     # aligned with the batches; None where a batch left no result
     results = ti.xcom_pull(task_ids=CREATE_TASK_ID, map_indexes=list(range(len(batches)))) if batches else []
-    by_contact: dict[int, dict] = {}
-    unfinished: list[str] = []
-    for descriptor, result in zip(batches, results or [None] * len(batches), strict=False):
-        if result is None:
-            unfinished.append(descriptor["label"])
-            continue
-        for row in result:
-            by_contact[row["contact_id"]] = row
-    finished = _outcomes(civicrm, settings, plan_df, by_contact, batches, unfinished)
-    summary = _record(civicrm, settings, queries.Triggers.from_dict(triggers), finished, context)
+    final, unfinished = finalize_run(
+        CiviCRMHook(settings.civicrm_conn_id), settings, queries.Triggers.from_dict(triggers), plan_rows,
+        batches, results, marker=run_marker(context), stamp=run_stamp(context, settings))
+    ti.xcom_push(key="outcomes", value=report.to_records(final[OUTCOME_COLUMNS]))
     if unfinished:
         _fail(f"{len(unfinished)} batch(es) did not finish: {', '.join(unfinished)}. Their contacts were "
               "recorded as deferred and get no attempt; clear the failed create_accounts task(s) to retry "
               "them once the CMS is healthy.")
-    return summary
-
-
-def _outcomes(civicrm, settings, plan_df, by_contact, batches, unfinished) -> pd.DataFrame:
-    """Final outcome per contact: batch results, else CiviCRM's UFMatch state, else deferred."""
-    df = plan_df.copy()
-    df["mail"] = None
-    missing = [cid for cid in df.loc[df["action"] != "none", "contact_id"] if cid not in by_contact]
-    state = queries.linked_accounts(civicrm, missing, settings.domain_id) if missing else {}
-    for i, row in df.iterrows():
-        if row["action"] == "none":
-            continue
-        result = by_contact.get(row["contact_id"])
-        if result is not None:
-            for key in ("outcome", "reason", "uf_id", "username", "mail"):
-                df.at[i, key] = result.get(key)
-        elif row["contact_id"] in state:  # its batch died after linking it
-            df.at[i, "outcome"] = str(Outcome.CREATED if row["action"] == "create" else Outcome.LINKED_EXISTING)
-            df.at[i, "uf_id"] = state[row["contact_id"]]["uf_id"]
-            df.at[i, "reason"] = outcomes.linked_by_earlier_try()
-        else:
-            df.at[i, "outcome"] = str(Outcome.DEFERRED)
-            df.at[i, "reason"] = outcomes.batch_not_finished()
-    return df
-
-
-def _record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.DataFrame, context) -> dict:
-    marker, stamp = run_marker(context), run_stamp(context, settings)
-    written = queries.activities_written(civicrm, df["contact_id"].tolist(), marker)
-    activities, succeeded, exhausted, opt_outs = [], [], [], []
-    df["attempt"] = [int(a) + 1 if o == Outcome.FAILED else None for a, o in zip(df["attempts"], df["outcome"], strict=True)]
-    for row in df.itertuples(index=False):
-        outcome, attempt = Outcome(row.outcome), row.attempt
-        log.info("%s", outcomes.audit_line(row.contact_id, outcome, uf_id=row.uf_id, username=row.username,
-                                           attempt=attempt, max_attempts=settings.max_attempts,
-                                           reason=row.reason))
-        activity = outcomes.activity_for(outcome, username=row.username, uf_id=row.uf_id,
-                                         uf_name=row.email if outcome != Outcome.ALREADY_LINKED else row.username,
-                                         reason=row.reason, mail_note=row.mail)
-        source = settings.activity_source_contact_id or row.contact_id
-        if activity and (row.contact_id, activity["status"]) not in written:
-            activities.append(_activity(row.contact_id, source, activity, stamp, marker))
-        if outcome in SUCCESS:
-            succeeded.append(int(row.contact_id))
-        elif outcome == Outcome.FAILED and attempt >= settings.max_attempts:
-            exhausted.append(int(row.contact_id))
-            opt_outs += [(int(row.contact_id), int(s.split(":")[1])) for s in row.sources if s.startswith("smart:")]
-            if (row.contact_id, queries.RESET_STATUS) not in written:
-                activities.append(_activity(row.contact_id, source, {
-                    "status": queries.RESET_STATUS, "subject": outcomes.reset_subject(attempt),
-                    "details": outcomes.reset_details(attempt)}, stamp, marker))
-    queries.write_activities(civicrm, activities)
-    queries.add_to_history(civicrm, triggers, succeeded)
-    queries.take_off_triggers(civicrm, triggers, succeeded + exhausted, opt_outs)
-    log.info("wrote %d activities; %d contacts done and off their triggers; %d taken off after %d failed "
-             "attempts", len(activities), len(succeeded), len(exhausted), settings.max_attempts)
-    log.info("outcomes:\n%s", report.summary_table(df))
-    context["ti"].xcom_push(key="outcomes", value=report.to_records(
-        df[["contact_id", "outcome", "username", "uf_id", "attempt", "reason", "mail"]]))
-    counts = df["outcome"].value_counts().to_dict()
-    return {"contacts": len(df), **{str(k): int(v) for k, v in counts.items()}}
-
-
-def _activity(contact_id: int, source: int, activity: dict, stamp: str, marker: str) -> dict:
-    details = activity.get("details") or ""
-    return {
-        "activity_type_id:name": queries.ACTIVITY_TYPE,
-        "status_id:name": activity["status"],
-        "subject": activity["subject"],
-        "details": f"{details}\n{marker}" if details else marker,
-        "activity_date_time": stamp,
-        "source_contact_id": int(source),
-        "target_contact_id": [int(contact_id)],
-    }
+    counts = final["outcome"].value_counts().to_dict()
+    return {"contacts": len(final), **{str(k): int(v) for k, v in counts.items()}}
 
 
 def retry_delay(settings: Settings) -> timedelta:

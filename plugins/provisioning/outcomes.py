@@ -141,6 +141,10 @@ def batch_not_finished(batch_label: str | None = None) -> str:
     return f"{batch} did not finish; the contact is tried again in the next run"
 
 
+MAIL_SENT = "password email sent"
+MAIL_SENT_EARLIER = "password email sent by an earlier try"
+
+
 def mail_failed(detail: str) -> str:
     return f"the account exists but the email to set a password could not be sent: {detail}"
 

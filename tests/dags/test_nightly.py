@@ -128,20 +128,30 @@ def test_rerunning_the_same_run_writes_nothing_twice(sandbox):
 
 
 def test_finalize_run_twice_writes_nothing_twice(sandbox):
-    when = pendulum.datetime(2026, 3, 2, 2, 0, tz="UTC")
-    sandbox.run(logical_date=when)
-    activities = len(sandbox.civicrm.table("Activity"))
-    writes_before = [c for c in sandbox.civicrm.calls if c.action in ("save", "create", "update", "delete")]
+    from civicrm_hooks import queries
+    from civicrm_hooks.hook import CiviCRMHook
+    from cms_operators.finalize import finalize_run
+    from provisioning.settings import load_settings
     from sandbox import local_airflow
 
-    # finalize alone, again, for the same run: the earlier tasks are marked done, not re-run
-    run = local_airflow.load_dag().test(logical_date=when, run_after=when,
-                                        mark_success_pattern=r"^(preflight|extract|plan|create_accounts)$")
-    assert len(sandbox.civicrm.table("Activity")) == activities
-    writes_after = [c for c in sandbox.civicrm.calls if c.action in ("save", "create", "update", "delete")]
-    new_activity_writes = [c for c in writes_after[len(writes_before):] if c.entity == "Activity"]
-    assert new_activity_writes == [] or all(not c.params.get("records") for c in new_activity_writes)
-    assert run is not None
+    run, first = sandbox.run()
+    state = {e: sandbox.civicrm.table(e) for e in ("Activity", "ActivityContact", "UFMatch", "GroupContact",
+                                                    "EntityTag")}
+    calls_before = len(sandbox.civicrm.calls)
+    # finalize's work again, for the same run, from that run's own XComs (as a cleared finalize would)
+    batches = local_airflow.xcom(run.run_id, "plan")
+    final, unfinished = finalize_run(
+        CiviCRMHook(), load_settings(), queries.Triggers.from_dict(local_airflow.xcom(run.run_id, "preflight")),
+        local_airflow.xcom(run.run_id, "plan", key="plan"), batches,
+        [local_airflow.xcom(run.run_id, "create_accounts", map_index=i) for i in range(len(batches))],
+        marker=queries.run_marker("cmsuser_nightly", run.run_id), stamp="2026-01-01 02:00:00")
+    assert unfinished == []
+    assert dict(zip(final["contact_id"], final["outcome"], strict=True)) == {
+        cid: row["outcome"] for cid, row in first.items()}
+    later = sandbox.civicrm.calls[calls_before:]
+    assert [c for c in later if c.entity == "ActivityContact" and c.action == "get"]  # it looked first
+    assert not [c for c in later if c.entity == "Activity" and c.action != "get"]
+    assert {e: sandbox.civicrm.table(e) for e in state} == state
 
 
 def test_dry_run_writes_nothing(sandbox):
@@ -166,35 +176,50 @@ def test_limit_defers_the_rest(sandbox):
     assert all(sandbox.membership(TRIGGER_GROUP)[cid] == "Added" for cid in deferred)
 
 
+def _creates_for(wordpress, email: str) -> list:
+    return [c for c in wordpress.calls
+            if c.method == "POST" and c.path.endswith("/wp/v2/users") and (c.body or {}).get("email") == email]
+
+
 def test_transient_cms_failure_succeeds_on_retry(sandbox):
-    sandbox.wordpress.inject(method="POST", path="/wp-json/wp/v2/users", status=503, times=1)
+    # Ada's first create answers 503: her batch finishes the others, links them, and retries
+    sandbox.wordpress.inject(method="POST", path="/wp/v2/users", status=503, times=1,
+                             body_contains="ada@example.org")
     run, outcomes = sandbox.run()
     assert str(run.state).endswith("success")
     assert outcomes[2]["outcome"] == "created"
+    assert [c.status for c in _creates_for(sandbox.wordpress, "ada@example.org")] == [503, 201]
+    assert len(_creates_for(sandbox.wordpress, "alan@example.org")) == 1  # done on the first try, not redone
     assert all(len(same) == 1 for same in _accounts_by_email(sandbox.wordpress).values())
+    assert sandbox.activities(2)[0]["subject"].startswith("Created : ada.lovelace")
 
 
 def test_lost_create_answer_makes_no_duplicate(sandbox):
-    sandbox.wordpress.inject(method="POST", path="/wp-json/wp/v2/users", lose_answer=True, times=1)
+    # WordPress creates Ada's account but the answer never arrives
+    sandbox.wordpress.inject(method="POST", path="/wp/v2/users", lose_answer=True, times=1,
+                             body_contains="ada@example.org")
     run, outcomes = sandbox.run()
     assert str(run.state).endswith("success")
     assert outcomes[2]["outcome"] == "created"
-    assert len([u for u in sandbox.wordpress.users if u["email"] == "ada@example.org"]) == 1
-    assert sandbox.ufmatch()[2]["uf_id"] == [u for u in sandbox.wordpress.users
-                                            if u["email"] == "ada@example.org"][0]["id"]
+    (ada,) = [u for u in sandbox.wordpress.users if u["email"] == "ada@example.org"]
+    assert len(_creates_for(sandbox.wordpress, "ada@example.org")) == 1
+    assert sandbox.ufmatch()[2]["uf_id"] == ada["id"]
     assert [m["user_login"] for m in sandbox.wordpress.mails].count("ada.lovelace") == 1
 
 
 def test_cms_down_for_every_try_fails_the_run_and_counts_no_attempt(sandbox):
     sandbox.configure(batch_size=50)
-    sandbox.wordpress.inject(method="POST", path="/wp-json/wp/v2/users", status=503, times=1000)
-    sandbox.wordpress.inject(method="GET", path="/wp-json/wp/v2/users", status=503, times=0)
+    sandbox.wordpress.inject(method="POST", path="/wp/v2/users", status=503, times=1000,
+                             body_contains="@example.org")
     run, outcomes = sandbox.run()
     assert str(run.state).endswith("failed")
-    assert outcomes[2]["outcome"] == "deferred"
+    assert {cid for cid, row in outcomes.items() if row["outcome"] == "deferred"} == {2, 3, 4, 5, 11, 16}
+    assert all("did not finish" in outcomes[cid]["reason"] for cid in (2, 3, 4, 5, 11, 16))
     assert sandbox.activities(2) == []
     assert sandbox.membership(TRIGGER_GROUP)[2] == "Added"
+    assert outcomes[6]["outcome"] == "linked_existing"  # linking needs no create: done before the batch gave up
     assert outcomes[8]["outcome"] == "failed"  # contact-level failures are still recorded
+    assert len(_creates_for(sandbox.wordpress, "ada@example.org")) == 4  # one per try
 
 
 def test_permanent_failure_until_off_triggers_then_fresh_attempts(sandbox):
@@ -211,8 +236,7 @@ def test_permanent_failure_until_off_triggers_then_fresh_attempts(sandbox):
     _, outcomes = sandbox.run()
     assert 8 not in outcomes
 
-    # staff fix nothing but re-add the contact: it gets fresh attempts
-    sandbox.civicrm.seed({"group_contacts": []})
+    # staff re-add the contact: it gets fresh attempts
     import requests
 
     requests.post(f"{sandbox.civicrm.url}/civicrm/ajax/api4/GroupContact/save",
