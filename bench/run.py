@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--contacts", type=int, default=10_000)
     parser.add_argument("--existing", type=float, default=0.1, help="share that already has a CMS account")
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--no-notify", action="store_true", help="skip the password mails")
     args = parser.parse_args()
 
     home = local_airflow.REPO / ".airflow" / "bench"
@@ -54,7 +55,7 @@ def main() -> int:
     settings = home / "cmsuser.yaml"
     settings.write_text(yaml.safe_dump({
         "trigger_groups": ["new_members"], "history_group": "has_login", "roles": ["subscriber"],
-        "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": True}))
+        "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": not args.no_notify}))
     os.environ["CMSUSER_SETTINGS"] = str(settings)
     api_key, site_key, app_password = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(12)
     with CiviCRMEmulator(api_key=api_key, site_key=site_key) as civicrm, \

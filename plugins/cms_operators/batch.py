@@ -44,18 +44,28 @@ class BatchIncomplete(Exception):
 
 
 class MailLedger:
-    """Which accounts already got their password mail, kept where a retry can see it."""
+    """Which accounts got their password mail, kept where every try of the task can see it.
 
-    def __init__(self, load: Callable[[], list[int]] = list, store: Callable[[list[int]], None] = lambda _: None):
-        self._sent = set(load() or [])
+    Mails go out in small chunks: the chunk is recorded as "sending" before and as "sent" after,
+    two writes per chunk instead of one per mail. A try that stopped mid-chunk leaves those
+    accounts "unknown": they are not mailed again (a second mail would void the first link) and
+    their outcome says so.
+    """
+
+    CHUNK = 20
+
+    def __init__(self, load: Callable[[], dict | None] = dict, store: Callable[[dict], None] = lambda _: None):
+        state = load() or {}
+        self.sent: set[int] = set(state.get("sent", []))
+        self.unknown: set[int] = set(state.get("sending", []))
         self._store = store
 
-    def __contains__(self, uf_id: int) -> bool:
-        return uf_id in self._sent
+    def begin(self, uf_ids: list[int]) -> None:
+        self._store({"sent": sorted(self.sent), "sending": sorted(uf_ids)})
 
-    def add(self, uf_id: int) -> None:
-        self._sent.add(uf_id)
-        self._store(sorted(self._sent))
+    def done(self, uf_ids: list[int]) -> None:
+        self.sent.update(uf_ids)
+        self._store({"sent": sorted(self.sent), "sending": []})
 
 
 @dataclass
@@ -94,6 +104,10 @@ class _Batch:
                 self.results[row["contact_id"]] = _result(
                     row, outcome, outcomes.linked_by_earlier_try(), uf_id=link["uf_id"],
                     username=row.get("username"))
+                # its password mail may still be due if that try stopped before sending it
+                self.accounts[row["contact_id"]] = CmsUser(uf_id=int(link["uf_id"]),
+                                                           username=row.get("username") or "",
+                                                           email=row["email"])
         todo = [r for r in self.rows if r["contact_id"] not in self.results]
         try:
             for n, row in enumerate(todo, 1):
@@ -190,19 +204,30 @@ class _Batch:
         if not self.ctx.notify:
             return
         rows = {r["contact_id"]: r for r in self.rows}
+        ledger = self.ctx.mail_ledger
+        due: list[tuple[int, CmsUser]] = []
         for contact_id, user in self.accounts.items():
             result = self.results[contact_id]
             if result["outcome"] != Outcome.CREATED or rows[contact_id].get("do_not_email"):
                 continue
-            if user.uf_id in self.ctx.mail_ledger:
+            if user.uf_id in ledger.sent:
                 result["mail"] = outcomes.MAIL_SENT_EARLIER
-                continue
-            try:
-                self.ctx.backend.send_password_mail(user)
-                self.ctx.mail_ledger.add(user.uf_id)
-                result["mail"] = outcomes.MAIL_SENT
-            except CmsError as exc:
-                result["mail"] = outcomes.mail_failed(exc.message)
+            elif user.uf_id in ledger.unknown:
+                result["mail"] = outcomes.MAIL_UNKNOWN
+            else:
+                due.append((contact_id, user))
+        for start in range(0, len(due), ledger.CHUNK):
+            chunk = due[start:start + ledger.CHUNK]
+            ledger.begin([user.uf_id for _, user in chunk])
+            sent = []
+            for contact_id, user in chunk:
+                try:
+                    self.ctx.backend.send_password_mail(user)
+                    sent.append(user.uf_id)
+                    self.results[contact_id]["mail"] = outcomes.MAIL_SENT
+                except CmsError as exc:
+                    self.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
+            ledger.done(sent)
 
     def settle_transient(self) -> None:
         if not self.transient:

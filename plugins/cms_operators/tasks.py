@@ -162,8 +162,8 @@ def create_accounts(batch: dict, task_state_store=None) -> list[dict]:
     ti = context["ti"]
     rows = ti.xcom_pull(task_ids="plan", key=f"batch_{batch['index']}")
     civicrm = CiviCRMHook(settings.civicrm_conn_id)
-    ledger = MailLedger(load=lambda: task_state_store.get("mailed", []),
-                        store=lambda sent: task_state_store.set("mailed", sent))
+    ledger = MailLedger(load=lambda: task_state_store.get("mail_ledger"),
+                        store=lambda state: task_state_store.set("mail_ledger", state))
     ctx = BatchContext(
         backend=get_backend(settings.cms_type, settings.cms_conn_id),
         linked_accounts=lambda ids: queries.linked_accounts(civicrm, ids, settings.domain_id),

@@ -143,6 +143,8 @@ def batch_not_finished(batch_label: str | None = None) -> str:
 
 MAIL_SENT = "password email sent"
 MAIL_SENT_EARLIER = "password email sent by an earlier try"
+MAIL_UNKNOWN = ("the task stopped while sending the password email, so it may not have gone out; "
+                "not sent again (a second email would void the first link): ask WordPress to resend if needed")
 
 
 def mail_failed(detail: str) -> str:
