@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import time
 
 from sandbox import local_airflow
@@ -48,8 +47,7 @@ def main() -> int:
 
     import yaml
 
-    from sandbox.civicrm import CiviCRMEmulator
-    from sandbox.wordpress import WordPressEmulator
+    from sandbox.sites import started_sites
 
     civicrm_seed, wordpress_seed = synthetic_seed(args.contacts, args.existing)
     settings = home / "cmsuser.yaml"
@@ -57,18 +55,12 @@ def main() -> int:
         "trigger_groups": ["new_members"], "history_group": "has_login", "roles": ["subscriber"],
         "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": not args.no_notify}))
     os.environ["CMSUSER_SETTINGS"] = str(settings)
-    api_key, site_key, app_password = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(12)
-    with CiviCRMEmulator(api_key=api_key, site_key=site_key) as civicrm, \
-            WordPressEmulator(login="admin", app_password=app_password) as wordpress:
-        started = time.monotonic()
-        civicrm.seed(civicrm_seed)
-        wordpress.seed(wordpress_seed)
-        civicrm.start()
-        wordpress.start()
+    started = time.monotonic()
+    with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}) as sites:
+        civicrm, wordpress = sites.civicrm, sites.wordpress
         print(f"seeded {args.contacts} contacts, {len(wordpress_seed['users'])} existing accounts "
               f"in {time.monotonic() - started:.1f} s", flush=True)
-        os.environ.update(local_airflow.connection_env(civicrm.url, api_key, site_key, wordpress.url, "admin",
-                                                       app_password))
+        os.environ.update(sites.connection_env)
         local_airflow.init_db()
         started = time.monotonic()
         run = local_airflow.run_nightly()

@@ -7,14 +7,10 @@ handles) and get fresh random credentials, exactly as a site's connections would
 from __future__ import annotations
 
 import os
-import secrets
 import sys
 import time
-from pathlib import Path
 
 from sandbox import local_airflow
-
-DEMO_SEED = Path(__file__).with_name("demo_seed.yaml")
 
 
 def main() -> int:
@@ -22,23 +18,14 @@ def main() -> int:
     (local_airflow.REPO / ".airflow" / "demo" / "airflow.db").unlink(missing_ok=True)  # a fresh run each time
 
     import pandas as pd
-    import yaml
 
     from provisioning import report
-    from sandbox.civicrm import CiviCRMEmulator
-    from sandbox.wordpress import WordPressEmulator
+    from sandbox.sites import started_sites
 
-    seed = yaml.safe_load(DEMO_SEED.read_text())
-    api_key, site_key, app_password = secrets.token_hex(16), secrets.token_hex(16), secrets.token_hex(12)
     started = time.monotonic()
-    with CiviCRMEmulator(api_key=api_key, site_key=site_key) as civicrm, \
-            WordPressEmulator(login="admin", app_password=app_password) as wordpress:
-        civicrm.seed(seed["civicrm"])
-        wordpress.seed(seed["wordpress"])
-        civicrm.start()
-        wordpress.start()
-        os.environ.update(local_airflow.connection_env(civicrm.url, api_key, site_key, wordpress.url, "admin",
-                                                       app_password))
+    with started_sites() as sites:
+        civicrm, wordpress = sites.civicrm, sites.wordpress
+        os.environ.update(sites.connection_env)
         print(f"sandbox CiviCRM at {civicrm.url}, WordPress at {wordpress.url}", flush=True)
         local_airflow.init_db()
         run = local_airflow.run_nightly()

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, urlsplit
 
+from sandbox.cli import add_common_options, serve
+
 CORE_ROLES = ("administrator", "editor", "author", "contributor", "subscriber")
 
 # The user-management capabilities are what matters here; the rest is a representative subset.
@@ -1225,9 +1227,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register `python -m sandbox wordpress ...`."""
     parser = subparsers.add_parser("wordpress", help="run the WordPress REST users emulator",
                                    description="Serve the WordPress 6.1 REST users emulator until Ctrl-C.")
-    parser.add_argument("--seed", help="YAML/JSON seed file (its `wordpress:` part, when present)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8002)
+    add_common_options(parser, system="wordpress", port=8002)
     parser.add_argument("--login", default="admin", help="the API user's login (user 1)")
     parser.add_argument("--app-password", default="abcd EFGH 1234 ijkl MNOP 5678",
                         help="the application password the API user authenticates with")
@@ -1238,16 +1238,5 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def _run_cli(args: argparse.Namespace) -> int:
     emulator = WordPressEmulator(login=args.login, app_password=args.app_password,
                                  mail_works=not args.mail_fails)
-    if args.seed:
-        emulator.seed_file(args.seed)
-    url = emulator.start(args.host, args.port)
-    print(f"WordPress emulator on {url} (REST API {emulator.rest_url}, login {args.login!r}, "
-          f"{len(emulator.users)} users); Ctrl-C stops it", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.stop()
-    return 0
+    return serve(emulator, args, lambda e: (
+        f"WordPress emulator on {e.url} (REST API {e.rest_url}, login {args.login!r}, {len(e.users)} users)"))

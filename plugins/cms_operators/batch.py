@@ -61,11 +61,12 @@ class MailLedger:
         self._store = store
 
     def begin(self, uf_ids: list[int]) -> None:
-        self._store({"sent": sorted(self.sent), "sending": sorted(uf_ids)})
+        # accounts an earlier try left unknown stay in "sending", or a later try would mail them
+        self._store({"sent": sorted(self.sent), "sending": sorted(self.unknown | set(uf_ids))})
 
     def done(self, uf_ids: list[int]) -> None:
         self.sent.update(uf_ids)
-        self._store({"sent": sorted(self.sent), "sending": []})
+        self._store({"sent": sorted(self.sent), "sending": sorted(self.unknown)})
 
 
 @dataclass
@@ -158,7 +159,8 @@ class _Batch:
             except CmsDuplicateLogin:
                 self.reached_cms = True
                 taken.add(username.lower())
-                username = next_candidate(username, taken, backend.max_username_length)
+                # the next suffix of the planned name (jane.doe2, jane.doe3), not a suffix of a suffix
+                username = next_candidate(row["username"], taken, backend.max_username_length)
             except (CmsDuplicateEmail, CmsUnavailable) as exc:
                 # Doubt: the account may exist (ours, with a lost answer, or made since planning).
                 user = backend.find_by_email(row["email"])

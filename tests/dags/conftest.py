@@ -3,7 +3,6 @@ and `sandbox.run()` to run the nightly DAG with `dag.test()` and read back its o
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +11,8 @@ import yaml
 
 from sandbox import local_airflow
 from sandbox.civicrm import CiviCRMEmulator
+from sandbox.sites import started_sites
 from sandbox.wordpress import WordPressEmulator
-
-DEMO_SEED = Path(local_airflow.REPO) / "sandbox" / "demo_seed.yaml"
 
 BASE_SETTINGS = {
     "trigger_groups": ["new_members", "volunteers_smart"],
@@ -70,21 +68,12 @@ class Sandbox:
 
 @pytest.fixture
 def sandbox(airflow_db, monkeypatch, tmp_path):
-    seed = yaml.safe_load(DEMO_SEED.read_text())
-    creds = {"api_key": secrets.token_hex(16), "site_key": secrets.token_hex(16),
-             "app_password": secrets.token_hex(12)}
-    with CiviCRMEmulator(api_key=creds["api_key"], site_key=creds["site_key"]) as civicrm, \
-            WordPressEmulator(login="admin", app_password=creds["app_password"]) as wordpress:
-        civicrm.seed(seed["civicrm"])
-        wordpress.seed(seed["wordpress"])
-        civicrm.start()
-        wordpress.start()
-        for key, value in local_airflow.connection_env(civicrm.url, creds["api_key"], creds["site_key"],
-                                                       wordpress.url, "admin", creds["app_password"]).items():
+    with started_sites() as sites:
+        for key, value in sites.connection_env.items():
             monkeypatch.setenv(key, value)
         settings_file = tmp_path / "cmsuser.yaml"
         monkeypatch.setenv("CMSUSER_SETTINGS", str(settings_file))
-        box = Sandbox(civicrm, wordpress, settings_file, creds)
+        box = Sandbox(sites.civicrm, sites.wordpress, settings_file, sites.secrets)
         box.configure()
         yield box
 
