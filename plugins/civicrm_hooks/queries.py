@@ -25,7 +25,7 @@ READ_ENTITIES = ("Contact", "Email", "Group", "GroupContact", "Tag", "EntityTag"
 
 def run_marker(dag_id: str, run_id: str) -> str:
     """The line every activity of one Airflow run carries in its details."""
-    return f"Airflow run {dag_id} / {run_id}"
+    return f"[Airflow run {dag_id} / {run_id}]"  # bracketed: no run id can match as a prefix of another
 
 
 class TriggerError(ValueError):

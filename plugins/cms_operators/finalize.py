@@ -59,8 +59,10 @@ def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contac
         else:
             df.at[i, "outcome"] = str(Outcome.DEFERRED)
             df.at[i, "reason"] = outcomes.batch_not_finished()
-    df["attempt"] = [int(a) + 1 if o == Outcome.FAILED else None
-                     for a, o in zip(df["attempts"], df["outcome"], strict=True)]
+    # object dtype: a float column would turn 4 into 4.0 in the reset marker's subject and details
+    df["attempt"] = pd.Series([int(a) + 1 if o == Outcome.FAILED else None
+                               for a, o in zip(df["attempts"], df["outcome"], strict=True)],
+                              index=df.index, dtype=object)
     return df
 
 

@@ -1,0 +1,220 @@
+"""final_outcomes and record against the CiviCRM emulator, with a hand-made plan.
+
+The plan covers every way a contact reaches finalize: a batch result, a batch that died after
+linking (UFMatch tells), a batch that died before (deferred), and the plan's own outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from civicrm_hooks import queries
+from civicrm_hooks.queries import Triggers
+from cms_operators.finalize import final_outcomes, record
+from provisioning import outcomes
+from provisioning.plan import PLAN_COLUMNS
+from provisioning.settings import Settings
+from sandbox.civicrm import testing as civicrm_fixtures
+
+civicrm = civicrm_fixtures.civicrm
+civicrm_conn = civicrm_fixtures.civicrm_conn
+
+HISTORY_GROUP = 11
+MARKER = queries.run_marker("cmsuser_nightly", "scheduled__2025-01-02T02:00:00+00:00")
+NEXT_RUN = queries.run_marker("cmsuser_nightly", "scheduled__2025-01-03T02:00:00+00:00")
+STAMP = "2025-01-02 02:00:00"
+TRIGGERS = Triggers(static_groups={5: "New members"}, smart_groups={7: "Volunteers (smart)"},
+                    tags={3: "Needs login"}, history_group=HISTORY_GROUP, history_tag=4)
+SETTINGS = Settings(trigger_groups=["new_members"], trigger_tags=["needs_login"], max_attempts=4)
+
+
+@pytest.fixture
+def hook(civicrm_conn):
+    from civicrm_hooks.hook import CiviCRMHook
+
+    made = CiviCRMHook(civicrm_conn, timeout=5)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def site(civicrm, hook):
+    """The standard seed plus the memberships the plan below talks about, and pre-flight's options."""
+    civicrm.seed({
+        "groups": [{"id": HISTORY_GROUP, "name": "has_login", "title": "Has login"}],
+        "group_contacts": [{"contact_id": 5, "group_id": 5, "status": "Added"},
+                           {"contact_id": 7, "group_id": 5, "status": "Added"}],
+        "entity_tags": [{"entity_id": 3, "tag_id": 3}, {"entity_id": 5, "tag_id": 3}, {"entity_id": 8, "tag_id": 3}],
+        # a batch died after linking 4 and 6 (the link of 6 to the account it planned to link)
+        "uf_matches": [{"contact_id": 4, "uf_id": 204, "uf_name": "alan@example.org", "domain_id": 1},
+                       {"contact_id": 6, "uf_id": 206, "uf_name": "kj@home.example", "domain_id": 1}],
+    })
+    civicrm.set_smart_members(7, [4, 5, 9])
+    queries.ensure_option_values(hook, create=True)
+    civicrm.reset_calls()
+    return civicrm
+
+
+def plan_row(contact_id, action, outcome, reason, username, uf_id=None, *, sources=("group:5",), attempts=0):
+    row = {"contact_id": contact_id, "email": f"c{contact_id}@example.org", "action": action, "outcome": outcome,
+            "reason": reason, "username": username, "uf_id": uf_id, "roles": ["subscriber"] if action == "create"
+            else [], "first_name": "", "last_name": "", "display_name": "", "locale": None, "do_not_email": False,
+            "sources": list(sources), "attempts": attempts}
+    assert list(row) == PLAN_COLUMNS  # the planner's shape, so the hand-made plan stays honest
+    return row
+
+
+PLAN = [
+    plan_row(2, "create", "created", outcomes.NEW_ACCOUNT, "ada.lovelace", sources=["group:5", "tag:3"]),
+    plan_row(3, "none", "failed", outcomes.NO_PRIMARY_EMAIL, "grace.hopper", sources=["tag:3"], attempts=1),
+    plan_row(4, "create", "created", outcomes.NEW_ACCOUNT, "alan.turing", sources=["smart:7"]),
+    plan_row(5, "none", "failed", outcomes.CONTACT_DECEASED, "edgar.late",
+             sources=["group:5", "smart:7", "tag:3"], attempts=3),
+    plan_row(6, "link", "linked_existing", outcomes.EXISTING_ACCOUNT_SAME_EMAIL, "kj", 206),
+    plan_row(7, "none", "already_linked", outcomes.already_linked("larry@example.org", 17), "larry@example.org", 17),
+    plan_row(8, "create", "created", outcomes.NEW_ACCOUNT, "acme.ltd", sources=["tag:3"]),
+    plan_row(9, "create", "created", outcomes.NEW_ACCOUNT, "olga.optout", sources=["smart:7"]),
+]
+# batch results for 2 and 8; the batch of 4, 6 and 9 left none
+RESULTS = {
+    2: {"contact_id": 2, "outcome": "created", "reason": outcomes.NEW_ACCOUNT, "uf_id": 202,
+        "username": "ada.lovelace2", "mail": outcomes.MAIL_SENT},
+    8: {"contact_id": 8, "outcome": "failed", "reason": outcomes.cms_rejected("Invalid parameter(s): email"),
+        "uf_id": None, "username": "acme.ltd", "mail": None},
+}
+
+
+def plan_frame(rows=PLAN) -> pd.DataFrame:
+    return pd.DataFrame(rows)  # as finalize_run builds it from the plan's XCom records
+
+
+def finals(hook, results=RESULTS, rows=PLAN) -> pd.DataFrame:
+    return final_outcomes(hook, SETTINGS, plan_frame(rows), dict(results))
+
+
+def activities(civicrm) -> list[dict]:
+    """Activity rows with their target contact and status name."""
+    statuses = {int(r["value"]): r["name"] for r in civicrm.table("OptionValue") if r["option_group_id"] == 25}
+    targets = {r["activity_id"]: r["contact_id"] for r in civicrm.table("ActivityContact") if r["record_type_id"] == 3}
+    return [{**row, "target": targets.get(row["id"]), "status": statuses[row["status_id"]]}
+            for row in civicrm.table("Activity")]
+
+
+def of(civicrm, contact_id: int) -> list[tuple[str, str]]:
+    return [(a["status"], a["subject"]) for a in activities(civicrm) if a["target"] == contact_id]
+
+
+def group_contacts(civicrm, group_id: int) -> dict[int, str]:
+    return {r["contact_id"]: r["status"] for r in civicrm.table("GroupContact") if r["group_id"] == group_id}
+
+
+def tagged(civicrm, tag_id: int) -> list[int]:
+    return sorted(r["entity_id"] for r in civicrm.table("EntityTag") if r["tag_id"] == tag_id)
+
+
+# ----------------------------------------------------------------------------------- final_outcomes
+
+
+def test_results_win_then_ufmatch_state_then_deferred(hook, site):
+    final = finals(hook).set_index("contact_id")
+
+    assert final.loc[2, "outcome"] == "created" and final.loc[2, "uf_id"] == 202
+    assert final.loc[2, "username"] == "ada.lovelace2" and final.loc[2, "mail"] == outcomes.MAIL_SENT
+    assert final.loc[8, "outcome"] == "failed" and final.loc[8, "reason"] == RESULTS[8]["reason"]
+    # no result, but linked: the batch died after the link
+    assert final.loc[4, "outcome"] == "created" and final.loc[4, "uf_id"] == 204
+    assert final.loc[6, "outcome"] == "linked_existing" and final.loc[6, "uf_id"] == 206
+    assert final.loc[4, "reason"] == final.loc[6, "reason"] == outcomes.linked_by_earlier_try()
+    # no result, no link: the contact is tried again next run
+    assert final.loc[9, "outcome"] == "deferred" and final.loc[9, "reason"] == outcomes.batch_not_finished()
+    # the plan's own outcomes stand
+    assert final.loc[7, "outcome"] == "already_linked" and final.loc[3, "reason"] == outcomes.NO_PRIMARY_EMAIL
+    assert list(final.index) == [2, 3, 4, 5, 6, 7, 8, 9]
+
+
+def test_attempt_numbers_only_for_failures(hook, site):
+    final = finals(hook).set_index("contact_id")
+    assert {cid: int(final.loc[cid, "attempt"]) for cid in (3, 5, 8)} == {3: 2, 5: 4, 8: 1}
+    assert final.loc[[2, 4, 6, 7, 9], "attempt"].isna().all()
+
+
+def test_ufmatch_is_read_once_and_only_for_contacts_without_a_result(hook, site):
+    finals(hook)
+    [lookup] = [c for c in site.calls if c.entity == "UFMatch"]
+    assert ["contact_id", "IN", [4, 6, 9]] in lookup.params["where"]
+
+    site.reset_calls()
+    every = {**RESULTS, **{cid: {"contact_id": cid, "outcome": "deferred", "reason": "x", "uf_id": None,
+                                 "username": None, "mail": None} for cid in (4, 6, 9)}}
+    finals(hook, every)
+    assert site.calls == []
+
+
+# ----------------------------------------------------------------------------------- record
+
+
+def test_record_writes_activities_history_and_takes_contacts_off(hook, site, caplog):
+    caplog.set_level(logging.INFO, logger="cms_operators.finalize")
+
+    record(hook, SETTINGS, TRIGGERS, finals(hook), marker=MARKER, stamp=STAMP)
+
+    assert of(site, 2) == [("Completed", "Created : ada.lovelace2 (202)")]
+    assert of(site, 3) == [("Failed", "Failed to create User grace.hopper")]
+    assert of(site, 4) == [("Completed", "Created : alan.turing (204)")]
+    assert of(site, 5) == [("Failed", "Failed to create User edgar.late"),
+                           ("Cancelled", outcomes.reset_subject(4))]
+    [marker] = [a for a in activities(site) if a["status"] == "Cancelled"]
+    assert marker["details"] == f"{outcomes.reset_details(4)}\n{MARKER}"
+    assert of(site, 6) == [("Completed", "Linked : kj (206)")]
+    assert of(site, 7) == [("Completed", "Already linked : larry@example.org (17)")]
+    assert of(site, 8) == [("Failed", "Failed to create User acme.ltd")]
+    assert of(site, 9) == []  # deferred: no attempt
+    every = activities(site)
+    assert all(a["details"].endswith(MARKER) and a["activity_date_time"] == STAMP for a in every)
+    assert [a["details"] for a in every if a["target"] == 2] == [f"{outcomes.NEW_ACCOUNT}; {outcomes.MAIL_SENT}\n{MARKER}"]
+
+    # succeeded: history, off static groups and tags; exhausted (5): off everything, smart opt-out
+    assert group_contacts(site, HISTORY_GROUP) == {2: "Added", 4: "Added", 6: "Added", 7: "Added"}
+    assert tagged(site, 4) == [2, 4, 6, 7]
+    assert group_contacts(site, 5) == {2: "Removed", 3: "Removed", 5: "Removed", 7: "Removed", 10: "Added"}
+    assert tagged(site, 3) == [3, 8]  # failed, attempts left: still triggered
+    assert group_contacts(site, 7) == {5: "Removed", 9: "Removed"}
+    members = queries.triggered_members(hook, TRIGGERS, 1)
+    assert {2, 5, 7}.isdisjoint(members) and {3, 8} <= set(members)
+
+    assert "contact=5 outcome=failed username=edgar.late attempt=4/4" in caplog.text
+    assert "contact=9 outcome=deferred" in caplog.text
+
+
+def test_recording_twice_writes_no_activity_twice(hook, site):
+    final = finals(hook)
+    record(hook, SETTINGS, TRIGGERS, final, marker=MARKER, stamp=STAMP)
+    written = activities(site)
+    memberships, tags = site.table("GroupContact"), site.table("EntityTag")
+    site.reset_calls()
+
+    record(hook, SETTINGS, TRIGGERS, finals(hook), marker=MARKER, stamp=STAMP)
+
+    assert activities(site) == written
+    assert len(written) == 8  # 7 attempts and one Cancelled marker
+    assert not [c for c in site.calls if c.entity == "Activity" and c.action == "save"]
+    assert site.table("GroupContact") == memberships and site.table("EntityTag") == tags
+
+
+def test_the_reset_marker_restarts_the_count(hook, site):
+    record(hook, SETTINGS, TRIGGERS, finals(hook), marker=MARKER, stamp=STAMP)
+    attempts = queries.attempt_history(hook, [3, 5, 8], NEXT_RUN)
+    assert attempts == {3: 1, 5: 0, 8: 1}  # 3's earlier failures are not in this fresh site
+    assert queries.attempt_history(hook, [3, 5, 8], MARKER) == {}  # a re-run of this run counts none
+
+
+def test_activities_can_have_a_fixed_source_contact(hook, site):
+    settings = SETTINGS.model_copy(update={"activity_source_contact_id": 1})
+    record(hook, settings, TRIGGERS, finals(hook, rows=PLAN[:1]), marker=MARKER, stamp=STAMP)
+    [written] = activities(site)
+    sources = [r["contact_id"] for r in site.table("ActivityContact")
+               if r["activity_id"] == written["id"] and r["record_type_id"] == 2]
+    assert sources == [1] and written["target"] == 2
