@@ -18,7 +18,14 @@ from cms_operators.backend import CmsAuthError, CmsConfigError, CmsError, CmsUna
 from cms_operators.batch import BatchContext, MailLedger, create_batch
 from cms_operators.finalize import OUTCOME_COLUMNS, finalize_run
 from provisioning import report
-from provisioning.plan import batch_label, make_batches, plan_contacts
+from provisioning.plan import (
+    batch_label,
+    cms_users_frame,
+    contacts_frame,
+    links_frame,
+    make_batches,
+    plan_contacts,
+)
 from provisioning.settings import Settings, load_settings
 from provisioning.usernames import render_username
 
@@ -115,23 +122,16 @@ def extract(triggers: dict) -> dict:
     return {"contacts": contacts, "cms_users": cms_users, "links": links}
 
 
-def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
-
-
 @task(task_id="plan")
 def plan(extracted: dict, params=None) -> list[dict]:
     """Dedupe and decide in pandas; each batch goes under its own XCom key, only labels are returned."""
     settings = load_settings()
     context = get_current_context()
     backend = get_backend(settings.cms_type, settings.cms_conn_id)
-    contacts = _frame(extracted["contacts"], ["contact_id", "contact_type", "first_name", "last_name",
-                                              "display_name", "email", "is_deceased", "do_not_email",
-                                              "preferred_language", "uf_id", "uf_name", "sources", "attempts"])
     plan_df = plan_contacts(
-        contacts,
-        _frame(extracted["cms_users"], ["uf_id", "username", "email", "roles"]),
-        _frame(extracted["links"], ["contact_id", "uf_id", "uf_name"]),
+        contacts_frame(extracted["contacts"]),
+        cms_users_frame(extracted["cms_users"]),
+        links_frame(extracted["links"]),
         settings, sanitize=backend.sanitize_username, max_email_length=backend.max_email_length,
         max_username_length=backend.max_username_length, limit=params.get("limit"))
     rows = report.to_records(plan_df)

@@ -684,8 +684,11 @@ class Engine:
         low = high = None  # (value, inclusive)
 
         def narrow(ids):
+            # Index sets are used as they are, never copied or changed: a copy per call would make
+            # a save of N records against a large group O(N * group size).
             nonlocal candidates
-            candidates = set(ids) if candidates is None else candidates & set(ids)
+            ids = ids if isinstance(ids, set | frozenset) else set(ids)
+            candidates = ids if candidates is None else candidates & ids
 
         for clause in where:
             if not (isinstance(clause, list) and len(clause) >= 3 and isinstance(clause[0], str)):
@@ -711,10 +714,8 @@ class Engine:
                     values = value if isinstance(value, list) else [value]
                     if values and all(v is not None for v in values):
                         typed = [coerce(fields[name], v, user_contact_id=self.user_contact_id) for v in values]
-                        ids: set[int] = set()
-                        for v in typed:
-                            ids |= table.lookup(name, v)
-                        narrow(ids)
+                        narrow(table.lookup(name, typed[0]) if len(typed) == 1
+                               else set().union(*(table.lookup(name, v) for v in typed)))
                 elif entity == "Contact" and name == "groups" and op == "IN" and isinstance(value, list) and value:
                     narrow(self.group_members([coerce(Field("groups", INTEGER), v) for v in value]))
             except (ApiError, TypeError):
