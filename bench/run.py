@@ -40,8 +40,7 @@ def main() -> int:
     args = parser.parse_args()
 
     home = local_airflow.REPO / ".airflow" / "bench"
-    local_airflow.configure(home)
-    (home / "airflow.db").unlink(missing_ok=True)
+    local_airflow.configure(home, fresh=True)
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     os.environ["AIRFLOW__CORE__MAX_MAP_LENGTH"] = "100000"
 

@@ -14,8 +14,7 @@ from sandbox import local_airflow
 
 
 def main() -> int:
-    local_airflow.configure(local_airflow.REPO / ".airflow" / "demo")
-    (local_airflow.REPO / ".airflow" / "demo" / "airflow.db").unlink(missing_ok=True)  # a fresh run each time
+    local_airflow.configure(local_airflow.REPO / ".airflow" / "demo", fresh=True)  # a fresh run each time
 
     import pandas as pd
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,7 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "cmsuser_nightly"
 
 
-def configure(home: Path) -> None:
+def configure(home: Path, *, fresh: bool = False) -> None:
+    """Point Airflow at `home`; with `fresh`, start from an empty home (database, WAL and logs)."""
+    if fresh:
+        shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True, exist_ok=True)
     # Airflow puts the plugins folder on sys.path in its own components; this process needs it too.
     if str(REPO / "plugins") not in sys.path:

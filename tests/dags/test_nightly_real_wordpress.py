@@ -11,7 +11,8 @@ import yaml
 
 from sandbox import local_airflow
 from sandbox.civicrm import CiviCRMEmulator
-from tests.dags.conftest import BASE_SETTINGS, DEMO_SEED, Sandbox
+from sandbox.sites import DEMO_SEED
+from tests.dags.conftest import BASE_SETTINGS, Sandbox
 from tests.real_wordpress import read_mails, real_wordpress  # noqa: F401  (session fixture)
 
 pytestmark = [pytest.mark.real_wordpress, pytest.mark.slow]
