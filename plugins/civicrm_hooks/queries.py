@@ -41,9 +41,13 @@ class Triggers:
     tags: dict[int, str] = field(default_factory=dict)
     history_group: int | None = None
     history_tag: int | None = None
+    # Static descendants of the static trigger groups: the `groups` filter counts their members
+    # as trigger-group members, so taking a contact off its triggers must reach them too.
+    child_groups: dict[int, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
+            "child_groups": {str(k): v for k, v in self.child_groups.items()},
             "static_groups": {str(k): v for k, v in self.static_groups.items()},
             "smart_groups": {str(k): v for k, v in self.smart_groups.items()},
             "tags": {str(k): v for k, v in self.tags.items()},
@@ -59,6 +63,7 @@ class Triggers:
             tags={int(k): v for k, v in data["tags"].items()},
             history_group=data.get("history_group"),
             history_tag=data.get("history_tag"),
+            child_groups={int(k): v for k, v in data.get("child_groups", {}).items()},
         )
 
     @property
@@ -113,7 +118,7 @@ def resolve_triggers(hook, settings) -> Triggers:
     group_entries = list(settings.trigger_groups) + [g for g in [settings.history_group] if g is not None]
     tag_entries = list(settings.trigger_tags) + [t for t in [settings.history_tag] if t is not None]
     groups = _lookup(hook, "Group", group_entries, ("name", "title"),
-                     ["id", "name", "title", "saved_search_id", "is_active"])
+                     ["id", "name", "title", "saved_search_id", "is_active", "children"])
     tags = _lookup(hook, "Tag", tag_entries, ("name", "label"), ["id", "name", "label"])
 
     static, smart = {}, {}
@@ -136,7 +141,22 @@ def resolve_triggers(hook, settings) -> Triggers:
         history_group = group["id"]
     if settings.history_tag is not None:
         history_tag = _match_entry(settings.history_tag, tags, ("name", "label"), "history_tag", "tag")["id"]
-    return Triggers(static, smart, trigger_tags, history_group, history_tag)
+    return Triggers(static, smart, trigger_tags, history_group, history_tag,
+                    _static_descendants(hook, [g for g in groups if g["id"] in static]))
+
+
+def _static_descendants(hook, parents: list[dict]) -> dict[int, str]:
+    """Child groups, grandchildren and so on (one call per level), smart ones left out."""
+    found: dict[int, str] = {}
+    seen = {g["id"] for g in parents}
+    todo = {int(c) for g in parents for c in (g.get("children") or [])} - seen
+    while todo:
+        rows = hook.call("Group", "get", {"select": ["id", "title", "saved_search_id", "children"],
+                                          "where": [["id", "IN", sorted(todo)]], "limit": 0})
+        seen |= todo
+        found.update({r["id"]: r["title"] for r in rows if not r.get("saved_search_id")})
+        todo = {int(c) for r in rows for c in (r.get("children") or [])} - seen
+    return found
 
 
 def probe_read_permissions(hook) -> None:
@@ -359,7 +379,8 @@ def take_off_triggers(hook, triggers: Triggers, contact_ids: list[int],
         if triggers.static_groups:
             hook.call("GroupContact", "update", {
                 "values": {"status": "Removed"},
-                "where": [["group_id", "IN", list(triggers.static_groups)], ["contact_id", "IN", chunk],
+                "where": [["group_id", "IN", [*triggers.static_groups, *triggers.child_groups]],
+                          ["contact_id", "IN", chunk],
                           ["status", "=", "Added"]],
             })
         if triggers.tags:

@@ -68,7 +68,8 @@ def test_triggers_resolve_from_ids_names_titles_and_labels(hook, civicrm, histor
     assert triggers.smart_groups == {7: "Volunteers (smart)"}
     assert triggers.tags == {3: "Needs login"}
     assert (triggers.history_group, triggers.history_tag) == (HISTORY_GROUP, 4)
-    assert len(calls(civicrm, "Group", "get")) == 1 and len(calls(civicrm, "Tag", "get")) == 1
+    # one call for the entries, one for the level of child groups below group 5
+    assert len(calls(civicrm, "Group", "get")) == 2 and len(calls(civicrm, "Tag", "get")) == 1
 
 
 def test_numeric_text_entries_are_ids(hook):
@@ -82,6 +83,20 @@ def test_names_are_matched_case_insensitively(hook, civicrm):
     assert triggers.static_groups == {5: "New members", 6: "New members (child)"}
     assert triggers.tags == {3: "Needs login"}
     assert len(calls(civicrm, "Group", "get")) <= 2 and len(calls(civicrm, "Tag", "get")) <= 2
+
+
+def test_child_groups_of_a_trigger_group_are_left_too(hook, civicrm):
+    """The `groups` filter counts a child group's members as the parent's: they must leave both."""
+    triggers = queries.resolve_triggers(hook, settings(trigger_groups=["new_members"]))
+    assert triggers.child_groups == {6: "New members (child)"}
+    members = queries.triggered_members(hook, triggers, 1)
+    child_only = [c for c, src in members.items()
+                  if not any(r["contact_id"] == c and r["group_id"] == 5 for r in civicrm.table("GroupContact"))]
+    assert child_only, "the seed should have a contact that is in the trigger group only through its child"
+    queries.take_off_triggers(hook, triggers, child_only)
+    assert queries.triggered_members(hook, triggers, 1).keys().isdisjoint(child_only)
+    assert {r["status"] for r in civicrm.table("GroupContact") if r["contact_id"] in child_only
+            and r["group_id"] == 6} == {"Removed"}
 
 
 def test_triggers_survive_the_trip_through_xcom():
