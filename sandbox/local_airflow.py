@@ -77,17 +77,6 @@ def xcom(run_id: str, task_id: str, key: str = "return_value", map_index: int = 
         return None if row is None else XComModel.deserialize_value(row)
 
 
-def task_states(run_id: str) -> dict[tuple[str, int], str]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.execute(select(TaskInstance.task_id, TaskInstance.map_index, TaskInstance.state)
-                               .where(TaskInstance.dag_id == DAG_ID, TaskInstance.run_id == run_id)).all()
-        return {(t, m): str(s.value if hasattr(s, "value") else s) for t, m, s in rows}
-
-
 def task_durations(run_id: str) -> dict[str, float]:
     """Seconds per task id, mapped instances added up (for the benchmark's report)."""
     from airflow.models.taskinstance import TaskInstance
