@@ -101,14 +101,12 @@ class _Batch:
         for row in self.rows:
             link = done.get(row["contact_id"])
             if link:  # linked by an earlier try: its outcome follows from the plan
+                user = self.account_made_earlier(row, int(link["uf_id"]))
                 outcome = Outcome.CREATED if row["action"] == "create" else Outcome.LINKED_EXISTING
                 self.results[row["contact_id"]] = _result(
-                    row, outcome, outcomes.linked_by_earlier_try(), uf_id=link["uf_id"],
-                    username=row.get("username"))
+                    row, outcome, outcomes.linked_by_earlier_try(), uf_id=user.uf_id, username=user.username)
                 # its password mail may still be due if that try stopped before sending it
-                self.accounts[row["contact_id"]] = CmsUser(uf_id=int(link["uf_id"]),
-                                                           username=row.get("username") or "",
-                                                           email=row["email"])
+                self.accounts[row["contact_id"]] = user
         todo = [r for r in self.rows if r["contact_id"] not in self.results]
         try:
             for n, row in enumerate(todo, 1):
@@ -121,6 +119,18 @@ class _Batch:
         self.mail()
         self.settle_transient()
         return [self.results[r["contact_id"]] for r in self.rows]
+
+    def account_made_earlier(self, row: dict, uf_id: int) -> CmsUser:
+        """The account an earlier try linked. Its login may carry a suffix the plan did not know
+        (a name taken since planning), so a create is read back; a link row is as planned."""
+        planned = CmsUser(uf_id=uf_id, username=row.get("username") or "", email=row["email"])
+        if row["action"] != "create":
+            return planned
+        try:
+            user = self.ctx.backend.find_by_email(row["email"])
+        except CmsUnavailable:
+            return planned
+        return user if user is not None and user.uf_id == uf_id else planned
 
     def one(self, row: dict) -> None:
         if row["action"] == "link":

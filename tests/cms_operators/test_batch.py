@@ -267,8 +267,20 @@ def test_contacts_linked_by_an_earlier_try_are_not_sent_again_and_keep_their_pla
     assert results[1]["outcome"] == "created" and results[1]["uf_id"] == 500
     assert results[2]["outcome"] == "linked_existing" and results[2]["uf_id"] == existing.uf_id
     assert {r["reason"] for r in results.values()} == {outcomes.linked_by_earlier_try()}
-    assert world.cms.calls == []
+    # the created account is only read back (for its real login); nothing is created or linked again
+    assert world.cms.calls == [("find_by_email", "ada@example.org")]
     assert world.civicrm.saves == []  # nothing new to link
+
+
+def test_an_account_made_earlier_reports_its_real_login(world):
+    """An earlier try met a login taken since planning, created `ada.lovelace2`, then stopped."""
+    made = world.cms.add_user("ada.lovelace2", "ada@example.org")
+    world.civicrm.link(1, made.uf_id, "ada@example.org")
+
+    results = by_id(world.run(batch_of(ADA), retried=True, notify=False))
+
+    assert (results[1]["username"], results[1]["uf_id"]) == ("ada.lovelace2", made.uf_id)
+    assert world.cms.creates("ada@example.org") == []
 
 
 def test_retried_try_looks_up_by_email_first_and_links_what_it_finds(world):
@@ -602,6 +614,7 @@ def test_an_account_linked_by_an_earlier_try_without_its_mail_is_mailed_now(worl
     results = by_id(world.run(rows, retried=True))
 
     assert results[1]["mail"] == outcomes.MAIL_SENT
-    assert world.cms.calls == [("send_password_mail", 500)]  # a linked existing account gets none
+    # read back, then mailed; a linked existing account gets none
+    assert world.cms.calls == [("find_by_email", "ada@example.org"), ("send_password_mail", 500)]
     assert results[3]["mail"] is None
     assert world.ledger.state == {"sent": [500], "sending": []}
