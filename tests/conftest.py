@@ -35,10 +35,10 @@ def require_real() -> bool:
 
 @pytest.fixture(scope="session")
 def airflow_db():
-    """A migrated metadata database (dag.test needs one), made once per session."""
-    from airflow.utils import db
+    """A migrated metadata database with the CMS pool (dag.test needs both), made once per session."""
+    from sandbox import local_airflow
 
-    db.initdb()
+    local_airflow.init_db()
     return AIRFLOW_HOME / "airflow.db"
 
 

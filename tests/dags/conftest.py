@@ -79,5 +79,6 @@ def sandbox(airflow_db, monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _pool(airflow_db):
-    local_airflow.init_db()
+def _metadata_db(airflow_db):
+    """Every DAG test here needs the migrated database, also those that only parse."""
+    return airflow_db
