@@ -32,7 +32,12 @@ with DAG(
                                    "first); the rest are deferred to the next run. Empty: no limit."),
     },
 ) as dag:
-    triggers = tasks.preflight.override(retry_delay=tasks.retry_delay(settings))()
-    batches = tasks.plan(tasks.extract(triggers))
-    created = tasks.create_accounts.override(retry_delay=tasks.retry_delay(settings)).expand(batch=batches)
-    created >> tasks.finalize()
+    def limits(task_id: str) -> dict:
+        return {"retry_delay": tasks.retry_delay(settings),
+                "execution_timeout": tasks.execution_timeout(settings, task_id)}
+
+    triggers = tasks.preflight.override(**limits("preflight"))()
+    extracted = tasks.extract.override(**limits("extract"))(triggers)
+    batches = tasks.plan.override(**limits("plan"))(extracted)
+    created = tasks.create_accounts.override(**limits(tasks.CREATE_TASK_ID)).expand(batch=batches)
+    created >> tasks.finalize.override(**limits("finalize"))()

@@ -5,10 +5,11 @@ Every call is one POST of a form field `params` (JSON) to the APIv4 AJAX route, 
 three exception types the tasks can act on (contract §10.9):
 
 * CiviCRMAuthError    credentials, permissions or the URL are wrong: the whole run stops, no retry.
-* CiviCRMUnavailable  the site did not answer usably (network, timeout, 502/503/504) after retries.
+* CiviCRMUnavailable  the site did not answer usably (network, timeout, 429/502/503/504) after retries.
 * CiviCRMError        the API refused this one call (bad field, constraint, ...): the caller decides.
 
-Connection (type http): host = site base URL, password = API key, extra = {"site_key": ...,
+Connection (type http): host = site base URL with https:// or http://, password = API key (at most 32
+characters, sent as is), extra = {"site_key": ...,
 "api4_url": "https://site/civicrm/ajax/api4/{entity}/{action}", "verify": true}.
 """
 
@@ -27,9 +28,13 @@ from urllib.parse import urlsplit
 import requests
 from airflow.sdk import BaseHook
 
+from hook_support import check_secret, parse_verify, retry_after_seconds, site_base_url
+
 DEFAULT_ROUTE = "/civicrm/ajax/api4/{entity}/{action}"
-GATEWAY_STATUSES = (502, 503, 504)
+# Rate limits, maintenance and proxies: worth another try whatever the body says (JSON or an HTML page)
+TRANSIENT_STATUSES = (429, 502, 503, 504)
 MAX_RETRY_AFTER = 30.0
+MAX_API_KEY_LENGTH = 32  # civicrm_contact.api_key is varchar(32)
 MESSAGE_LIMIT = 300
 
 
@@ -60,7 +65,7 @@ class CiviCRMAuthError(CiviCRMError):
 
 
 class CiviCRMUnavailable(CiviCRMError):
-    """No usable answer: connection error, timeout, 502/503/504 or a non-JSON 5xx, after the hook's retries."""
+    """No usable answer: connection error, timeout, 429/502/503/504 or a non-JSON 5xx, after the hook's retries."""
 
 
 def _rebuild_error(cls, message, status, entity, action):
@@ -77,19 +82,6 @@ class _Settings:
 
     def __repr__(self) -> str:  # the keys stay out of reprs
         return f"_Settings(url_template={self.url_template!r}, verify={self.verify!r})"
-
-
-def _as_verify(value: Any) -> bool | str:
-    if isinstance(value, bool):
-        return value
-    if value is None:
-        return True
-    text = str(value).strip()
-    if text.lower() in ("false", "0", "no", "off"):
-        return False
-    if text.lower() in ("true", "1", "yes", "on", ""):
-        return True
-    return text  # a CA bundle path
 
 
 def _json_default(value: Any) -> Any:
@@ -153,8 +145,8 @@ class CiviCRMHook(BaseHook):
         conn_id = self.civicrm_conn_id
         conn = self.get_connection(conn_id)
         extra = conn.extra_dejson or {}
-        api_key = (conn.password or "").strip()
-        site_key = str(extra.get("site_key") or "").strip() or None
+        api_key = conn.password or ""
+        site_key = str(extra.get("site_key") or "") or None
         # masked as soon as read, so no log line of this process can show them
         from airflow.sdk.log import mask_secret
 
@@ -162,21 +154,18 @@ class CiviCRMHook(BaseHook):
             mask_secret(api_key)
         if site_key:
             mask_secret(site_key)
+        # not stripped: a key that differs from what is stored would only fail later, as a vague 401
+        check_secret(api_key, field="password (the API key)", conn_id=conn_id, error_cls=CiviCRMAuthError)
+        check_secret(site_key, field="extra.site_key", conn_id=conn_id, error_cls=CiviCRMAuthError)
         if not api_key:
             raise CiviCRMAuthError(f"Connection '{conn_id}' has no API key. Put the API contact's CiviCRM API key "
                                    "in the connection's Password field.")
+        verify = parse_verify(extra.get("verify", True), conn_id=conn_id, error_cls=CiviCRMAuthError)
         template = str(extra.get("api4_url") or "").strip()
-        host = (conn.host or "").strip()
-        if host:
-            if "://" not in host:
-                scheme = conn.schema if conn.schema in ("http", "https") else "https"
-                host = f"{scheme}://{host}"
-            parts = urlsplit(host)
-            netloc = parts.netloc
-            if conn.port and parts.port is None:
-                netloc = f"{netloc}:{conn.port}"
-            host = f"{parts.scheme}://{netloc}{parts.path}".rstrip("/")
         if not template:
+            # the host only matters when it makes the APIv4 URL
+            host = site_base_url(conn.host, conn.schema, conn.port, conn_id=conn_id, error_cls=CiviCRMAuthError,
+                                 what="the CiviCRM site")
             if not host:
                 raise CiviCRMAuthError(f"Connection '{conn_id}' has no host. Set Host to the CiviCRM site's base "
                                        "URL (e.g. https://crm.example.org), or set extra.api4_url.")
@@ -188,8 +177,7 @@ class CiviCRMHook(BaseHook):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CiviCRMAuthError(f"Connection '{conn_id}': the APIv4 URL must start with https:// (or http://). "
                                    "Check Host / extra.api4_url.")
-        self._settings = _Settings(template, f"{parts.scheme}://{parts.netloc}", api_key, site_key,
-                                   _as_verify(extra.get("verify", True)))
+        self._settings = _Settings(template, f"{parts.scheme}://{parts.netloc}", api_key, site_key, verify)
         return self._settings
 
     def get_conn(self) -> requests.Session:
@@ -240,9 +228,11 @@ class CiviCRMHook(BaseHook):
         idempotent = self.is_idempotent(action, params or {})
         attempts = self.retries if idempotent else 1
         error: CiviCRMError | None = None
+        too_long = False
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             wait = self.backoff * (2 ** (attempt - 1))
+            retry_after = None
             try:
                 response = session.post(url, data=body, headers=headers, timeout=self.timeout,
                                         verify=settings.verify, allow_redirects=False)
@@ -263,15 +253,23 @@ class CiviCRMHook(BaseHook):
                     if not exc.retryable:
                         raise
                     error = exc
-                    retry_after = self._retry_after(response)
-                    if retry_after is not None:
-                        wait = retry_after
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             if attempt < attempts:
+                if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+                    too_long = True  # sleeping that long would hold the worker: leave the wait to the caller
+                    break
+                if retry_after is not None:
+                    wait = retry_after
                 self.log.debug("CiviCRM %s.%s: retrying in %.1f s (try %d of %d)", entity, action, wait,
                                attempt + 1, attempts)
                 self._sleep(wait)
         assert error is not None
-        if idempotent:
+        if too_long:
+            asked = f"{retry_after:.1f}".removesuffix(".0")
+            error.message = (f"{error.message}; the server asked to wait {asked} s before another try, "
+                             f"longer than the {MAX_RETRY_AFTER:g} s this hook waits, so it gave up after "
+                             f"{attempt} {'try' if attempt == 1 else 'tries'}. Try again later.")
+        elif idempotent:
             error.message = f"{error.message}; gave up after {attempts} tries. Check that the site is up."
         elif isinstance(error, CiviCRMUnavailable):
             error.message = (f"{error.message}. {action} is not retried because repeating it could write twice: "
@@ -291,16 +289,6 @@ class CiviCRMHook(BaseHook):
                 isinstance(r, dict) and r.get("id") for r in records)
         return False
 
-    @staticmethod
-    def _retry_after(response: requests.Response) -> float | None:
-        value = response.headers.get("Retry-After")
-        if value is None:
-            return None
-        try:
-            return max(0.0, min(float(value), MAX_RETRY_AFTER))
-        except ValueError:
-            return None  # an HTTP-date: fall back to the backoff
-
     def _parse(self, response: requests.Response, entity: str, action: str) -> dict:
         status = response.status_code
         conn_id = self.civicrm_conn_id
@@ -308,13 +296,22 @@ class CiviCRMHook(BaseHook):
         if status == 401:
             site_key_hint = " and extra.site_key (CIVICRM_SITE_KEY)" if self._settings.site_key else \
                 ", or set extra.site_key (CIVICRM_SITE_KEY) if the site's AuthX guard requires it"
+            length_hint = ""
+            if len(self._settings.api_key) > MAX_API_KEY_LENGTH:
+                # a longer key was cut when it was saved in CiviCRM, so the full one sent here never matches
+                length_hint = (f" The API key of connection '{conn_id}' has {len(self._settings.api_key)} "
+                               f"characters, but CiviCRM stores API keys of at most {MAX_API_KEY_LENGTH} "
+                               "characters and cuts longer ones silently: set a key of "
+                               f"{MAX_API_KEY_LENGTH} characters or fewer on the API contact and in the "
+                               "connection's password.")
             raise self._error(CiviCRMAuthError, f"CiviCRM refused the credentials of connection '{conn_id}' "
                               f"({_snippet(response.text) or 'HTTP 401'}). Check the connection's password (the "
                               f"API key of the API contact){site_key_hint}; the AuthX extension must be enabled "
-                              "and the API contact must hold 'authenticate with api key' unless the site key is sent.",
-                              status=401, entity=entity, action=action)
-        if status in GATEWAY_STATUSES:
-            raise self._error(CiviCRMUnavailable, f"{self._config().site} answered HTTP {status} "
+                              "and the API contact must hold 'authenticate with api key' unless the site key is sent."
+                              f"{length_hint}", status=401, entity=entity, action=action)
+        if status in TRANSIENT_STATUSES:
+            said = "rate limited the call (HTTP 429)" if status == 429 else f"answered HTTP {status}"
+            raise self._error(CiviCRMUnavailable, f"{self._config().site} {said} "
                               f"({_snippet(response.text) or response.reason})", status=status, entity=entity,
                               action=action, retryable=True)
         data: Any = None

@@ -8,14 +8,20 @@ contacts one by one.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from provisioning import journal
+from provisioning.journal import JournalEntry
 
 ACTIVITY_TYPE = "User Account Creation"
 FAILED_STATUS = "Failed"
 # Written when the pipeline takes a contact off its triggers; attempts are counted after it.
 RESET_STATUS = "Cancelled"
+# An attempt whose creates are under way: the account journal lives in it (provisioning.journal).
+JOURNAL_STATUS = "Scheduled"
 WRITE_CHUNK = 200
 
 # Entities the pipeline reads; pre-flight probes each so a missing permission is named up front.
@@ -29,7 +35,11 @@ def run_marker(dag_id: str, run_id: str) -> str:
 
 
 class TriggerError(ValueError):
-    """A group or tag named in the settings matches nothing, or more than one record."""
+    """Groups or tags named in the settings match nothing, or more than one record (all of them listed)."""
+
+    def __init__(self, problems: str | list[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("; ".join(self.problems))
 
 
 @dataclass(frozen=True)
@@ -121,26 +131,43 @@ def resolve_triggers(hook, settings) -> Triggers:
                      ["id", "name", "title", "saved_search_id", "is_active", "children"])
     tags = _lookup(hook, "Tag", tag_entries, ("name", "label"), ["id", "name", "label"])
 
+    problems: list[str] = []
+
+    def match(entry, rows, fields, setting, kind):
+        try:
+            return _match_entry(entry, rows, fields, setting, kind)
+        except TriggerError as exc:
+            problems.append(str(exc))
+            return None
+
     static, smart = {}, {}
     for entry in settings.trigger_groups:
-        group = _match_entry(entry, groups, ("name", "title"), "trigger_groups", "group")
+        group = match(entry, groups, ("name", "title"), "trigger_groups", "group")
+        if group is None:
+            continue
         if not group.get("is_active", True):
-            raise TriggerError(f"trigger_groups: group {group['title']!r} ({group['id']}) is disabled in "
-                               "CiviCRM. Enable it or remove it from the settings.")
+            problems.append(f"trigger_groups: group {group['title']!r} ({group['id']}) is disabled in "
+                            "CiviCRM. Enable it or remove it from the settings.")
+            continue
         (smart if group.get("saved_search_id") else static)[group["id"]] = group["title"]
     trigger_tags = {}
     for entry in settings.trigger_tags:
-        tag = _match_entry(entry, tags, ("name", "label"), "trigger_tags", "tag")
-        trigger_tags[tag["id"]] = tag.get("label") or tag["name"]
+        tag = match(entry, tags, ("name", "label"), "trigger_tags", "tag")
+        if tag is not None:
+            trigger_tags[tag["id"]] = tag.get("label") or tag["name"]
     history_group = history_tag = None
     if settings.history_group is not None:
-        group = _match_entry(settings.history_group, groups, ("name", "title"), "history_group", "group")
-        if group.get("saved_search_id"):
-            raise TriggerError(f"history_group: {group['title']!r} is a smart group; contacts cannot be "
-                               "added to it. Choose a regular group.")
-        history_group = group["id"]
+        group = match(settings.history_group, groups, ("name", "title"), "history_group", "group")
+        if group is not None and group.get("saved_search_id"):
+            problems.append(f"history_group: {group['title']!r} is a smart group; contacts cannot be "
+                            "added to it. Choose a regular group.")
+        elif group is not None:
+            history_group = group["id"]
     if settings.history_tag is not None:
-        history_tag = _match_entry(settings.history_tag, tags, ("name", "label"), "history_tag", "tag")["id"]
+        tag = match(settings.history_tag, tags, ("name", "label"), "history_tag", "tag")
+        history_tag = tag["id"] if tag is not None else None
+    if problems:
+        raise TriggerError(problems)
     return Triggers(static, smart, trigger_tags, history_group, history_tag,
                     _static_descendants(hook, [g for g in groups if g["id"] in static]))
 
@@ -222,19 +249,21 @@ def triggered_members(hook, triggers: Triggers, domain_id: int) -> dict[int, lis
 
 
 CONTACT_SELECT = ["id", "contact_type", "first_name", "last_name", "display_name", "is_deceased",
-                  "do_not_email", "preferred_language", "email.email", "uf.uf_id", "uf.uf_name"]
+                  "do_not_email", "preferred_language", "uf.uf_id", "uf.uf_name"]
 
 
 def contact_details(hook, contact_ids: Iterable[int], domain_id: int) -> list[dict]:
-    """Names, primary email and this domain's UFMatch of each contact; trashed contacts dropped."""
+    """Names, primary email and this domain's UFMatch of each contact; trashed contacts dropped.
+
+    Emails are read on their own: a contact CiviCRM holds two primary emails for (imports can do
+    that) would otherwise be two rows and break paging for everybody. The oldest primary email is
+    used, and `email_note` says so.
+    """
     params = {
         "select": CONTACT_SELECT,
         # `id IN` lifts the default is_deleted filter, so the trash is excluded explicitly
         "where": [["is_deleted", "=", False]],
-        "join": [
-            ["Email AS email", "LEFT", ["email.contact_id", "=", "id"], ["email.is_primary", "=", True]],
-            ["UFMatch AS uf", "LEFT", ["uf.contact_id", "=", "id"], ["uf.domain_id", "=", domain_id]],
-        ],
+        "join": [["UFMatch AS uf", "LEFT", ["uf.contact_id", "=", "id"], ["uf.domain_id", "=", domain_id]]],
     }
     rows = []
     for row in hook.get_in("Contact", "id", sorted(contact_ids), params):
@@ -244,38 +273,117 @@ def contact_details(hook, contact_ids: Iterable[int], domain_id: int) -> list[di
             "first_name": row.get("first_name") or "",
             "last_name": row.get("last_name") or "",
             "display_name": row.get("display_name") or "",
-            "email": row.get("email.email"),
+            "email": None,
+            "email_note": None,
             "is_deceased": bool(row.get("is_deceased")),
             "do_not_email": bool(row.get("do_not_email")),
             "preferred_language": row.get("preferred_language"),
             "uf_id": row.get("uf.uf_id"),
             "uf_name": row.get("uf.uf_name"),
         })
+    primaries: dict[int, list[str]] = defaultdict(list)
+    email_params = {"select": ["contact_id", "email"], "where": [["is_primary", "=", True]]}
+    for email in hook.get_in("Email", "contact_id", [r["contact_id"] for r in rows], email_params):
+        primaries[email["contact_id"]].append(email["email"])  # id order: the oldest first
+    for row in rows:
+        emails = primaries.get(row["contact_id"], [])
+        row["email"] = emails[0] if emails else None
+        if len(emails) > 1:
+            row["email_note"] = f"has {len(emails)} primary emails; used the oldest"
     return rows
 
 
-def attempt_history(hook, contact_ids: Iterable[int], run_marker: str) -> dict[int, int]:
-    """Failed "User Account Creation" activities per contact since its last reset marker.
+@dataclass
+class History:
+    """What the "User Account Creation" activities say about each contact."""
 
-    This run's own activities (a re-run of the same run) are not counted: attempts are runs.
+    attempts: dict[int, int] = field(default_factory=dict)  # Failed since the last give-up marker
+    journal: dict[int, list[JournalEntry]] = field(default_factory=dict)
+
+
+_HISTORY_SELECT = ["contact_id", "activity_id", "activity_id.status_id:name", "activity_id.details"]
+
+
+def activity_history(hook, contact_ids: Iterable[int], run_marker: str) -> History:
+    """Attempts since each contact's last give-up marker, and every account journal entry it has.
+
+    This run's own activities are not counted as attempts (a re-run of the same run counts
+    once), but their journal entries are kept: the accounts they name are this run's own.
     """
     params = {
-        "select": ["contact_id", "activity_id", "activity_id.status_id:name", "activity_id.details"],
+        "select": _HISTORY_SELECT,
         "where": [["record_type_id:name", "=", "Activity Targets"],
                   ["activity_id.activity_type_id:name", "=", ACTIVITY_TYPE]],
     }
-    history: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    rows: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    history = History()
     for row in hook.get_in("ActivityContact", "contact_id", sorted(contact_ids), params):
-        if run_marker in (row.get("activity_id.details") or ""):
-            continue
-        history[row["contact_id"]].append((row["activity_id"], row.get("activity_id.status_id:name")))
-    attempts = {}
-    for contact_id, rows in history.items():
-        rows.sort()
-        resets = [i for i, (_, status) in enumerate(rows) if status == RESET_STATUS]
-        since = rows[resets[-1] + 1:] if resets else rows
-        attempts[contact_id] = sum(1 for _, status in since if status == FAILED_STATUS)
-    return attempts
+        details = row.get("activity_id.details") or ""
+        status = row.get("activity_id.status_id:name")
+        entry = journal.parse(row["contact_id"], details, activity_id=row["activity_id"], status=status)
+        if entry is not None:
+            history.journal.setdefault(row["contact_id"], []).append(entry)
+        if run_marker not in details:
+            rows[row["contact_id"]].append((row["activity_id"], status))
+    for contact_id, activities in rows.items():
+        activities.sort()
+        resets = [i for i, (_, status) in enumerate(activities) if status == RESET_STATUS]
+        since = activities[resets[-1] + 1:] if resets else activities
+        history.attempts[contact_id] = sum(1 for _, status in since if status == FAILED_STATUS)
+    return history
+
+
+def attempt_history(hook, contact_ids: Iterable[int], run_marker: str) -> dict[int, int]:
+    """Failed "User Account Creation" activities per contact since its last give-up marker."""
+    return activity_history(hook, contact_ids, run_marker).attempts
+
+
+def journal_for(hook, contact_ids: Iterable[int]) -> dict[int, list[JournalEntry]]:
+    """Every account journal entry of these contacts, of any run (the create batch reads this)."""
+    params = {
+        "select": _HISTORY_SELECT,
+        "where": [["record_type_id:name", "=", "Activity Targets"],
+                  ["activity_id.activity_type_id:name", "=", ACTIVITY_TYPE],
+                  ["activity_id.details", "LIKE", f"%{journal.LINE_PREFIX}%"]],
+    }
+    found: dict[int, list[JournalEntry]] = defaultdict(list)
+    for row in hook.get_in("ActivityContact", "contact_id", sorted(set(contact_ids)), params):
+        entry = journal.parse(row["contact_id"], row.get("activity_id.details"), activity_id=row["activity_id"],
+                              status=row.get("activity_id.status_id:name"))
+        if entry is not None:
+            found[row["contact_id"]].append(entry)
+    return dict(found)
+
+
+def save_journal(hook, entries: list[JournalEntry], *, text: dict[int, str], subject: dict[int, str],
+                 stamp: str, source: dict[int, int], marker: str) -> dict[int, JournalEntry]:
+    """Write journal entries in one call: new ones as Scheduled attempt activities, known ones by id.
+
+    Returns contact id -> the entry with its activity id. The hook does not repeat a call that
+    makes new activities (that could write them twice); a caller whose call failed reads the
+    journal before it writes again.
+    """
+    if not entries:
+        return {}
+    records = []
+    for entry in entries:
+        details = journal.details_text(text.get(entry.contact_id), entry, [*entry.markers, marker])
+        if entry.activity_id:
+            records.append({"id": entry.activity_id, "details": details})
+        else:
+            records.append({
+                "activity_type_id:name": ACTIVITY_TYPE, "status_id:name": JOURNAL_STATUS,
+                "subject": subject.get(entry.contact_id) or "Creating CMS account", "details": details,
+                "activity_date_time": stamp, "source_contact_id": int(source[entry.contact_id]),
+                "target_contact_id": [int(entry.contact_id)],
+            })
+    saved = hook.call("Activity", "save", {"records": records})
+    written = {}
+    for entry, row in zip(entries, saved, strict=False):
+        written[entry.contact_id] = dataclasses.replace(
+            entry, activity_id=int(row.get("id") or entry.activity_id),
+            markers=tuple(dict.fromkeys([*entry.markers, marker])), status=entry.status or JOURNAL_STATUS)
+    return written
 
 
 def links_for(hook, domain_id: int, *, uf_ids: Iterable[int] = (), uf_names: Iterable[str] = ()) -> list[dict]:
@@ -330,41 +438,106 @@ def save_links(hook, links: list[dict], domain_id: int) -> dict[int, str]:
     return errors
 
 
-def activities_written(hook, contact_ids: Iterable[int], run_marker: str) -> set[tuple[int, str]]:
-    """(contact id, status) of this run's activities already in CiviCRM, so finalize writes each once."""
+def run_activities(hook, contact_ids: Iterable[int], run_marker: str) -> dict[int, list[dict]]:
+    """Contact id -> this run's "User Account Creation" activities (id, status, subject, details)."""
     params = {
-        "select": ["contact_id", "activity_id.status_id:name"],
+        "select": ["contact_id", "activity_id", "activity_id.status_id:name", "activity_id.subject",
+                   "activity_id.details"],
         "where": [["record_type_id:name", "=", "Activity Targets"],
                   ["activity_id.activity_type_id:name", "=", ACTIVITY_TYPE],
                   ["activity_id.details", "LIKE", f"%{run_marker}%"]],
     }
-    return {(r["contact_id"], r["activity_id.status_id:name"])
-            for r in hook.get_in("ActivityContact", "contact_id", sorted(set(contact_ids)), params)}
+    found: dict[int, list[dict]] = defaultdict(list)
+    for row in hook.get_in("ActivityContact", "contact_id", sorted(set(contact_ids)), params):
+        found[row["contact_id"]].append({
+            "id": row["activity_id"], "status": row.get("activity_id.status_id:name"),
+            "subject": row.get("activity_id.subject"), "details": row.get("activity_id.details") or ""})
+    return dict(found)
 
 
-def write_activities(hook, activities: list[dict]) -> int:
-    """Create activities in chunks of `save` records; returns how many were written."""
-    for start in range(0, len(activities), WRITE_CHUNK):
-        chunk = activities[start:start + WRITE_CHUNK]
-        hook.call("Activity", "save", {"records": chunk})
-    return len(activities)
+def activities_by_id(hook, activity_ids: Iterable[int]) -> dict[int, dict]:
+    """Activity id -> id, status, subject, details (for attempts an earlier run began)."""
+    params = {"select": ["id", "status_id:name", "subject", "details"]}
+    return {r["id"]: {"id": r["id"], "status": r.get("status_id:name"), "subject": r.get("subject"),
+                      "details": r.get("details") or ""}
+            for r in hook.get_in("Activity", "id", sorted(set(activity_ids)), params)}
 
 
-def add_to_history(hook, triggers: Triggers, contact_ids: list[int]) -> None:
-    """History group membership (Added) and history tag, idempotently."""
-    for start in range(0, len(contact_ids), WRITE_CHUNK):
-        chunk = contact_ids[start:start + WRITE_CHUNK]
-        if triggers.history_group:
-            hook.call("GroupContact", "save", {
-                "records": [{"contact_id": c, "group_id": triggers.history_group, "status": "Added"} for c in chunk],
-                "match": ["contact_id", "group_id"],
-            })
-        if triggers.history_tag:
-            hook.call("EntityTag", "save", {
-                "records": [{"entity_table": "civicrm_contact", "entity_id": c, "tag_id": triggers.history_tag}
-                            for c in chunk],
-                "match": ["entity_table", "entity_id", "tag_id"],
-            })
+def activities_written(hook, contact_ids: Iterable[int], run_marker: str) -> set[tuple[int, str]]:
+    """(contact id, status) of this run's activities already in CiviCRM, so finalize writes each once."""
+    return {(cid, a["status"]) for cid, rows in run_activities(hook, contact_ids, run_marker).items()
+            for a in rows}
+
+
+def save_isolated(hook, entity: str, records: list[dict], key, params: dict | None = None,
+                  unwritten=None) -> dict:
+    """`save` records in chunks. A chunk CiviCRM refuses (one contact deleted or merged since the
+    extract) is halved until the records at fault stand alone; the rest still land.
+
+    `save` is not atomic: the records before the one at fault were written. `unwritten(part)`
+    says which records of a refused chunk still need writing (records that create are not
+    idempotent); without it every record is assumed idempotent (`match` or `id`).
+    Returns key(record) -> CiviCRM's message for each refused record."""
+    from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMError, CiviCRMUnavailable
+
+    errors: dict = {}
+
+    def save(part: list[dict]) -> None:
+        try:
+            hook.call(entity, "save", {**(params or {}), "records": part})
+        except (CiviCRMAuthError, CiviCRMUnavailable):
+            raise
+        except CiviCRMError as exc:
+            if len(part) == 1:
+                errors[key(part[0])] = exc.message
+                return
+            part = unwritten(part) if unwritten is not None else part
+            middle = len(part) // 2
+            if part:
+                save(part[:middle])
+                save(part[middle:])
+
+    for start in range(0, len(records), WRITE_CHUNK):
+        save(records[start:start + WRITE_CHUNK])
+    return errors
+
+
+def write_activities(hook, activities: list[dict]) -> dict[int, str]:
+    """Create (or, with `id`, update) activities; returns contact id -> why CiviCRM refused its one.
+
+    Each record carries `_contact_id` (removed before sending) to name the contact it is about.
+    """
+    contact_of = {id(record): record.pop("_contact_id") for record in activities if "_contact_id" in record}
+
+    def unwritten(part: list[dict]) -> list[dict]:
+        # a new activity carries its run's marker: one found for its contact and status was written
+        new = [r for r in part if "id" not in r]
+        markers = {m for r in new for m in journal.markers_in(r.get("details"))}
+        landed = set()
+        for marker in markers:
+            mine = run_activities(hook, [contact_of[id(r)] for r in new], marker)
+            landed |= {(cid, a["status"]) for cid, rows in mine.items() for a in rows}
+        return [r for r in part if "id" in r or (contact_of[id(r)], r["status_id:name"]) not in landed]
+
+    return save_isolated(hook, "Activity", activities, key=lambda record: contact_of.get(id(record)),
+                         unwritten=unwritten)
+
+
+def add_to_history(hook, triggers: Triggers, contact_ids: list[int]) -> dict[int, str]:
+    """History group membership (Added) and history tag, idempotently; contact id -> refusal."""
+    errors: dict[int, str] = {}
+    if triggers.history_group:
+        errors.update(save_isolated(
+            hook, "GroupContact",
+            [{"contact_id": c, "group_id": triggers.history_group, "status": "Added"} for c in contact_ids],
+            key=lambda r: r["contact_id"], params={"match": ["contact_id", "group_id"]}))
+    if triggers.history_tag:
+        errors.update(save_isolated(
+            hook, "EntityTag",
+            [{"entity_table": "civicrm_contact", "entity_id": c, "tag_id": triggers.history_tag}
+             for c in contact_ids],
+            key=lambda r: r["entity_id"], params={"match": ["entity_table", "entity_id", "tag_id"]}))
+    return errors
 
 
 def take_off_triggers(hook, triggers: Triggers, contact_ids: list[int],

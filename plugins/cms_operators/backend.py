@@ -27,6 +27,7 @@ class CmsUser:
     username: str
     email: str
     roles: tuple[str, ...] = ()
+    registered: str | None = None  # when the CMS made it (ISO 8601, UTC), where the CMS says
 
 
 class CmsError(Exception):
@@ -90,8 +91,20 @@ class CmsBackend(Protocol):
         """Prove credentials, capabilities and roles without changing anything; one-line description."""
         ...
 
+    def client_timeout(self) -> float:
+        """Seconds the client waits for an answer; a create may still be running after that."""
+        ...
+
+    def is_admin(self, user: CmsUser) -> bool:
+        """Whether the account administers the site: never linked to a contact automatically."""
+        ...
+
     def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
         """Existing users whose email (trimmed, case-insensitive) or login (case-insensitive) is given."""
+        ...
+
+    def users_by_id(self, uf_ids: list[int]) -> list[CmsUser]:
+        """The accounts with these CMS user ids (those that still exist)."""
         ...
 
     def find_by_email(self, email: str) -> CmsUser | None:

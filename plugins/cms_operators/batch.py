@@ -1,14 +1,21 @@
-"""Create (or link) the accounts of one batch, safely under retries, clears and crashes.
+"""Create (or link) the accounts of one batch, safely under retries, clears, kills and slow CMSs.
 
-The rules, from the CMS contract (§1, §7):
-- a contact already linked in CiviCRM (by an earlier try of this task) is done: nothing is sent;
-- before a retried create, and after any doubt (lost answer, duplicate email), the account is
-  looked up by email and linked if it exists, so no contact ever gets two accounts;
-- a username taken since planning gets the next numeric suffix, a bounded number of times;
+The rules (CMS contract §1, §7, and docs/design.md "State that survives"):
+- a contact already linked in CiviCRM (by an earlier try) is done: nothing is sent;
+- before any create is posted, the account journal (provisioning.journal, kept in CiviCRM) records
+  the username about to be sent; a contact whose journal shows a create with no known answer (a
+  killed try, a timeout, a lost answer) is looked up by email before anything else is sent, after
+  waiting out the CMS's slowest answer;
+- an account found by a look-up is ours only if the journal names it: then the outcome is
+  `created` and its password mail is due once; otherwise it is somebody's existing account and
+  gets the same checks as in the plan (never an administrator, never one linked to another
+  contact, `on_existing_email`);
+- a username taken since planning gets the next numeric suffix of its base, a bounded number of
+  times, each recorded in the journal before it is sent;
 - permanent errors are the contact's outcome; run-level errors (auth, config) stop the batch;
 - transient errors (CMS unavailable) are retried by Airflow after the rest of the batch is done
-  and its links are written; on the last try they become the contact's failure, unless nothing
-  in the batch got through, in which case the CMS is down and the batch fails for an operator.
+  and its links are written; a 429 pauses the batch first. On the last try they become the
+  contact's failure, unless nothing got through, in which case the batch fails for an operator.
 
 No Airflow import here: the task in `tasks.py` hands in the backend and the CiviCRM callables.
 """
@@ -16,8 +23,9 @@ No Airflow import here: the task in `tasks.py` hands in the backend and the Civi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cms_operators.backend import (
     CmsAuthError,
@@ -30,43 +38,21 @@ from cms_operators.backend import (
     CmsUnavailable,
     CmsUser,
 )
-from provisioning import outcomes
+from provisioning import journal, outcomes
+from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
 from provisioning.usernames import next_candidate
 
 log = logging.getLogger(__name__)
 
 USERNAME_TRIES = 5
+MAIL_CHUNK = 20  # mails recorded as "sending" together: two journal writes per chunk, not per mail
+MAX_PAUSE = 120.0  # longest pause a 429's Retry-After may impose on a batch
+DEFAULT_PAUSE = 5.0  # a 429 without Retry-After
 
 
 class BatchIncomplete(Exception):
     """Some creates hit a transient CMS error; raised after the rest of the batch is done and linked."""
-
-
-class MailLedger:
-    """Which accounts got their password mail, kept where every try of the task can see it.
-
-    Mails go out in small chunks: the chunk is recorded as "sending" before and as "sent" after,
-    two writes per chunk instead of one per mail. A try that stopped mid-chunk leaves those
-    accounts "unknown": they are not mailed again (a second mail would void the first link) and
-    their outcome says so.
-    """
-
-    CHUNK = 20
-
-    def __init__(self, load: Callable[[], dict | None] = dict, store: Callable[[dict], None] = lambda _: None):
-        state = load() or {}
-        self.sent: set[int] = set(state.get("sent", []))
-        self.unknown: set[int] = set(state.get("sending", []))
-        self._store = store
-
-    def begin(self, uf_ids: list[int]) -> None:
-        # accounts an earlier try left unknown stay in "sending", or a later try would mail them
-        self._store({"sent": sorted(self.sent), "sending": sorted(self.unknown | set(uf_ids))})
-
-    def done(self, uf_ids: list[int]) -> None:
-        self.sent.update(uf_ids)
-        self._store({"sent": sorted(self.sent), "sending": sorted(self.unknown)})
 
 
 @dataclass
@@ -74,86 +60,202 @@ class BatchContext:
     backend: CmsBackend
     linked_accounts: Callable[[list[int]], dict[int, dict]]  # contact id -> UFMatch row (this domain)
     save_links: Callable[[list[dict]], dict[int, str]]  # UFMatch rows -> contact id -> error
-    mail_ledger: MailLedger
-    notify: bool
-    retried: bool  # an earlier try of this task may have created accounts
-    final_try: bool
+    read_journal: Callable[[list[int]], dict[int, list[JournalEntry]]]  # every run's entries
+    # entries to write, with the activity subject for new ones -> contact id -> entry as written
+    write_journal: Callable[[list[JournalEntry], dict[int, str]], dict[int, JournalEntry]]
+    links_for: Callable[[list[int]], list[dict]] = lambda uf_ids: []  # UFMatch rows naming these accounts
+    notify: bool = True
+    on_existing_email: str = "link"
+    final_try: bool = False
+    client_timeout: float = 30.0  # the CMS hook's read timeout
+    retry_delay: float = 0.0  # the task's retry delay, as configured
+    # when a create of this task last timed out (UTC text), kept across tries by the task
+    load_timed_out: Callable[[], str | None] = lambda: None
+    store_timed_out: Callable[[str], None] = lambda when: None
+    sleep: Callable[[float], None] = time.sleep
 
 
 def _result(row: dict, outcome: Outcome, reason: str, *, uf_id=None, username=None, mail=None) -> dict:
     return {"contact_id": row["contact_id"], "outcome": str(outcome), "reason": reason,
             "uf_id": uf_id, "username": username if username is not None else row.get("username"),
-            "mail": mail}
+            "mail": mail, "journal_activity_id": None}
+
+
+@dataclass
+class _Doubt:
+    """A create whose answer we did not get: the account may exist."""
+
+    timed_out: bool = False
+
+
+@dataclass
+class _State:
+    results: dict[int, dict] = field(default_factory=dict)
+    links: list[dict] = field(default_factory=list)  # UFMatch rows to write: contact_id, uf_id, uf_name
+    accounts: dict[int, CmsUser] = field(default_factory=dict)
+    transient: dict[int, CmsUnavailable] = field(default_factory=dict)
+    entries: dict[int, JournalEntry] = field(default_factory=dict)  # the entry holding each account
+    reached_cms: bool = False
 
 
 class _Batch:
     def __init__(self, rows: list[dict], ctx: BatchContext):
         self.rows = rows
+        self.by_id = {r["contact_id"]: r for r in rows}
         self.ctx = ctx
-        self.results: dict[int, dict] = {}
-        self.links: list[dict] = []  # UFMatch rows to write: contact_id, uf_id, uf_name
-        self.accounts: dict[int, CmsUser] = {}
-        self.transient: dict[int, CmsUnavailable] = {}
-        self.reached_cms = False
+        self.s = _State()
+        self.journal: dict[int, list[JournalEntry]] = {}
+
+    # ------------------------------------------------------------------ the whole batch
 
     def run(self) -> list[dict]:
-        done = self.ctx.linked_accounts([r["contact_id"] for r in self.rows])
+        ids = [r["contact_id"] for r in self.rows]
+        if not ids:
+            return []
+        done = self.ctx.linked_accounts(ids)
+        self.journal = self.ctx.read_journal(ids)
         for row in self.rows:
             link = done.get(row["contact_id"])
             if link:  # linked by an earlier try: its outcome follows from the plan
-                user = self.account_made_earlier(row, int(link["uf_id"]))
-                outcome = Outcome.CREATED if row["action"] == "create" else Outcome.LINKED_EXISTING
-                self.results[row["contact_id"]] = _result(
-                    row, outcome, outcomes.linked_by_earlier_try(), uf_id=user.uf_id, username=user.username)
-                # its password mail may still be due if that try stopped before sending it
-                self.accounts[row["contact_id"]] = user
-        todo = [r for r in self.rows if r["contact_id"] not in self.results]
+                self.made_earlier(row, int(link["uf_id"]))
+        todo = [r for r in self.rows if r["contact_id"] not in self.s.results]
         try:
-            for n, row in enumerate(todo, 1):
-                self.one(row)
-                if n % 50 == 0:
-                    log.info("batch progress: %d/%d contacts handled", n, len(todo))
+            for row in todo:
+                if row["action"] == "link":
+                    user = CmsUser(uf_id=int(row["uf_id"]), username=row["username"], email=row["email"])
+                    adopted = next((e for e in self.journal.get(row["contact_id"], [])
+                                    if e.activity_id and e.activity_id == row.get("journal_activity_id")), None)
+                    if adopted is not None:  # an account an earlier run made (the plan read its journal)
+                        self.s.entries[row["contact_id"]] = adopted.created(user.uf_id, user.username)
+                    self.linked(row, user, Outcome(row["outcome"]), row["reason"])
+            creates = [r for r in todo if r["action"] == "create"]
+            doubtful = [r for r in creates if any(e.pending for e in self.journal.get(r["contact_id"], []))]
+            if doubtful:
+                self.wait_for_slow_creates(len(doubtful))
+            for row in doubtful:
+                self.look_up_first(row)
+            self.create_all([r for r in creates if r["contact_id"] not in self.s.results
+                             and r["contact_id"] not in self.s.transient])
         finally:
             # Links first, whatever happened: an account is never left unlinked by a raise.
             self.write_links()
         self.mail()
         self.settle_transient()
-        return [self.results[r["contact_id"]] for r in self.rows]
+        return [self.s.results[r["contact_id"]] for r in self.rows]
 
-    def account_made_earlier(self, row: dict, uf_id: int) -> CmsUser:
-        """The account an earlier try linked. Its login may carry a suffix the plan did not know
-        (a name taken since planning), so a create is read back; a link row is as planned."""
-        planned = CmsUser(uf_id=uf_id, username=row.get("username") or "", email=row["email"])
-        if row["action"] != "create":
-            return planned
+    def made_earlier(self, row: dict, uf_id: int) -> None:
+        """A contact an earlier try (or run) linked. The journal knows the account's real login
+        (a name taken since planning may have given it a suffix)."""
+        entries = self.journal.get(row["contact_id"], [])
+        entry = next((e for e in entries if e.uf_id == uf_id), None)
+        if entry is None:  # the try died after the link and before the journal heard of the account
+            pending = [e for e in entries if e.pending]
+            entry = max(pending, key=lambda e: e.activity_id or 0).created(uf_id, pending[-1].usernames[-1]) \
+                if pending else None
+        username = (entry.username if entry else None) or row.get("username") or ""
+        user = CmsUser(uf_id=uf_id, username=username, email=row["email"])
+        outcome = Outcome.CREATED if Outcome(row["outcome"]) is Outcome.CREATED else Outcome.LINKED_EXISTING
+        self.s.results[row["contact_id"]] = _result(row, outcome, outcomes.linked_by_earlier_try(),
+                                                    uf_id=uf_id, username=username)
+        self.s.accounts[row["contact_id"]] = user  # its password mail may still be due
+        if entry is not None:
+            self.s.entries[row["contact_id"]] = entry
+
+    # ------------------------------------------------------------------ doubts from earlier tries
+
+    def wait_for_slow_creates(self, count: int) -> None:
+        """A CMS may still be storing an account after our client gave up on its create: let the
+        slowest answer pass before the look-up, so a second create is never posted beside it."""
+        wait_for = max(self.ctx.retry_delay, self.ctx.client_timeout)
+        delay = journal.seconds_until(self.ctx.load_timed_out(), wait_for)
+        log.info("%d contacts have a create whose answer was never seen; looking them up first%s", count,
+                 f" after waiting {delay:.1f} s (client timeout {self.ctx.client_timeout:g} s, retry delay "
+                 f"{self.ctx.retry_delay:g} s)" if delay else "")
+        if delay:
+            self.ctx.sleep(delay)
+
+    def look_up_first(self, row: dict) -> None:
         try:
             user = self.ctx.backend.find_by_email(row["email"])
-        except CmsUnavailable:
-            return planned
-        return user if user is not None and user.uf_id == uf_id else planned
+        except CmsUnavailable as exc:
+            self.s.transient[row["contact_id"]] = exc
+            return
+        if user is not None:
+            self.s.reached_cms = True
+            self.found(row, user, outcomes.found_after_retry())
+
+    def found(self, row: dict, user: CmsUser, reason_ours: str) -> None:
+        """An account with the contact's email: ours (the journal names it) or somebody's."""
+        cid = row["contact_id"]
+        entry = journal.owner_entry(self.journal.get(cid, []) + [e for e in [self.s.entries.get(cid)] if e],
+                                    user.uf_id, user.username, user.registered)
+        if self.ctx.backend.is_admin(user):
+            self.s.results[cid] = _result(row, Outcome.FAILED,
+                                          outcomes.account_is_administrator(user.username, user.uf_id))
+        elif entry is not None:
+            self.s.entries[cid] = entry.created(user.uf_id, user.username)
+            self.linked(row, user, Outcome.CREATED, reason_ours)
+        elif self.ctx.on_existing_email == "fail":
+            self.s.results[cid] = _result(row, Outcome.FAILED,
+                                          outcomes.existing_email_not_linked(user.username, user.uf_id))
+        else:
+            self.linked(row, user, Outcome.LINKED_EXISTING, outcomes.EXISTING_ACCOUNT_SAME_EMAIL)
+
+    # ------------------------------------------------------------------ creates
+
+    def create_all(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        now = journal.now_utc()
+        planned = []
+        for row in rows:
+            entry = self.this_run_entry(row["contact_id"])
+            planned.append(entry.sending([row["username"]], now))
+        # Recorded before anything is posted: from here on a kill leaves a trace the next try reads.
+        self.write_entries(planned, {r["contact_id"]: outcomes.journal_subject(r["username"]) for r in rows})
+        for n, row in enumerate(rows, 1):
+            self.one(row)
+            if n % 50 == 0:
+                log.info("batch progress: %d/%d creates", n, len(rows))
+
+    def this_run_entry(self, contact_id: int) -> JournalEntry:
+        """The entry this run keeps for the contact: the one an earlier try wrote, or a new one."""
+        known = self.s.entries.get(contact_id)
+        if known is not None:
+            return known
+        for entry in self.journal.get(contact_id, []):
+            if entry.status == "Scheduled" and entry.uf_id is None:
+                return entry  # an attempt still under way (this run's, or one a dead run left open)
+        return JournalEntry(contact_id=contact_id)
+
+    def write_entries(self, entries: list[JournalEntry], subjects: dict[int, str] | None = None) -> None:
+        written = self.ctx.write_journal(entries, subjects or {})
+        for cid, entry in written.items():
+            self.s.entries[cid] = entry
 
     def one(self, row: dict) -> None:
-        if row["action"] == "link":
-            user = CmsUser(uf_id=int(row["uf_id"]), username=row["username"], email=row["email"])
-            self.linked(row, user, Outcome.LINKED_EXISTING, outcomes.reason_linked_existing())
-            return
         try:
-            user = self.ctx.backend.find_by_email(row["email"]) if self.ctx.retried else None
-            if user is not None:
-                self.reached_cms = True
-                self.linked(row, user, Outcome.CREATED, outcomes.found_after_retry())
-                return
             self.create(row)
         except CmsUnavailable as exc:
-            self.transient[row["contact_id"]] = exc
+            self.s.transient[row["contact_id"]] = exc
+            if exc.status == 429 or exc.retry_after is not None:
+                self.pause(exc)
         except (CmsAuthError, CmsConfigError):
             raise
         except CmsError as exc:
-            self.reached_cms = True
-            self.results[row["contact_id"]] = _result(row, Outcome.FAILED, outcomes.cms_rejected(exc.message))
+            self.s.reached_cms = True
+            self.s.results[row["contact_id"]] = _result(row, Outcome.FAILED, outcomes.cms_rejected(exc.message))
+
+    def pause(self, exc: CmsUnavailable) -> None:
+        """The CMS asked us to slow down: stop sending for that long (bounded) instead of pressing on."""
+        wait = min(MAX_PAUSE, exc.retry_after if exc.retry_after is not None else DEFAULT_PAUSE)
+        log.info("the CMS asked to slow down (%s); pausing the batch for %.1f s", exc.message, wait)
+        self.ctx.sleep(wait)
 
     def create(self, row: dict) -> None:
         backend = self.ctx.backend
+        cid = row["contact_id"]
+        base = row.get("username_base") or row["username"]
         username = row["username"]
         taken: set[str] = set()
         retried_500 = False
@@ -163,97 +265,153 @@ class _Batch:
                     username=username, email=row["email"], first_name=row.get("first_name") or "",
                     last_name=row.get("last_name") or "", display_name=row.get("display_name") or "",
                     roles=list(row.get("roles") or []), locale=row.get("locale"))
-                self.reached_cms = True
+                self.s.reached_cms = True
+                self.s.entries[cid] = self.s.entries[cid].created(user.uf_id, user.username)
                 self.linked(row, user, Outcome.CREATED, outcomes.reason_created())
                 return
             except CmsDuplicateLogin:
-                self.reached_cms = True
+                self.s.reached_cms = True
                 taken.add(username.lower())
-                # the next suffix of the planned name (jane.doe2, jane.doe3), not a suffix of a suffix
-                username = next_candidate(row["username"], taken, backend.max_username_length)
+                # the next suffix of the planned base (jane.doe2, jane.doe3), recorded before it is sent;
+                # the refused name leaves the journal: that account is somebody else's
+                username = next_candidate(base, taken, backend.max_username_length)
+                self.write_entries([self.s.entries[cid].sending([username], journal.now_utc())])
             except (CmsDuplicateEmail, CmsUnavailable) as exc:
-                # Doubt: the account may exist (ours, with a lost answer, or made since planning).
+                timed_out = isinstance(exc, CmsUnavailable) and exc.code == "timeout"
+                if timed_out:
+                    self.ctx.store_timed_out(journal.now_utc())
+                if isinstance(exc, CmsUnavailable) and (exc.status == 429 or exc.retry_after is not None):
+                    raise  # refused before it was processed: nothing to look for
+                # Doubt: the account may exist (ours, with a lost answer, or somebody's made since planning).
+                # A create that timed out may still be running: it is not posted again in this try.
                 user = backend.find_by_email(row["email"])
                 if user is not None:
-                    self.reached_cms = True
-                    self.linked(row, user, Outcome.CREATED, outcomes.found_after_doubt())
+                    self.s.reached_cms = True
+                    self.found(row, user, outcomes.found_after_doubt())
                     return
                 if isinstance(exc, CmsUnavailable):
                     raise
-                self.reached_cms = True
-                raise CmsRejected(
-                    exc.status, exc.code, outcomes.duplicate_email_not_found()) from exc
+                self.s.reached_cms = True
+                raise CmsRejected(exc.status, exc.code, outcomes.duplicate_email_not_found()) from exc
             except CmsRejected as exc:
-                self.reached_cms = True
+                self.s.reached_cms = True
                 if exc.status != 500 or retried_500:
                     raise
                 # An unexplained 500: look before trying once more (contract §7).
                 retried_500 = True
                 user = backend.find_by_email(row["email"])
                 if user is not None:
-                    self.linked(row, user, Outcome.CREATED, outcomes.found_after_doubt())
+                    self.found(row, user, outcomes.found_after_doubt())
                     return
-        self.results[row["contact_id"]] = _result(
-            row, Outcome.FAILED, outcomes.username_taken(row["username"], USERNAME_TRIES))
+        self.s.results[cid] = _result(row, Outcome.FAILED, outcomes.username_taken(base, USERNAME_TRIES))
 
     def linked(self, row: dict, user: CmsUser, outcome: Outcome, reason: str) -> None:
-        self.accounts[row["contact_id"]] = user
-        self.links.append({"contact_id": row["contact_id"], "uf_id": user.uf_id, "uf_name": row["email"]})
-        self.results[row["contact_id"]] = _result(row, outcome, reason, uf_id=user.uf_id, username=user.username)
+        self.s.accounts[row["contact_id"]] = user
+        self.s.links.append({"contact_id": row["contact_id"], "uf_id": user.uf_id, "uf_name": row["email"]})
+        self.s.results[row["contact_id"]] = _result(row, outcome, reason, uf_id=user.uf_id,
+                                                    username=user.username)
+
+    # ------------------------------------------------------------------ links
 
     def write_links(self) -> None:
-        if not self.links:
+        if not self.s.links:
             return
-        errors = self.ctx.save_links(self.links)
+        links, self.s.links = self.s.links, []
+        # Every link, whatever path found its account, gets the plan's check: never an account
+        # CiviCRM already links to another contact.
+        owners: dict[int, set[int]] = {}
+        for row in self.ctx.links_for(sorted({link["uf_id"] for link in links})):
+            owners.setdefault(int(row["uf_id"]), set()).add(int(row["contact_id"]))
+        safe = []
+        for link in links:
+            others = owners.get(int(link["uf_id"]), set()) - {link["contact_id"]}
+            if others:
+                self.refuse(link["contact_id"], outcomes.account_linked_to_other(
+                    self.s.results[link["contact_id"]].get("username"), link["uf_id"], min(others)))
+            else:
+                safe.append(link)
+        errors = self.ctx.save_links(safe) if safe else {}
         for contact_id, error in errors.items():
-            result = self.results[contact_id]
-            result.update(outcome=str(Outcome.FAILED), reason=outcomes.link_failed(result.get("username"), error))
-            self.accounts.pop(contact_id, None)
-        self.links = []
+            self.refuse(contact_id, outcomes.link_failed(self.s.results[contact_id].get("username"), error))
+        # the accounts we made, by id, into the journal: the next try or run needs no look-up for them
+        made = [entry for cid, entry in self.s.entries.items()
+                if entry.uf_id is not None and self.s.results.get(cid, {}).get("outcome") == Outcome.CREATED]
+        if made:
+            self.write_entries(made)
+
+    def refuse(self, contact_id: int, reason: str) -> None:
+        result = self.s.results[contact_id]
+        result.update(outcome=str(Outcome.FAILED), reason=reason)
+        self.s.accounts.pop(contact_id, None)
+
+    # ------------------------------------------------------------------ mails
 
     def mail(self) -> None:
-        """The CMS's password-set mail, once per account we created, after its link is safe."""
-        if not self.ctx.notify:
-            return
-        rows = {r["contact_id"]: r for r in self.rows}
-        ledger = self.ctx.mail_ledger
+        """The CMS's password-set mail, once per account we created, after its link is safe.
+
+        The journal is the ledger, across tries, workers and runs: an account recorded as
+        "sending" by a try that died is never mailed again (a second mail would void the first
+        link), and one recorded as sent is never mailed again.
+        """
         due: list[tuple[int, CmsUser]] = []
-        for contact_id, user in self.accounts.items():
-            result = self.results[contact_id]
-            if result["outcome"] != Outcome.CREATED or rows[contact_id].get("do_not_email"):
+        for contact_id, user in self.s.accounts.items():
+            result = self.s.results[contact_id]
+            if result["outcome"] != Outcome.CREATED:
                 continue
-            if user.uf_id in ledger.sent:
+            state = journal.mail_state(self.journal.get(contact_id, []) + [
+                e for e in [self.s.entries.get(contact_id)] if e], user.uf_id)
+            if not self.ctx.notify:
+                result["mail"] = outcomes.MAIL_OFF
+            elif self.by_id[contact_id].get("do_not_email"):
+                result["mail"] = outcomes.MAIL_DO_NOT_EMAIL
+            elif state == journal.MAIL_SENT:
                 result["mail"] = outcomes.MAIL_SENT_EARLIER
-            elif user.uf_id in ledger.unknown:
+            elif state == journal.MAIL_SENDING:
                 result["mail"] = outcomes.MAIL_UNKNOWN
             else:
                 due.append((contact_id, user))
-        for start in range(0, len(due), ledger.CHUNK):
-            chunk = due[start:start + ledger.CHUNK]
-            ledger.begin([user.uf_id for _, user in chunk])
-            sent = []
+        for start in range(0, len(due), MAIL_CHUNK):
+            chunk = due[start:start + MAIL_CHUNK]
+            self.write_entries([self.entry_for(cid, user).with_mail(journal.MAIL_SENDING) for cid, user in chunk])
+            finished = []
             for contact_id, user in chunk:
                 try:
                     self.ctx.backend.send_password_mail(user)
-                    sent.append(user.uf_id)
-                    self.results[contact_id]["mail"] = outcomes.MAIL_SENT
+                    self.s.results[contact_id]["mail"] = outcomes.MAIL_SENT
+                    finished.append(self.s.entries[contact_id].with_mail(journal.MAIL_SENT))
                 except CmsError as exc:
-                    self.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
-            ledger.done(sent)
+                    self.s.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
+                    finished.append(self.s.entries[contact_id].with_mail(""))  # none went out
+            self.write_entries(finished)
+
+    def entry_for(self, contact_id: int, user: CmsUser) -> JournalEntry:
+        """The journal entry that holds this account (one is started for accounts without any)."""
+        entry = self.s.entries.get(contact_id)
+        if entry is None or entry.uf_id != user.uf_id:
+            entry = next((e for e in self.journal.get(contact_id, []) if e.uf_id == user.uf_id), None)
+        return entry or JournalEntry(contact_id=contact_id).created(user.uf_id, user.username)
+
+    # ------------------------------------------------------------------ the end
 
     def settle_transient(self) -> None:
-        if not self.transient:
+        for contact_id in list(self.s.transient):
+            if contact_id in self.s.results:  # settled after all (e.g. found by a later look-up)
+                del self.s.transient[contact_id]
+        for contact_id, result in self.s.results.items():
+            result["journal_activity_id"] = getattr(self.s.entries.get(contact_id), "activity_id", None)
+        if not self.s.transient:
             return
-        first = next(iter(self.transient.values()))
-        if not self.ctx.final_try or not self.reached_cms:
+        first = next(iter(self.s.transient.values()))
+        if not self.ctx.final_try or not self.s.reached_cms:
             raise BatchIncomplete(
-                f"{len(self.transient)} of {len(self.rows)} contacts could not be created because the CMS "
+                f"{len(self.s.transient)} of {len(self.rows)} contacts could not be created because the CMS "
                 f"is unavailable ({first.message}); the rest of the batch is done and linked, and the task "
                 "will retry them")
-        rows = {r["contact_id"]: r for r in self.rows}
-        for contact_id, exc in self.transient.items():
-            self.results[contact_id] = _result(rows[contact_id], Outcome.FAILED,
-                                               outcomes.cms_error_after_retries(exc.message))
+        for contact_id, exc in self.s.transient.items():
+            self.s.results[contact_id] = _result(self.by_id[contact_id], Outcome.FAILED,
+                                                 outcomes.cms_error_after_retries(exc.message))
+            self.s.results[contact_id]["journal_activity_id"] = getattr(
+                self.s.entries.get(contact_id), "activity_id", None)
 
 
 def create_batch(rows: list[dict], ctx: BatchContext) -> list[dict]:

@@ -3,11 +3,11 @@
 The Airflow connection (default id `cms_default`, type http):
 
 * host: the site's base URL, e.g. `https://www.example.org` (a path is kept for sites in a
-  subdirectory; without a scheme, the connection's schema or https is used);
+  subdirectory; a host without a scheme needs the connection's schema field set to http or https);
 * login: the API user's login (or email); password: an **Application Password** of that user
   (Users > Profile > Application Passwords; the account password itself is refused by WordPress);
 * extra (all optional): `rest_url` (default `<host>/wp-json`; use `<host>/?rest_route=` on sites
-  without pretty permalinks), `verify` (false, or a CA bundle path), `timeout` (seconds, default 30).
+  without pretty permalinks), `verify` (true/false, or a CA bundle path), `timeout` (seconds, default 30).
   Extras are settings only; none is ever sent as an HTTP header.
 
 Facts relied on come from the contract (shared/contracts/cms-users.md §2, §7) and were checked
@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
+from functools import partial
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +42,7 @@ from cms_operators.backend import (
     CmsUnavailable,
     CmsUser,
 )
+from hook_support import check_secret, parse_verify, retry_after_seconds, site_base_url
 from provisioning.usernames import sanitize_wordpress
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ MAX_EMAIL_LENGTH = 100  # users.user_email varchar(100); longer gives an opaque 
 MAX_USERNAME_LENGTH = 60  # user_login_too_long above
 MAX_DISPLAY_NAME_LENGTH = 250  # users.display_name varchar(250); longer gives an opaque 500
 REQUIRED_CAPABILITIES = ("create_users", "list_users")
+ADMIN_ROLE = "administrator"
 ROLE_CAPABILITY = "edit_users"
 
 # wp_insert_user() errors that are answered as HTTP 500 but are permanent (contract §1 rule 8).
@@ -66,19 +68,6 @@ def _plain(text: Any, limit: int = 300) -> str:
     """An error message from WordPress as one line of plain text (its messages may hold HTML)."""
     cleaned = re.sub(r"\s+", " ", _TAG_RE.sub(" ", str(text or ""))).strip()
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 def _norm(value: str | None) -> str:
@@ -133,6 +122,7 @@ class WordPressHook(BaseHook):
         self._login = ""
         self._verify: bool | str = True
         self._timeout = 30.0
+        self._sleep = time.sleep  # tests swap this to observe waits without waiting
 
     def __repr__(self) -> str:
         return f"WordPressHook(cms_conn_id={self.cms_conn_id!r})"
@@ -151,24 +141,21 @@ class WordPressHook(BaseHook):
                 f"Airflow connection '{self.cms_conn_id}' is not defined: create it (type http) with host = "
                 "the WordPress site URL, login = the API user, password = an application password",
             ) from exc
-        host = (conn.host or "").strip()
-        if not host:
+        invalid = partial(CmsConfigError, None, "connection_invalid")
+        if not (conn.host or "").strip():
             raise CmsConfigError(None, "connection_incomplete",
                                  f"Airflow connection '{self.cms_conn_id}' has no host: set it to the "
                                  "WordPress site URL, e.g. https://www.example.org")
-        if "://" not in host:
-            scheme = conn.schema if conn.schema in ("http", "https") else "https"
-            host = f"{scheme}://{host}"
-        parts = urlsplit(host)
-        if conn.port and not parts.port:
-            host = f"{parts.scheme}://{parts.hostname}:{conn.port}{parts.path}"
-        self._site_url = host.rstrip("/")
+        self._site_url = site_base_url(conn.host, conn.schema, conn.port, conn_id=self.cms_conn_id,
+                                       error_cls=invalid, what="the WordPress site")
         extra = conn.extra_dejson or {}
         self._rest_url = str(extra.get("rest_url") or f"{self._site_url}/wp-json").rstrip("/")
-        verify = extra.get("verify", True)
-        self._verify = verify if isinstance(verify, str) and verify not in ("true", "false") else \
-            str(verify).lower() != "false"
+        self._verify = parse_verify(extra.get("verify", True), conn_id=self.cms_conn_id, error_cls=invalid)
         self._timeout = float(extra.get("timeout") or 30.0)
+        # refused rather than stripped: a credential is sent exactly as stored
+        check_secret(conn.login, field="login", conn_id=self.cms_conn_id, error_cls=invalid)
+        check_secret(conn.password, field="password (the application password)", conn_id=self.cms_conn_id,
+                     error_cls=invalid)
         if not conn.login or not conn.password:
             raise CmsConfigError(None, "connection_incomplete",
                                  f"Airflow connection '{self.cms_conn_id}' needs a login (the WordPress API "
@@ -244,7 +231,7 @@ class WordPressHook(BaseHook):
             if wait is None:
                 wait = self.backoff_seconds * (2 ** (attempt - 1)) * (1 + random.random() / 2)
             log.info("WordPress %s: %s; try %d of %d in %.1f s", what, error.message, attempt + 1, tries, wait)
-            time.sleep(wait)
+            self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _classify(self, response: requests.Response, what: str, expect_json: bool) -> tuple[Any, CmsError | None]:
@@ -268,7 +255,7 @@ class WordPressHook(BaseHook):
         code = payload.get("code") if isinstance(payload, dict) else None
         wp_message = _plain(payload.get("message")) if isinstance(payload, dict) else ""
         said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {wp_message}" if wp_message else "")
-        retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         conn = f"connection '{self.cms_conn_id}'"
         if status == 401:
             return None, CmsAuthError(status, code, f"WordPress refused the credentials of {conn} ({said}); "
@@ -443,12 +430,7 @@ class WordPressBackend:
                                                            f"{self.hook.site_url}: {exc.message}") from None
             except CmsConfigError as exc:
                 if exc.code == "rest_user_invalid_role":
-                    missing = re.search(r"The role (.+?) does not exist", exc.message)
-                    role = missing.group(1) if missing else ", ".join(roles)
-                    raise CmsConfigError(exc.status, exc.code,
-                                         f"role '{role}' does not exist on WordPress {self.hook.site_url} "
-                                         f"(connection '{self.conn_id}'); create it there or remove it from "
-                                         "the roles setting") from None
+                    raise self._missing_roles(me, username, roles) from None
                 raise
             except CmsAuthError as exc:
                 raise CmsAuthError(exc.status, exc.code, f"WordPress user of connection '{self.conn_id}' may "
@@ -458,6 +440,25 @@ class WordPressBackend:
             self._delete_probe(created)
             raise CmsConfigError(201, "probe_created", "preflight's probe unexpectedly created a user on "
                                                        f"{self.hook.site_url} and deleted it again")
+
+    def _missing_roles(self, me: dict, username: str, roles: list[str]) -> CmsConfigError:
+        """WordPress names only the first unknown role: probe each alone, so all are reported at once."""
+        missing = []
+        for role in roles:
+            body = {"username": username, "email": me.get("email") or "", "password": secrets.token_urlsafe(24),
+                    "roles": [role]}
+            try:
+                self.hook.rest("POST", USERS_ROUTE, json=body, retry=True)
+            except CmsConfigError as exc:
+                if exc.code == "rest_user_invalid_role":
+                    missing.append(role)
+            except CmsError:
+                pass  # anything else (the login exists) means the role is there
+        problems = [f"role '{role}' does not exist on WordPress {self.hook.site_url}; create it there or remove "
+                    "it from the roles setting" for role in missing or roles]
+        error = CmsConfigError(400, "rest_user_invalid_role", "; ".join(problems))
+        error.problems = problems
+        return error
 
     def _delete_probe(self, created: Any) -> None:
         user_id = created.get("id") if isinstance(created, dict) else None
@@ -500,6 +501,20 @@ class WordPressBackend:
                         found[user.uf_id] = user
         return [found[k] for k in sorted(found)]
 
+    def users_by_id(self, uf_ids: list[int]) -> list[CmsUser]:
+        """The accounts with these ids (for the logins of contacts already linked), 100 per call."""
+        ids = sorted({int(i) for i in uf_ids or []})
+        found: list[CmsUser] = []
+        for start in range(0, len(ids), PAGE_SIZE):
+            part = ids[start:start + PAGE_SIZE]
+            found += self._pages({"include": ",".join(map(str, part))})
+        return found
+
+    def client_timeout(self) -> float:
+        """How long the hook waits for an answer: a create may still be running on the site after it."""
+        self.hook.get_conn()
+        return float(self.hook._timeout)
+
     def find_by_email(self, email: str) -> CmsUser | None:
         wanted = _norm(email)
         if not wanted:
@@ -537,7 +552,12 @@ class WordPressBackend:
     @staticmethod
     def _user(row: dict) -> CmsUser:
         return CmsUser(uf_id=int(row["id"]), username=str(row.get("username") or ""),
-                       email=str(row.get("email") or ""), roles=tuple(row.get("roles") or ()))
+                       email=str(row.get("email") or ""), roles=tuple(row.get("roles") or ()),
+                       registered=row.get("registered_date") or None)
+
+    @staticmethod
+    def is_admin(user: CmsUser) -> bool:
+        return any(str(role).strip().lower() == ADMIN_ROLE for role in user.roles)
 
     # ------------------------------------------------------------------ create
 

@@ -21,6 +21,15 @@ class Outcome(StrEnum):
 #: The order outcomes are listed in summaries.
 OUTCOME_ORDER: tuple[Outcome, ...] = tuple(Outcome)
 
+#: What a dry run calls each planned outcome: it did nothing, so it never says "created".
+DRY_RUN_LABELS = {
+    Outcome.CREATED: "would create",
+    Outcome.LINKED_EXISTING: "would link",
+    Outcome.ALREADY_LINKED: "already linked",
+    Outcome.FAILED: "would fail",
+    Outcome.DEFERRED: "would defer",
+}
+
 # --- reasons for success ----------------------------------------------------------------------
 
 NEW_ACCOUNT = "new account"
@@ -105,6 +114,16 @@ def found_after_doubt() -> str:
     return "account found by its email after an unclear answer from the CMS"
 
 
+def adopted_from_journal(sent: str | None) -> str:
+    when = f" (create sent {sent})" if sent else ""
+    return f"account made by an earlier run of this pipeline{when} but never linked; linked now"
+
+
+def journal_subject(username: str) -> str:
+    """Subject of an attempt while its creates are under way (finalize gives it the outcome's)."""
+    return f"Creating account {username}"
+
+
 def cms_rejected(detail: str) -> str:
     return f"the CMS refused the account: {detail}"
 
@@ -142,9 +161,21 @@ def batch_not_finished(batch_label: str | None = None) -> str:
 
 
 MAIL_SENT = "password email sent"
-MAIL_SENT_EARLIER = "password email sent by an earlier try"
-MAIL_UNKNOWN = ("the task stopped while sending the password email, so it may not have gone out; "
-                "not sent again (a second email would void the first link): ask WordPress to resend if needed")
+MAIL_SENT_EARLIER = "password email sent earlier (by an earlier try or run)"
+MAIL_UNKNOWN = ("a task stopped while sending the password email, so it may not have gone out; "
+                "not sent again (a second email would void the first link): ask the CMS to resend if needed")
+MAIL_OFF = "no password email: notify is off"
+MAIL_DO_NOT_EMAIL = "no password email: the contact has 'do not email' set"
+
+
+def record_refused(detail: str) -> str:
+    return (f"CiviCRM refused to record this contact ({detail}); was it deleted or merged since the run "
+            "started? Check the contact, then record the outcome by hand")
+
+
+def exhausted_earlier(attempts: int) -> str:
+    return (f"gave up after {attempts} failed attempts in earlier runs (an earlier run could not finish "
+            "taking the contact off its triggers); taken off now, no new attempt")
 
 
 def mail_failed(detail: str) -> str:
@@ -206,12 +237,15 @@ def audit_line(
     username: str | None = None,
     attempt: int | None = None,
     max_attempts: int | None = None,
-    reason: str | None = None,
 ) -> str:
-    """One greppable log line per contact: `contact=123 outcome=created uf_id=45 username=jane.doe`."""
+    """One greppable log line per contact: `contact=123 outcome=created uf_id=45 username=jane.doe`.
+
+    Ids, outcome and login only: reasons may quote a member's email, and task logs are read by
+    many; the reasons are in the activities and the run's outcomes.
+    """
     outcome = Outcome(outcome)
     contact_id, uf_id, username = _plain(contact_id), _plain(uf_id), _plain(username)
-    attempt, max_attempts, reason = _plain(attempt), _plain(max_attempts), _plain(reason)
+    attempt, max_attempts = _plain(attempt), _plain(max_attempts)
     parts = [f"contact={contact_id}", f"outcome={outcome.value}"]
     if uf_id is not None:
         parts.append(f"uf_id={uf_id}")
@@ -221,8 +255,6 @@ def audit_line(
         parts.append(
             f"attempt={attempt}/{max_attempts}" if max_attempts is not None else f"attempt={attempt}"
         )
-    if reason:
-        parts.append(f"reason={_quote(reason)}")
     return " ".join(parts)
 
 

@@ -13,13 +13,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from provisioning import journal
 from provisioning import outcomes as why
+from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
 from provisioning.settings import Settings
 from provisioning.usernames import (
     WORDPRESS_MAX_USERNAME_LENGTH,
-    render_usernames,
+    candidate_usernames,
     sanitize_wordpress,
+    suffix_base,
     unique_usernames,
 )
 
@@ -37,8 +40,11 @@ CONTACT_COLUMNS = [
     "uf_name",
     "sources",
     "attempts",
+    "email_note",
+    "journal",
+    "cms_login",
 ]
-CMS_USER_COLUMNS = ["uf_id", "username", "email", "roles"]
+CMS_USER_COLUMNS = ["uf_id", "username", "email", "roles", "registered", "is_admin"]
 LINK_COLUMNS = ["contact_id", "uf_id", "uf_name"]
 PLAN_COLUMNS = [
     "contact_id",
@@ -47,6 +53,7 @@ PLAN_COLUMNS = [
     "outcome",
     "reason",
     "username",
+    "username_base",
     "uf_id",
     "roles",
     "first_name",
@@ -56,6 +63,9 @@ PLAN_COLUMNS = [
     "do_not_email",
     "sources",
     "attempts",
+    "uf_name",
+    "journal_activity_id",
+    "exhausted",
 ]
 
 CREATE = "create"
@@ -185,7 +195,9 @@ def plan_contacts(
     reason = np.full(count, None, dtype=object)
     username = np.full(count, "", dtype=object)
     uf_id = np.full(count, None, dtype=object)
+    journal_activity_id = np.full(count, None, dtype=object)
     undecided = np.ones(count, dtype=bool)
+    attempts = pd.to_numeric(contacts["attempts"], errors="coerce").fillna(0).astype("int64").to_numpy()
 
     def decide(mask, outcome_value: Outcome, reasons, *, action_value: str = NONE) -> None:
         """Settle the still-undecided rows in `mask`; `reasons` is a text or one text per row of mask."""
@@ -222,9 +234,16 @@ def plan_contacts(
     ):
         own_uf_id.iat[row], uf_names.iat[row] = link_of[contact_ids[row]]
     has_link = own_uf_id.notna().to_numpy() & undecided
-    username[has_link] = uf_names[has_link].to_numpy()
+    # the CMS's own login where the extract found it (UFMatch's uf_name is usually the email)
+    logins = _text(contacts["cms_login"])
+    username[has_link] = logins.where(logins != "", uf_names)[has_link].to_numpy()
     uf_id[has_link] = own_uf_id[has_link].to_numpy()
     decide(has_link, Outcome.ALREADY_LINKED, lambda row: why.already_linked(uf_names[row], own_uf_id[row]))
+
+    # 2b. attempts used up before this run: an earlier run could not finish taking the contact off
+    # its triggers; finalize finishes that now, without another attempt
+    exhausted = (attempts >= settings.max_attempts) & undecided
+    decide(exhausted, Outcome.FAILED, lambda row: why.exhausted_earlier(int(attempts[row])))
 
     # 3-5. email present, valid and storable
     decide((email == "").to_numpy(), Outcome.FAILED, why.NO_PRIMARY_EMAIL)
@@ -235,6 +254,10 @@ def plan_contacts(
     decide(
         (email.str.len() > max_email_length).to_numpy(), Outcome.FAILED, why.email_too_long(max_email_length)
     )
+
+    # 5b. an account this pipeline made for the contact and never linked (its journal names it):
+    # it is the contact's own, whatever its email, never just "an existing account"
+    _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id, journal_activity_id)
 
     # 6. one email, one contact: the lowest contact id keeps it
     open_rows = np.flatnonzero(undecided)
@@ -319,23 +342,25 @@ def plan_contacts(
         lambda row: why.email_is_login_of(email[row], login_owners[row]),
     )
 
-    # 9. create: a unique username from the pattern
+    # 9. create: a unique username from the pattern, else the fallback pattern, else user{contact_id}
     open_rows = np.flatnonzero(undecided)
     name_fields = contacts.iloc[open_rows][["first_name", "last_name", "display_name", "contact_id"]].assign(
         email=email.iloc[open_rows].to_numpy()
     )
-    rendered = render_usernames(settings.username_pattern, name_fields.to_dict("records"))
-    sanitized: dict[str, str] = {}  # many contacts share names; sanitise each distinct text once
-    for raw in rendered:
-        if raw not in sanitized:
-            sanitized[raw] = sanitize(raw)
-    candidates = pd.Series([sanitized[raw] for raw in rendered], index=open_rows, dtype=object)
+    patterns = [settings.username_pattern, settings.username_fallback_pattern]
+    candidates = pd.Series(
+        candidate_usernames(name_fields.to_dict("records"), patterns, sanitize), index=open_rows, dtype=object
+    )
     empty = candidates == ""
+    # Only a sanitiser that leaves nothing even of user{contact_id} gets here; kept for safety.
     decide(
         _mask(count, candidates.index[empty]), Outcome.FAILED, why.empty_username(settings.username_pattern)
     )
     creating = candidates.index[~empty]
     username[creating] = unique_usernames(candidates[~empty], taken_usernames, max_username_length).to_numpy()
+    # The name before any suffix, so a retry after a race bumps jane.doe2 to jane.doe3, not jane.doe22.
+    username_base = np.full(count, "", dtype=object)
+    username_base[creating] = [suffix_base(name, max_username_length) for name in candidates[~empty]]
     decide(_mask(count, creating), Outcome.CREATED, why.NEW_ACCOUNT, action_value=CREATE)
 
     # 10. limit: the lowest contact ids go first, the rest wait for the next run
@@ -346,6 +371,10 @@ def plan_contacts(
         outcome[later] = Outcome.DEFERRED.value
         reason[later] = why.beyond_limit(limit)
 
+    notes = _text(contacts["email_note"])
+    reason = np.array([f"{text}; {note}" if note and text else text for text, note in zip(reason, notes,
+                                                                                           strict=True)],
+                      dtype=object)
     roles = [list(settings.roles) if value == CREATE else [] for value in action]
     columns = {
         "contact_id": contact_ids.astype("int64"),
@@ -354,6 +383,7 @@ def plan_contacts(
         "outcome": outcome,
         "reason": reason,
         "username": username,
+        "username_base": np.where(action == CREATE, username_base, ""),  # '' once rule 10 defers a create
         "uf_id": uf_id,
         "roles": roles,
         "first_name": _text(contacts["first_name"]),
@@ -362,7 +392,10 @@ def plan_contacts(
         "locale": _none_if_blank(_text(contacts["preferred_language"])),
         "do_not_email": contacts["do_not_email"].map(_truthy).to_numpy(dtype=bool),
         "sources": contacts["sources"].map(_as_list),
-        "attempts": pd.to_numeric(contacts["attempts"], errors="coerce").fillna(0).astype("int64").to_numpy(),
+        "attempts": attempts,
+        "uf_name": _none_if_blank(uf_names),
+        "journal_activity_id": journal_activity_id,
+        "exhausted": exhausted,
     }
     # Text columns stay `object` so a missing value is None, as in the batches, not NaN.
     return pd.DataFrame(
@@ -374,6 +407,46 @@ def plan_contacts(
         },
         columns=PLAN_COLUMNS,
     )
+
+
+def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id,
+                        journal_activity_id) -> None:
+    """Rule 5b: link (as `created`) the accounts the contacts' journal entries name."""
+    rows = [row for row in np.flatnonzero(undecided) if _as_list(contacts["journal"].iat[row])]
+    if not rows:
+        return
+    users = _with_columns(cms_users, CMS_USER_COLUMNS).to_dict("records")
+    owners: dict[int, set[int]] = {}
+    for link in link_rows.itertuples(index=False):
+        if link.uf_id is not None:
+            owners.setdefault(int(link.uf_id), set()).add(int(link.contact_id))
+    adopted, admins, others = {}, {}, {}
+    for row in rows:
+        contact_id = int(contacts["contact_id"].iat[row])
+        entries = [JournalEntry.from_dict(contact_id, e) for e in _as_list(contacts["journal"].iat[row])]
+        for user in users:
+            if user.get("uf_id") is None:
+                continue
+            entry = journal.owner_entry(entries, int(user["uf_id"]), str(user.get("username") or ""),
+                                        user.get("registered"))
+            if entry is None:
+                continue
+            account = (str(user.get("username") or ""), int(user["uf_id"]))
+            other = owners.get(account[1], set()) - {contact_id}
+            if _truthy(user.get("is_admin")):
+                admins[row] = account
+            elif other:
+                others[row] = (*account, min(other))
+            else:
+                adopted[row] = (*account, entry)
+            break
+    decide(_mask(len(undecided), admins), Outcome.FAILED, lambda row: why.account_is_administrator(*admins[row]))
+    decide(_mask(len(undecided), others), Outcome.FAILED,
+           lambda row: why.account_linked_to_other(*others[row]))
+    for row, (name, account_id, entry) in adopted.items():
+        username[row], uf_id[row], journal_activity_id[row] = name, account_id, entry.activity_id
+    decide(_mask(len(undecided), adopted), Outcome.CREATED,
+           lambda row: why.adopted_from_journal(adopted[row][2].sent), action_value=LINK)
 
 
 def _none_if_blank(text: pd.Series) -> np.ndarray:
@@ -394,9 +467,11 @@ def _prepare_cms_users(cms_users: pd.DataFrame | None) -> tuple[pd.DataFrame, li
             "uf_id": _optional_ids(users["uf_id"]).to_numpy(),
             "username": _text(users["username"]).to_numpy(),
             "email_key": _text(users["email"]).str.lower().to_numpy(),
+            # the backend says which accounts administer the site; WordPress's role is the fallback
             "is_admin": [
-                any(str(role).strip().lower() == "administrator" for role in _as_list(roles))
-                for roles in users["roles"]
+                _truthy(flag) if flag is not None and not (isinstance(flag, float) and math.isnan(flag))
+                else any(str(role).strip().lower() == "administrator" for role in _as_list(roles))
+                for flag, roles in zip(users["is_admin"], users["roles"], strict=True)
             ],
         },
         columns=["uf_id", "username", "email_key", "is_admin"],

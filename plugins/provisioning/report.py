@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from provisioning.outcomes import OUTCOME_ORDER
+from provisioning.outcomes import DRY_RUN_LABELS, OUTCOME_ORDER, Outcome
 from provisioning.plan import json_safe_records
 
 #: Columns of a create result (and of planned_outcomes), one row per contact.
@@ -12,10 +12,14 @@ RESULT_COLUMNS = ["contact_id", "outcome", "reason", "uf_id", "username", "mail"
 
 
 def summary_table(outcomes: pd.DataFrame) -> str:
-    """Count per outcome, every known outcome listed (also at 0) in a fixed order, plus the total."""
+    """Count per outcome, every known outcome listed (also at 0) in a fixed order, plus the total.
+
+    A dry run's outcomes carry the dry-run labels ("would create"), and are listed by them.
+    """
     values = outcomes["outcome"].astype(object).where(outcomes["outcome"].notna(), "unknown").map(str)
     counts = values.value_counts()
-    names = [outcome.value for outcome in OUTCOME_ORDER]
+    dry = bool(len(values)) and values.isin(list(DRY_RUN_LABELS.values())).all()
+    names = [DRY_RUN_LABELS[o] if dry else o.value for o in OUTCOME_ORDER]
     names += sorted(name for name in counts.index if name not in names)
     rows = [(name, str(int(counts.get(name, 0)))) for name in names]
     return _text_table(("outcome", "count"), rows, right_aligned={1}, footer=("total", str(len(values))))
@@ -35,18 +39,52 @@ def outcome_table(outcomes: pd.DataFrame, max_rows: int = 50) -> str:
     return table
 
 
-def planned_outcomes(plan: pd.DataFrame) -> pd.DataFrame:
-    """What a dry run would report: the plan's outcomes in the shape create_accounts returns."""
+def attention_table(outcomes: pd.DataFrame, max_rows: int) -> str:
+    """The contacts staff should look at (failed ones): id, display name and reason, at most max_rows.
+
+    Capped, so no log grows with the run; the full per-contact table is the run's outcomes.
+    """
+    failed_names = {Outcome.FAILED.value, DRY_RUN_LABELS[Outcome.FAILED]}
+    failed = outcomes[outcomes["outcome"].astype(str).isin(failed_names)].sort_values("contact_id", kind="stable")
+    if failed.empty:
+        return "no contact needs attention"
+    shown = failed.head(max(0, max_rows))
+    names = shown["display_name"] if "display_name" in shown.columns else pd.Series([""] * len(shown))
+    rows = [(_cell(cid), _cell(name), _cell(reason))
+            for cid, name, reason in zip(shown["contact_id"], names, shown["reason"], strict=True)]
+    table = _text_table(("contact_id", "display_name", "reason"), rows, right_aligned={0})
+    hidden = len(failed) - len(shown)
+    more = f"\n... and {hidden} more (log_attention_rows = {max_rows})" if hidden > 0 else ""
+    return f"{len(failed)} contact{'s' if len(failed) != 1 else ''} need attention:\n{table}{more}"
+
+
+def where_outcomes_are(*, dry_run: bool) -> str:
+    what = "planned outcome" if dry_run else "outcome"
+    return (f"Every contact's {what} (reason, login, password email) is in this run's XCom 'outcomes' of "
+            "the finalize task: Airflow UI > the run > finalize > XCom, or GET "
+            "/api/v2/dags/<dag>/dagRuns/<run>/taskInstances/finalize/xcomEntries/outcomes")
+
+
+def planned_outcomes(plan: pd.DataFrame, *, dry_run: bool = False) -> pd.DataFrame:
+    """What a dry run would report: the plan's outcomes in the shape create_accounts returns.
+
+    With `dry_run` the outcomes say what would happen ("would create"), never "created".
+    """
+    names = plan["outcome"].to_numpy(dtype=object)
+    if dry_run:
+        names = [DRY_RUN_LABELS.get(Outcome(name), name) if name else name for name in names]
     result = pd.DataFrame(
         {
             "contact_id": plan["contact_id"].to_numpy(),
-            "outcome": plan["outcome"].to_numpy(dtype=object),
+            "outcome": names,
             "reason": plan["reason"].to_numpy(dtype=object),
             "uf_id": plan["uf_id"].to_numpy(dtype=object),
             "username": plan["username"].to_numpy(dtype=object),
             "mail": [None] * len(plan),
+            "display_name": plan["display_name"].to_numpy(dtype=object) if "display_name" in plan.columns
+            else [""] * len(plan),
         },
-        columns=RESULT_COLUMNS,
+        columns=[*RESULT_COLUMNS, "display_name"],
     )
     return result.sort_values("contact_id", kind="stable").reset_index(drop=True)
 

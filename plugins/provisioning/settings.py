@@ -40,6 +40,10 @@ _CRON_FIELDS = (
 _CRON_ITEM_RE = re.compile(r"^(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step>[0-9]+))?$")
 
 
+#: Default execution timeouts per task, in minutes: reads and plans are quick, batches talk to a slow CMS.
+TASK_TIMEOUT_MINUTES = {"preflight": 10, "extract": 60, "plan": 30, "create_accounts": 120, "finalize": 60}
+
+
 class SettingsError(ValueError):
     """The settings file is missing, unreadable or has invalid values; the message says what to fix."""
 
@@ -95,7 +99,17 @@ class Settings(BaseModel):
         description="How new usernames are made. Tokens: "
         + ", ".join("`{" + token + "}`" for token in USERNAME_TOKENS)
         + " (`{email_local}` is the part before the @). The result is folded to lower-case ASCII "
-        "letters, digits and `_ . - @`; a taken name gets 2, 3, ... appended; at most 60 characters.",
+        "letters, digits and `_ . - @` (names without Latin letters are transliterated: Иван Петров "
+        "becomes ivan.petrov); a taken name gets 2, 3, ... appended; at most 60 characters. If the "
+        "result is empty (no usable name fields), `username_fallback_pattern` is used, and if that "
+        "is empty too, `user{contact_id}`.",
+    )
+    username_fallback_pattern: str = Field(
+        "{email_local}",
+        description="How a username is made when `username_pattern` gives an empty one for a contact "
+        "(for example when first and last name are both missing). Same tokens and rules as "
+        "`username_pattern`. If this is empty too, the username is `user` followed by the contact id, "
+        "such as `user123`. Order: `username_pattern`, then this, then `user{contact_id}`.",
     )
     roles: list[str] = Field(
         default_factory=lambda: ["subscriber"],
@@ -135,6 +149,19 @@ class Settings(BaseModel):
         description="Seconds Airflow waits before retrying a batch after a temporary error "
         "(timeouts, 5xx, rate limits).",
     )
+    task_timeout_minutes: dict[str, int] = Field(
+        default_factory=lambda: dict(TASK_TIMEOUT_MINUTES),
+        description="Longest each task may run, in minutes, before Airflow stops it and the run ends red "
+        "(a batch that hits it keeps what it finished, and its retry continues): "
+        + ", ".join(f"`{task}` ({minutes})" for task, minutes in TASK_TIMEOUT_MINUTES.items())
+        + ". Give only the tasks to change; the others keep these values.",
+    )
+    log_attention_rows: int = Field(
+        50,
+        ge=0,
+        description="At most this many failed contacts (id, display name, reason) are listed in the "
+        "finalize log for staff to look at; the full per-contact table is the run's `outcomes` XCom.",
+    )
     activity_source_contact_id: int | None = Field(
         None,
         ge=1,
@@ -152,7 +179,13 @@ class Settings(BaseModel):
     )
 
     @field_validator(
-        "civicrm_conn_id", "cms_conn_id", "schedule", "timezone", "username_pattern", mode="before"
+        "civicrm_conn_id",
+        "cms_conn_id",
+        "schedule",
+        "timezone",
+        "username_pattern",
+        "username_fallback_pattern",
+        mode="before",
     )
     @classmethod
     def _strip_text(cls, value: Any) -> Any:
@@ -167,6 +200,17 @@ class Settings(BaseModel):
             raise ValueError(f"{', '.join(duplicates)} listed more than once; list each entry once")
         return cleaned
 
+    @field_validator("task_timeout_minutes")
+    @classmethod
+    def _check_timeouts(cls, given: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(given) - set(TASK_TIMEOUT_MINUTES))
+        if unknown:
+            raise ValueError(f"unknown task {', '.join(unknown)}; the tasks are {', '.join(TASK_TIMEOUT_MINUTES)}")
+        low = sorted(task for task, minutes in given.items() if minutes < 1)
+        if low:
+            raise ValueError(f"{', '.join(low)}: give at least 1 minute")
+        return {**TASK_TIMEOUT_MINUTES, **given}
+
     @field_validator("history_group", "history_tag")
     @classmethod
     def _check_history_ref(cls, ref: int | str | None) -> int | str | None:
@@ -174,7 +218,7 @@ class Settings(BaseModel):
             return None
         return _check_ref(ref)
 
-    @field_validator("username_pattern")
+    @field_validator("username_pattern", "username_fallback_pattern")
     @classmethod
     def _check_pattern(cls, pattern: str) -> str:
         if not pattern:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import pandas as pd
+from text_unidecode import unidecode
 
 #: The tokens a username pattern may use, in the order the help text lists them.
 USERNAME_TOKENS: tuple[str, ...] = (
@@ -26,31 +27,11 @@ USERNAME_TOKENS: tuple[str, ...] = (
 #: WordPress stores logins in a varchar(60); longer ones fail with `user_login_too_long`.
 WORDPRESS_MAX_USERNAME_LENGTH = 60
 
+#: The pattern used when both configured patterns give an empty username.
+LAST_RESORT_PATTERN = "user{contact_id}"
+
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
 
-# Letters that NFKD does not split into base letter + accent; WordPress' remove_accents()
-# transliterates these, so we do too rather than dropping them.
-_TRANSLITERATE = str.maketrans(
-    {
-        "ß": "ss",
-        "ẞ": "SS",
-        "æ": "ae",
-        "Æ": "AE",
-        "œ": "oe",
-        "Œ": "OE",
-        "ø": "o",
-        "Ø": "O",
-        "đ": "d",
-        "Đ": "D",
-        "ð": "d",
-        "Ð": "D",
-        "ł": "l",
-        "Ł": "L",
-        "þ": "th",
-        "Þ": "TH",
-        "ı": "i",
-    }
-)
 _NOT_ALLOWED_RE = re.compile(r"[^a-z0-9 _.@-]")
 _WHITESPACE_RE = re.compile(r"\s+")
 _DOTS_RE = re.compile(r"\.{2,}")
@@ -136,16 +117,76 @@ def sanitize_wordpress(raw: str) -> str:
     Accents are folded to ASCII, everything is lower-cased (WordPress compares logins
     case-insensitively, so mixed case only invites 'Jane.Doe' vs 'jane.doe' surprises),
     whitespace runs become one '.', characters outside [a-z0-9 _.@-] are dropped, repeated
-    dots collapse, and leading/trailing separators are stripped. May return ''.
+    dots collapse, and leading/trailing separators are stripped. Text with nothing left
+    (no Latin letters: 'Иван Петров', '李小龍') is transliterated instead ('ivan.petrov',
+    'li.xiao.long'). May return ''.
     """
     if not raw:
         return ""
-    folded = unicodedata.normalize("NFKD", str(raw).translate(_TRANSLITERATE))
-    ascii_text = "".join(char for char in folded if not unicodedata.combining(char))
-    text = _WHITESPACE_RE.sub(".", ascii_text.lower().strip())
+    text = str(raw)
+    # Only a name with nothing left is transliterated whole, so a name that gave a login
+    # before keeps exactly that login ('Jane 李' stays 'jane', not 'jane.li').
+    return _clean(_fold_latin(text)) or _clean(_transliterate(unicodedata.normalize("NFC", text)))
+
+
+def _fold_latin(text: str) -> str:
+    """Drop accents; spell the Latin letters NFKD cannot split (ß, æ, ø, ł, þ, ı; ħ, ŋ) in ASCII."""
+    return "".join(
+        _ascii_spelling(char) if _is_latin_letter(char) else char
+        for char in unicodedata.normalize("NFKD", text)
+        if not unicodedata.combining(char)
+    )
+
+
+def _transliterate(text: str) -> str:
+    """Each non-ASCII character spelt in ASCII where the library can (Иван -> Ivan, 李 -> 'Li ')."""
+    return "".join(char if char.isascii() or char.isspace() else _ascii_spelling(char) for char in text)
+
+
+def _is_latin_letter(char: str) -> bool:
+    return (
+        not char.isascii()
+        and unicodedata.category(char).startswith("L")
+        and "LATIN" in unicodedata.name(char, "")
+    )
+
+
+def _ascii_spelling(char: str) -> str:
+    spelling = unidecode(char)
+    # The library answers '[?]' for what it does not know and a symbol for a few letters
+    # (ə -> '@'): drop those, as the letter was dropped before.
+    return spelling if spelling.strip().isalnum() else ""
+
+
+def _clean(text: str) -> str:
+    text = _WHITESPACE_RE.sub(".", text.lower().strip())
     text = _NOT_ALLOWED_RE.sub("", text)
     text = _DOTS_RE.sub(".", text)
     return text.strip(_EDGE_CHARS)
+
+
+def candidate_usernames(
+    contacts: Sequence[Mapping],
+    patterns: Sequence[str],
+    sanitize: Callable[[str], str] = sanitize_wordpress,
+) -> list[str]:
+    """Per contact, the sanitised name of the first pattern that gives one, else of user{contact_id}.
+
+    The patterns are tried in order (username_pattern, then username_fallback_pattern), each only
+    for the contacts still without a name; '' only if even user{contact_id} sanitises to nothing.
+    """
+    names = [""] * len(contacts)
+    sanitized: dict[str, str] = {}  # many contacts share names; sanitise each distinct text once
+    rows: Sequence[int] = range(len(contacts))
+    for pattern in [*patterns, LAST_RESORT_PATTERN]:
+        rows = [row for row in rows if not names[row]]
+        if not rows:
+            break
+        for row, raw in zip(rows, render_usernames(pattern, [contacts[row] for row in rows]), strict=True):
+            if raw not in sanitized:
+                sanitized[raw] = sanitize(raw)
+            names[row] = sanitized[raw]
+    return names
 
 
 def _fit(base: str, suffix: str, max_length: int) -> str:
@@ -197,11 +238,36 @@ def unique_usernames(
     return pd.Series(names, index=candidates.index, dtype=object, name=candidates.name)
 
 
-def next_candidate(username: str, taken: set[str], max_length: int = WORDPRESS_MAX_USERNAME_LENGTH) -> str:
-    """The login to try after the CMS said `username` exists (someone took it since the plan).
+def suffix_base(candidate: str, max_length: int = WORDPRESS_MAX_USERNAME_LENGTH) -> str:
+    """The name a candidate's numeric suffixes are added to: the candidate cut to max_length."""
+    return _fit(candidate, "", max_length)
 
-    `username` itself counts as taken; the suffix is appended (jane.doe2 -> jane.doe22) rather
-    than bumped, because a trailing number may be a contact id from the pattern.
+
+def next_candidate(base: str, taken: Iterable[str], max_length: int = WORDPRESS_MAX_USERNAME_LENGTH) -> str:
+    """The login to try after the CMS refused one as taken (someone took it since the plan).
+
+    `base` is the plan's `username_base`, the name before any suffix; `taken` holds the refused
+    names. The answer is the base with the next suffix above every suffixed form of the base in
+    `taken` (case-insensitively, cut to max_length like unique_usernames): jane.doe refused
+    gives jane.doe2, jane.doe3 refused gives jane.doe4. The suffix goes on the base, not on the
+    refused name, so a number the pattern made (user{contact_id}) is never bumped.
     """
-    allocator = _UsernameAllocator([*taken, username], max_length)
-    return allocator.claim(username)
+    if max_length < 2:
+        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    used = {name.lower() for name in taken if isinstance(name, str) and name}
+    # Above the highest: the plan gave the lowest free suffix, so the lower ones were taken then.
+    number = max((_suffix_of(name, base, max_length) for name in used), default=0)
+    number = max(number + 1, 2)
+    while (name := _fit(base, str(number), max_length)).lower() in used:
+        number += 1
+    return name
+
+
+def _suffix_of(name: str, base: str, max_length: int) -> int:
+    """n if `name` (lower-case) is `base` with suffix n as _fit makes it, else 0."""
+    digits = len(name) - len(name.rstrip("0123456789"))
+    for start in range(len(name) - digits, len(name)):  # the longest suffix first: the highest n
+        suffix = name[start:]
+        if suffix[0] != "0" and int(suffix) >= 2 and _fit(base, suffix, max_length).lower() == name:
+            return int(suffix)
+    return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -59,6 +61,78 @@ def test_host_without_a_scheme_takes_it_from_the_schema_field(civicrm, monkeypat
         "extra": {"site_key": civicrm.site_key}}))
     ok, message = CiviCRMHook().test_connection()
     assert ok, message
+
+
+def test_host_without_a_scheme_or_schema_is_refused_instead_of_guessing_https(civicrm, monkeypatch, sleeps):
+    # guessing https gave SSL failures against http sites, reported as an unreachable site
+    host = civicrm.url.removeprefix("http://")
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": host, "password": civicrm.api_key, "extra": {"site_key": civicrm.site_key}}))
+    made = CiviCRMHook()
+    made._sleep = sleeps.append
+    with pytest.raises(CiviCRMAuthError) as caught:
+        made.call("Contact", "get", {"limit": 1})
+    text = str(caught.value)
+    assert "'civicrm_default'" in text and "no scheme" in text and f"https://{host}" in text and "http://" in text
+    assert civicrm.calls == [] and sleeps == []
+
+
+def test_a_host_without_a_scheme_does_not_matter_when_api4_url_is_set(civicrm, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": "crm.example.org", "password": civicrm.api_key,
+        "extra": {"site_key": civicrm.site_key, "api4_url": civicrm.endpoint_template}}))
+    assert CiviCRMHook().call("Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]}) == [{"id": 2}]
+
+
+@pytest.mark.parametrize("verify, expected", [
+    (False, False), ("False", False), (" off ", False), ("0", False), ("TRUE", True), ("yes", True), (None, True),
+])
+def test_verify_accepts_the_usual_spellings(civicrm, monkeypatch, verify, expected):
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", connection_json(civicrm, verify=verify))
+    assert CiviCRMHook()._config().verify is expected
+
+
+def test_verify_keeps_a_ca_bundle_path(civicrm, monkeypatch, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", connection_json(civicrm, verify=str(bundle)))
+    assert CiviCRMHook()._config().verify == str(bundle)
+
+
+@pytest.mark.parametrize("verify", ["maybe", "/etc/ssl/no-such-bundle.pem", ["true"]])
+def test_an_unusable_verify_is_refused_before_any_request(civicrm, monkeypatch, verify):
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", connection_json(civicrm, verify=verify))
+    with pytest.raises(CiviCRMAuthError) as caught:
+        CiviCRMHook().call("Contact", "get", {"limit": 1})
+    text = str(caught.value)
+    assert "'civicrm_default'" in text and "extra.verify" in text and "CA bundle" in text
+    assert civicrm.calls == []
+
+
+@pytest.mark.parametrize("where, bad, field", [
+    ("password", lambda key: key + "\n", "password (the API key)"),  # refused, no longer stripped
+    ("password", lambda key: key[:6] + "\n" + key[6:], "password (the API key)"),
+    ("password", lambda key: " " + key, "password (the API key)"),
+    ("password", lambda key: key[:6] + "\t" + key[6:], "password (the API key)"),
+    ("site_key", lambda key: key + "\r\n", "extra.site_key"),
+    ("site_key", lambda key: key[:6] + "\x00" + key[6:], "extra.site_key"),
+])
+def test_credentials_that_cannot_be_headers_are_refused_without_showing_them(civicrm, monkeypatch, where, bad,
+                                                                              field):
+    api_key = bad(civicrm.api_key) if where == "password" else civicrm.api_key
+    site_key = bad(civicrm.site_key) if where == "site_key" else civicrm.site_key
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": civicrm.url, "password": api_key, "extra": {"site_key": site_key}}))
+    made = CiviCRMHook()
+    with pytest.raises(CiviCRMAuthError) as caught:
+        made.call("Contact", "get", {"limit": 1})
+    text = str(caught.value)
+    assert "'civicrm_default'" in text and field in text
+    for secret in (civicrm.api_key, civicrm.site_key, civicrm.api_key[:6], civicrm.site_key[-6:]):
+        assert secret not in text and secret not in repr(caught.value)
+    assert civicrm.calls == []
+    ok, message = made.test_connection()
+    assert not ok and field in message and civicrm.api_key not in message
 
 
 def test_no_cookies_are_kept(hook, civicrm):
@@ -170,6 +244,32 @@ def test_which_calls_are_idempotent(action, params, expected):
     assert CiviCRMHook.is_idempotent(action, params) is expected
 
 
+@pytest.mark.parametrize("status, body", [
+    (429, {"error_code": "rate_limit", "error_message": "Too many requests"}),  # was a permanent CiviCRMError
+    (429, "<html><h1>429 Too Many Requests</h1></html>"),  # was taken for a login page (CiviCRMAuthError)
+    (503, "<html><h1>Service Unavailable</h1></html>"),
+    (503, {"error_message": "Down for maintenance"}),
+])
+def test_429_and_503_are_transient_whatever_the_body(hook, civicrm, sleeps, status, body):
+    civicrm.inject(entity="Contact", action="get", status=status, body=body, times=2)
+    assert hook.call("Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]}) == [{"id": 2}]
+    assert [c.status for c in calls(civicrm, "Contact", "get")] == [status, status, 200]
+    assert sleeps == [0.5, 1.0]
+
+    civicrm.inject(entity="Contact", action="get", status=status, body=body, times=3)
+    with pytest.raises(CiviCRMUnavailable) as caught:
+        hook.call("Contact", "get", {"limit": 1})
+    assert caught.value.retryable and caught.value.status == status and "3 tries" in str(caught.value)
+
+
+def test_a_429_on_create_is_unavailable_and_not_repeated(hook, civicrm, sleeps):
+    civicrm.inject(entity="Contact", action="create", status=429, body="<html>Too Many Requests</html>",
+                   retry_after=1, times=3)
+    with pytest.raises(CiviCRMUnavailable, match="rate limited.*not retried"):
+        hook.call("Contact", "create", {"values": {"first_name": "Rate", "last_name": "Limited"}})
+    assert len(calls(civicrm, "Contact", "create")) == 1 and sleeps == []
+
+
 def test_reads_are_retried_on_503_with_exponential_backoff(hook, civicrm, sleeps):
     civicrm.inject(entity="Contact", action="get", status=503, times=2)
     assert hook.call("Contact", "get", {"select": ["id"], "where": [["id", "=", 2]]}) == [{"id": 2}]
@@ -177,11 +277,37 @@ def test_reads_are_retried_on_503_with_exponential_backoff(hook, civicrm, sleeps
     assert sleeps == [0.5, 1.0]
 
 
-@pytest.mark.parametrize("retry_after, waited", [(2, 2.0), (120, 30.0)])
+@pytest.mark.parametrize("retry_after, waited", [(2, 2.0), (30, 30.0), ("0", 0.0)])
 def test_retry_after_is_honoured_up_to_30_seconds(hook, civicrm, sleeps, retry_after, waited):
     civicrm.inject(entity="Contact", action="get", status=503, retry_after=retry_after)
     hook.call("Contact", "get", {"limit": 1})
     assert sleeps == [waited]
+
+
+def test_retry_after_as_an_http_date_is_honoured(hook, civicrm, sleeps):
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=10), usegmt=True)
+    civicrm.inject(entity="Contact", action="get", status=429, retry_after=when)
+    hook.call("Contact", "get", {"limit": 1})
+    assert len(sleeps) == 1 and 8 <= sleeps[0] <= 10  # whole seconds in the date, time spent since
+
+
+@pytest.mark.parametrize("retry_after, asked", [(120, "wait 120 s"), ("in an hour", "wait 3")])  # ~3600 s
+def test_a_longer_retry_after_than_30_seconds_gives_up_without_sleeping(hook, civicrm, sleeps, retry_after, asked):
+    if retry_after == "in an hour":  # an HTTP date, made when the test runs
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
+    civicrm.inject(entity="Contact", action="get", status=503, retry_after=retry_after, times=3)
+    with pytest.raises(CiviCRMUnavailable) as caught:
+        hook.call("Contact", "get", {"limit": 1})
+    text = str(caught.value)
+    assert "server asked to wait" in text and asked in text and "30 s" in text and "1 try" in text
+    assert sleeps == [] and len(calls(civicrm, "Contact", "get")) == 1
+
+
+def test_retry_after_does_not_make_a_create_repeat(hook, civicrm, sleeps):
+    civicrm.inject(entity="Contact", action="create", status=503, retry_after=2, times=3)
+    with pytest.raises(CiviCRMUnavailable, match="not retried"):
+        hook.call("Contact", "create", {"values": {"first_name": "Once"}})
+    assert len(calls(civicrm, "Contact", "create")) == 1 and sleeps == []
 
 
 def test_reads_give_up_after_three_tries(hook, civicrm):
@@ -258,9 +384,22 @@ def test_401_is_an_auth_error_naming_the_connection_and_what_to_check(civicrm, m
     assert error.status == 401 and (error.entity, error.action) == ("Contact", "get")
     text = str(error)
     assert "'civicrm_default'" in text and "password" in text and "site_key" in text and "Invalid credential" in text
+    assert "32 characters" not in text  # a short key: no length hint
     for secret in (wrong, civicrm.site_key):
         assert secret not in text and secret not in repr(error) and secret not in repr(made._settings)
     assert len(civicrm.calls) == 1  # never retried
+
+
+def test_401_with_an_api_key_over_32_characters_says_civicrm_cuts_it(civicrm, monkeypatch):
+    too_long = "k" + secrets.token_hex(20)  # 41 characters: saved in CiviCRM as its first 32 only
+    monkeypatch.setenv("AIRFLOW_CONN_CIVICRM_DEFAULT", json.dumps({
+        "conn_type": "http", "host": civicrm.url, "password": too_long, "extra": {"site_key": civicrm.site_key}}))
+    with pytest.raises(CiviCRMAuthError) as caught:
+        CiviCRMHook().call("Contact", "get", {"limit": 1})
+    text = str(caught.value)
+    assert caught.value.status == 401 and "'civicrm_default'" in text
+    assert "at most 32 characters" in text and "32 characters or fewer" in text and "41 characters" in text
+    assert too_long not in text and too_long[:32] not in text
 
 
 def test_a_failed_site_key_guard_is_an_auth_error(civicrm, monkeypatch):

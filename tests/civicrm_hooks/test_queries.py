@@ -211,8 +211,9 @@ def test_contact_details(hook, civicrm):
 
     assert sorted(rows) == [2, 3, 4, 5, 6, 7, 8]  # 10 is in the trash
     assert rows[2] == {"contact_id": 2, "contact_type": "Individual", "first_name": "Ada", "last_name": "Lovelace",
-                       "display_name": rows[2]["display_name"], "email": "ada@example.org", "is_deceased": False,
-                       "do_not_email": False, "preferred_language": "en_US", "uf_id": None, "uf_name": None}
+                       "display_name": rows[2]["display_name"], "email": "ada@example.org", "email_note": None,
+                       "is_deceased": False, "do_not_email": False, "preferred_language": "en_US", "uf_id": None,
+                       "uf_name": None}
     assert "Ada" in rows[2]["display_name"]
     assert rows[3]["email"] is None and rows[3]["do_not_email"] is True
     assert rows[5]["is_deceased"] is True
@@ -223,6 +224,20 @@ def test_contact_details(hook, civicrm):
 
     other_domain = {r["contact_id"]: r for r in queries.contact_details(hook, [4, 7], domain_id=2)}
     assert other_domain[4]["uf_id"] == 44 and other_domain[7]["uf_id"] is None
+
+
+def test_a_contact_with_two_primary_emails_does_not_break_the_extract(hook, civicrm):
+    # imports can leave CiviCRM with two primary emails for one contact; every other contact is unaffected
+    civicrm.seed({"emails": [{"id": 900, "contact_id": 2, "email": "ada.second@example.org", "is_primary": True}]})
+    emails = civicrm.store.table("Email")
+    (first,) = [i for i, row in emails.rows.items() if row["email"] == "ada@example.org"]
+    emails.update(first, {"is_primary": True})  # past the one-primary rule, as a direct SQL import goes
+    rows = {r["contact_id"]: r for r in queries.contact_details(hook, [2, 3, 4, 6], domain_id=1)}
+
+    assert sorted(rows) == [2, 3, 4, 6]
+    assert rows[2]["email"] == "ada@example.org"  # the oldest primary, every time
+    assert rows[2]["email_note"] == "has 2 primary emails; used the oldest"
+    assert rows[6]["email_note"] is None
 
 
 def test_contact_details_of_nobody_makes_no_call(hook, civicrm):
@@ -341,13 +356,55 @@ def test_write_activities_in_chunks(hook, civicrm, options, monkeypatch):
     monkeypatch.setattr(queries, "WRITE_CHUNK", 2)
     before = len(civicrm.table("Activity"))
 
-    assert queries.write_activities(hook, [activity(c, "Completed", MARKER) for c in (2, 3, 4, 6, 7)]) == 5
+    assert queries.write_activities(hook, [activity(c, "Completed", MARKER) for c in (2, 3, 4, 6, 7)]) == {}
 
     saves = calls(civicrm, "Activity", "save")
     assert [len(c.params["records"]) for c in saves] == [2, 2, 1]
     assert len(civicrm.table("Activity")) == before + 5
-    assert queries.write_activities(hook, []) == 0
+    assert queries.write_activities(hook, []) == {}
     assert len(calls(civicrm, "Activity", "save")) == 3
+
+
+def test_a_contact_deleted_since_the_extract_is_isolated_and_the_rest_are_written(hook, civicrm, options):
+    before = len(civicrm.table("Activity"))
+    records = [{**activity(c, "Completed", MARKER), "_contact_id": c} for c in (2, 3, 4, 9999, 6, 7, 8)]
+
+    refused = queries.write_activities(hook, records)
+
+    assert refused == {9999: "DB Error: constraint violation"}
+    assert len(civicrm.table("Activity")) == before + 6  # save is not atomic: nothing written twice
+    sizes = [len(c.params["records"]) for c in calls(civicrm, "Activity", "save")]
+    assert sizes[0] == 7 and sizes.count(1) <= 3  # halved down to the one at fault, not one call per record
+
+
+def test_history_of_a_deleted_contact_is_refused_alone(hook, civicrm, history_group):
+    triggers = Triggers(static_groups={5: "New members"}, history_group=history_group, history_tag=4)
+    refused = queries.add_to_history(hook, triggers, [2, 9999, 4])
+    assert sorted(refused) == [9999]
+    assert group_contacts(civicrm, history_group) == {2: "Added", 4: "Added"}
+
+
+def test_the_journal_is_written_in_one_call_and_read_back_by_any_run(hook, civicrm, options):
+    from provisioning.journal import JournalEntry
+
+    entries = [JournalEntry(contact_id=2, usernames=("ada.lovelace",), sent="2025-01-02T02:00:01Z"),
+               JournalEntry(contact_id=4, usernames=("alan.turing",), sent="2025-01-02T02:00:01Z")]
+    civicrm.reset_calls()
+    written = queries.save_journal(hook, entries, text={}, subject={2: "Creating account ada.lovelace"},
+                                   stamp="2025-01-02 02:00:00", source={2: 2, 4: 4}, marker=MARKER)
+    assert len(calls(civicrm, "Activity", "save")) == 1
+    assert written[2].activity_id and written[2].status == "Scheduled" and written[2].markers == (MARKER,)
+
+    # the id and mail state are added to the same activity, by id (no second activity)
+    queries.save_journal(hook, [written[2].created(45, "ada.lovelace").with_mail("sent")], text={}, subject={},
+                         stamp="2025-01-02 02:00:00", source={2: 2}, marker=MARKER)
+    found = queries.journal_for(hook, [2, 4, 6])
+    assert [(e.activity_id, e.uf_id, e.mail, e.status) for e in found[2]] == [
+        (written[2].activity_id, 45, "sent", "Scheduled")]
+    assert found[4][0].pending and 6 not in found
+    history = queries.activity_history(hook, [2, 4], OTHER_RUN)
+    assert history.attempts == {2: 0, 4: 0}  # a journal is no failed attempt
+    assert history.journal[2][0].uf_id == 45
 
 
 # ------------------------------------------------------------------------------- history and clean-up

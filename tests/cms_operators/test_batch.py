@@ -7,6 +7,7 @@ was not sent twice). Rows come from the real planner, as the create task gets th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -22,8 +23,9 @@ from cms_operators.backend import (
     CmsUnavailable,
     CmsUser,
 )
-from cms_operators.batch import USERNAME_TRIES, BatchContext, BatchIncomplete, MailLedger, create_batch
-from provisioning import outcomes
+from cms_operators.batch import MAIL_CHUNK, USERNAME_TRIES, BatchContext, BatchIncomplete, create_batch
+from provisioning import journal, outcomes
+from provisioning.journal import JournalEntry
 from provisioning.plan import cms_users_frame, contacts_frame, links_frame, make_batches, plan_contacts
 from provisioning.settings import Settings
 
@@ -45,6 +47,9 @@ class FakeCms:
     max_email_length = 100
     max_username_length = 60
 
+    def client_timeout(self) -> float:
+        return 30.0
+
     def __init__(self):
         self.users: dict[str, CmsUser] = {}  # email (lower-case) -> account
         self.answers: dict[str, list] = {}
@@ -55,8 +60,10 @@ class FakeCms:
         self.mailed: list[int] = []
         self._next_id = 100
 
-    def add_user(self, username: str, email: str) -> CmsUser:
-        user = CmsUser(uf_id=self._next_id, username=username, email=email)
+    def add_user(self, username: str, email: str, roles: tuple[str, ...] = ("subscriber",),
+                 registered: str | None = None) -> CmsUser:
+        user = CmsUser(uf_id=self._next_id, username=username, email=email, roles=roles,
+                       registered=registered or journal.now_utc())
         self._next_id += 1
         self.users[email.lower()] = user
         return user
@@ -72,6 +79,10 @@ class FakeCms:
         return [call[1] for call in self.calls if call[0] == "create_user" and call[2] == email]
 
     # --- the CmsBackend methods create_batch uses
+
+    @staticmethod
+    def is_admin(user: CmsUser) -> bool:
+        return "administrator" in user.roles
 
     def find_by_email(self, email: str) -> CmsUser | None:
         self.calls.append(("find_by_email", email))
@@ -122,6 +133,9 @@ class FakeUFMatch:
     def linked_accounts(self, contact_ids: list[int]) -> dict[int, dict]:
         return {cid: dict(self.rows[cid]) for cid in contact_ids if cid in self.rows}
 
+    def links_for(self, uf_ids: list[int]) -> list[dict]:
+        return [dict(row) for row in self.rows.values() if row["uf_id"] in uf_ids]
+
     def save_links(self, links: list[dict]) -> dict[int, str]:
         self.saves.append(copy.deepcopy(links))
         errors = {}
@@ -133,19 +147,57 @@ class FakeUFMatch:
         return errors
 
 
-class LedgerStore:
-    """Where the task keeps the mail ledger between tries (Airflow's task state store in production)."""
+MARKER = "[Airflow run cmsuser_nightly / this_run]"
 
-    def __init__(self, state: dict | None = None):
-        self.state = copy.deepcopy(state)
-        self.writes: list[dict] = []
 
-    def load(self) -> dict | None:
-        return copy.deepcopy(self.state)
+class FakeJournal:
+    """The contacts' "User Account Creation" activities as far as the journal goes (CiviCRM in production)."""
 
-    def store(self, state: dict) -> None:
-        self.state = copy.deepcopy(state)
-        self.writes.append(copy.deepcopy(state))
+    def __init__(self):
+        self.activities: dict[int, JournalEntry] = {}
+        self.subjects: dict[int, str] = {}
+        self.writes: list[list[JournalEntry]] = []
+        self._next_id = 900
+
+    def add(self, entry: JournalEntry) -> JournalEntry:
+        """An entry an earlier try or run left behind."""
+        entry = dataclasses.replace(entry, activity_id=self._next_id, status=entry.status or "Scheduled",
+                                    markers=entry.markers or ("[Airflow run cmsuser_nightly / earlier]",))
+        self._next_id += 1
+        self.activities[entry.activity_id] = entry
+        return entry
+
+    def pending(self, contact_id: int, username: str, **fields) -> JournalEntry:
+        """A create was sent and never answered (the try died, or the answer was lost)."""
+        return self.add(JournalEntry(contact_id=contact_id, usernames=(username,), sent=journal.now_utc(),
+                                     markers=(MARKER,), **fields))
+
+    def read(self, contact_ids: list[int]) -> dict[int, list[JournalEntry]]:
+        found: dict[int, list[JournalEntry]] = {}
+        for entry in self.activities.values():
+            if entry.contact_id in contact_ids:
+                found.setdefault(entry.contact_id, []).append(entry)
+        return found
+
+    def write(self, entries: list[JournalEntry], subjects: dict[int, str]) -> dict[int, JournalEntry]:
+        self.writes.append(list(entries))
+        written = {}
+        for entry in entries:
+            if entry.activity_id is None:
+                entry = dataclasses.replace(entry, activity_id=self._next_id, status="Scheduled")
+                self._next_id += 1
+                self.subjects[entry.activity_id] = subjects.get(entry.contact_id)
+            entry = dataclasses.replace(entry, markers=tuple(dict.fromkeys([*entry.markers, MARKER])))
+            self.activities[entry.activity_id] = entry
+            written[entry.contact_id] = entry
+        return written
+
+    def of(self, contact_id: int) -> list[JournalEntry]:
+        return [e for e in self.activities.values() if e.contact_id == contact_id]
+
+    def mail_writes(self) -> list[list[tuple[int, str]]]:
+        """The writes that carried mail states: (uf_id, state) per entry."""
+        return [[(e.uf_id, e.mail) for e in write] for write in self.writes if all(e.mail for e in write)]
 
 
 class Stopped(BaseException):
@@ -156,15 +208,23 @@ class World:
     def __init__(self):
         self.cms = FakeCms()
         self.civicrm = FakeUFMatch()
-        self.ledger = LedgerStore()
+        self.journal = FakeJournal()
+        self.timed_out: str | None = None
+        self.sleeps: list[float] = []
 
-    def run(self, rows: list[dict], *, retried: bool = False, final_try: bool = False,
-            notify: bool = True) -> list[dict]:
+    def run(self, rows: list[dict], *, final_try: bool = False, notify: bool = True,
+            on_existing_email: str = "link", client_timeout: float = 30.0, retry_delay: float = 0.0) -> list[dict]:
         ctx = BatchContext(backend=self.cms, linked_accounts=self.civicrm.linked_accounts,
-                           save_links=self.civicrm.save_links,
-                           mail_ledger=MailLedger(load=self.ledger.load, store=self.ledger.store),
-                           notify=notify, retried=retried, final_try=final_try)
+                           save_links=self.civicrm.save_links, read_journal=self.journal.read,
+                           write_journal=self.journal.write, links_for=self.civicrm.links_for,
+                           notify=notify, on_existing_email=on_existing_email, final_try=final_try,
+                           client_timeout=client_timeout, retry_delay=retry_delay,
+                           load_timed_out=lambda: self.timed_out, store_timed_out=self._store_timed_out,
+                           sleep=self.sleeps.append)
         return create_batch(copy.deepcopy(rows), ctx)
+
+    def _store_timed_out(self, when: str) -> None:
+        self.timed_out = when
 
     def saved_contacts(self) -> list[int]:
         return [link["contact_id"] for save in self.civicrm.saves for link in save]
@@ -249,7 +309,32 @@ def test_link_rows_need_no_cms_call(world):
 
 def test_empty_batch_makes_no_call(world):
     assert world.run([]) == []
-    assert world.cms.calls == [] and world.civicrm.saves == [] and world.ledger.writes == []
+    assert world.cms.calls == [] and world.civicrm.saves == [] and world.journal.writes == []
+
+
+def test_every_create_is_journalled_in_one_write_before_anything_is_sent(world):
+    rows = batch_of(ADA, GRACE)
+    world.cms.mail_errors[100] = Stopped()  # stop after the creates, to see the journal as they left it
+    write, calls_at_write = world.journal.write, []
+
+    def watched(entries, subjects):
+        calls_at_write.append(len(world.cms.calls))
+        return write(entries, subjects)
+
+    world.journal.write = watched
+    with pytest.raises(Stopped):
+        world.run(rows)
+
+    first = world.journal.writes[0]
+    assert calls_at_write[0] == 0  # nothing was posted before the journal was written
+    assert [(e.contact_id, e.usernames, e.uf_id) for e in first] == [(1, ("ada.lovelace",), None),
+                                                                    (2, ("grace.hopper",), None)]
+    assert sorted(world.journal.subjects.values()) == ["Creating account ada.lovelace",
+                                                       "Creating account grace.hopper"]
+    # after the creates: the accounts' ids in one more write (no look-up needed for them again)
+    second = world.journal.writes[1]
+    assert [(e.contact_id, e.uf_id, e.username) for e in second] == [(1, 100, "ada.lovelace"),
+                                                                     (2, 101, "grace.hopper")]
 
 
 # ---------------------------------------------------------------------------------- retried tries
@@ -258,44 +343,113 @@ def test_empty_batch_makes_no_call(world):
 def test_contacts_linked_by_an_earlier_try_are_not_sent_again_and_keep_their_planned_outcome(world):
     existing = world.cms.add_user("grace_h", "grace@example.org")
     rows = batch_of(ADA, GRACE, users=[(existing.uf_id, "grace_h", "grace@example.org")])
+    world.journal.add(JournalEntry(contact_id=1, usernames=("ada.lovelace",), uf_id=500, username="ada.lovelace"))
     world.civicrm.link(1, 500, "ada@example.org")
     world.civicrm.link(2, existing.uf_id, "grace@example.org")
     world.cms.calls.clear()
 
-    results = by_id(world.run(rows, retried=True, notify=False))
+    results = by_id(world.run(rows, notify=False))
 
     assert results[1]["outcome"] == "created" and results[1]["uf_id"] == 500
     assert results[2]["outcome"] == "linked_existing" and results[2]["uf_id"] == existing.uf_id
     assert {r["reason"] for r in results.values()} == {outcomes.linked_by_earlier_try()}
-    # the created account is only read back (for its real login); nothing is created or linked again
-    assert world.cms.calls == [("find_by_email", "ada@example.org")]
-    assert world.civicrm.saves == []  # nothing new to link
+    assert world.cms.calls == []  # the journal knows the account: nothing is read, created or linked again
+    assert world.civicrm.saves == []
 
 
 def test_an_account_made_earlier_reports_its_real_login(world):
     """An earlier try met a login taken since planning, created `ada.lovelace2`, then stopped."""
-    made = world.cms.add_user("ada.lovelace2", "ada@example.org")
-    world.civicrm.link(1, made.uf_id, "ada@example.org")
+    world.journal.add(JournalEntry(contact_id=1, usernames=("ada.lovelace2",), uf_id=500,
+                                   username="ada.lovelace2"))
+    world.civicrm.link(1, 500, "ada@example.org")
 
-    results = by_id(world.run(batch_of(ADA), retried=True, notify=False))
+    results = by_id(world.run(batch_of(ADA), notify=False))
 
-    assert (results[1]["username"], results[1]["uf_id"]) == ("ada.lovelace2", made.uf_id)
+    assert (results[1]["username"], results[1]["uf_id"]) == ("ada.lovelace2", 500)
     assert world.cms.creates("ada@example.org") == []
 
 
-def test_retried_try_looks_up_by_email_first_and_links_what_it_finds(world):
+def test_a_create_the_journal_shows_unanswered_is_looked_up_first_and_linked_as_ours(world):
     rows = batch_of(ADA, GRACE)
-    made_by_first_try = world.cms.add_user("ada.lovelace", "ada@example.org")  # its link was never written
+    world.journal.pending(1, "ada.lovelace")  # try 1 sent it and died before its link was written
+    made_by_first_try = world.cms.add_user("ada.lovelace", "ada@example.org")
 
-    results = by_id(world.run(rows, retried=True))
+    results = by_id(world.run(rows))
 
     assert results[1]["outcome"] == "created" and results[1]["uf_id"] == made_by_first_try.uf_id
     assert results[1]["reason"] == outcomes.found_after_retry()
     assert world.cms.creates("ada@example.org") == []  # never a second account
-    assert world.cms.count("find_by_email", "grace@example.org") == 1  # looked, found nothing, created
+    assert world.cms.count("find_by_email", "grace@example.org") == 0  # nothing sent for Grace: no look-up
     assert world.cms.creates("grace@example.org") == ["grace.hopper"]
-    assert results[2]["reason"] == outcomes.reason_created()
     assert world.civicrm.rows[1]["uf_id"] == made_by_first_try.uf_id
+    assert world.cms.mailed == [made_by_first_try.uf_id, results[2]["uf_id"]]  # its mail, once
+
+
+def test_an_account_found_by_email_that_the_journal_does_not_name_is_somebodys_existing_one(world):
+    rows = batch_of(ADA)
+    world.journal.pending(1, "ada.lovelace")
+    theirs = world.cms.add_user("ada_l", "ada@example.org")  # made by someone else; our create never ran
+
+    [result] = world.run(rows)
+
+    assert result["outcome"] == "linked_existing" and result["uf_id"] == theirs.uf_id
+    assert world.cms.mailed == []  # not ours: no password mail
+    assert world.cms.creates("ada@example.org") == []
+
+
+def test_a_look_up_never_links_an_administrator(world):
+    rows = batch_of(ADA)
+    world.journal.pending(1, "ada.lovelace")
+    admin = world.cms.add_user("ada.lovelace", "ada@example.org", roles=("administrator",))
+
+    [result] = world.run(rows)
+
+    assert result["outcome"] == "failed"
+    assert result["reason"] == outcomes.account_is_administrator("ada.lovelace", admin.uf_id)
+    assert world.civicrm.saves == [] and world.cms.mailed == []
+
+
+def test_a_look_up_never_links_an_account_linked_to_another_contact(world):
+    rows = batch_of(ADA)
+    since_planning = world.cms.add_user("ada", "ADA@example.org")
+    world.civicrm.link(9, since_planning.uf_id, "ada.other@example.org")
+
+    [result] = world.run(rows)
+
+    assert result["outcome"] == "failed"
+    assert result["reason"] == outcomes.account_linked_to_other("ada", since_planning.uf_id, 9)
+    assert 1 not in world.civicrm.rows and world.cms.mailed == []
+
+
+def test_a_timed_out_create_is_not_posted_again_and_the_next_try_waits_before_looking(world):
+    rows = batch_of(ADA, GRACE)
+    world.cms.script("ada@example.org", CmsUnavailable(None, "timeout", "WordPress did not answer within 30 s"))
+
+    with pytest.raises(BatchIncomplete):
+        world.run(rows, client_timeout=30.0, retry_delay=10.0)
+    assert world.cms.creates("ada@example.org") == ["ada.lovelace"]  # once in this try, never again
+    assert world.timed_out is not None
+    # the CMS stores the account after our client gave up
+    slow = world.cms.add_user("ada.lovelace", "ada@example.org")
+
+    results = by_id(world.run(rows, client_timeout=30.0, retry_delay=10.0))
+
+    assert len(world.sleeps) == 1 and 29 < world.sleeps[0] <= 30  # the larger of timeout and retry delay
+    assert results[1]["outcome"] == "created" and results[1]["uf_id"] == slow.uf_id
+    assert world.cms.creates("ada@example.org") == ["ada.lovelace"]
+
+
+def test_a_429_pauses_the_batch_for_its_retry_after_within_a_bound(world):
+    rows = batch_of(ADA, GRACE, ALAN)
+    world.cms.script("ada@example.org", CmsUnavailable(429, "too_many", "slow down", retry_after=7))
+    world.cms.script("grace@example.org", CmsUnavailable(429, "too_many", "slow down", retry_after=9999))
+
+    with pytest.raises(BatchIncomplete, match="2 of 3"):
+        world.run(rows)
+
+    assert world.sleeps == [7, 120.0]
+    assert world.cms.count("find_by_email") == 0  # refused before it was processed: nothing to look for
+    assert world.cms.creates("alan@example.org") == ["alan.turing"]
 
 
 # ---------------------------------------------------------------------------------- name clashes
@@ -330,17 +484,28 @@ def test_login_clashes_are_bounded_then_the_contact_fails(world):
 # ---------------------------------------------------------------------------------- doubts
 
 
-def test_duplicate_email_is_looked_up_and_linked_as_created(world):
+def test_duplicate_email_is_looked_up_and_linked_as_the_existing_account_it_is(world):
     rows = batch_of(ADA)
     since_planning = world.cms.add_user("ada", "ADA@example.org")
 
     [result] = world.run(rows)
 
-    assert result["outcome"] == "created" and result["uf_id"] == since_planning.uf_id
-    assert result["reason"] == outcomes.found_after_doubt()
+    assert result["outcome"] == "linked_existing" and result["uf_id"] == since_planning.uf_id
+    assert result["reason"] == outcomes.EXISTING_ACCOUNT_SAME_EMAIL
     assert result["username"] == "ada"  # the account's real login, not the planned one
     assert len(world.cms.creates("ada@example.org")) == 1
     assert world.civicrm.rows[1]["uf_id"] == since_planning.uf_id
+    assert world.cms.mailed == []
+
+
+def test_duplicate_email_with_on_existing_email_fail_fails_the_contact(world):
+    since_planning = world.cms.add_user("ada", "ada@example.org")
+
+    [result] = world.run(batch_of(ADA), on_existing_email="fail")
+
+    assert result["outcome"] == "failed"
+    assert result["reason"] == outcomes.existing_email_not_linked("ada", since_planning.uf_id)
+    assert world.civicrm.saves == []
 
 
 def test_duplicate_email_that_cannot_be_found_fails_the_contact(world):
@@ -454,7 +619,7 @@ def test_transient_error_on_the_final_try_fails_the_contact_when_the_cms_answere
     rows = batch_of(ADA, GRACE)
     world.cms.script("grace@example.org", CmsUnavailable(None, None, "timed out after 30 s"))
 
-    results = by_id(world.run(rows, retried=True, final_try=True))
+    results = by_id(world.run(rows, final_try=True))
 
     assert results[2]["outcome"] == "failed"
     assert results[2]["reason"] == outcomes.cms_error_after_retries("timed out after 30 s")
@@ -463,10 +628,11 @@ def test_transient_error_on_the_final_try_fails_the_contact_when_the_cms_answere
 
 def test_transient_lookup_error_on_a_retried_try_counts_as_transient(world):
     rows = batch_of(ADA, GRACE)
+    world.journal.pending(2, "grace.hopper")
     world.cms.lookup_errors["grace@example.org"] = [CmsUnavailable(502, None, "HTTP 502 Bad Gateway")]
 
     with pytest.raises(BatchIncomplete):
-        world.run(rows, retried=True)
+        world.run(rows)
 
     assert world.cms.creates("grace@example.org") == []  # never created blind after a failed look
     assert world.saved_contacts() == [1]
@@ -514,7 +680,8 @@ def test_one_mail_per_created_account_and_none_for_links_or_do_not_email(world):
     ada = world.cms.users["ada@example.org"]
     assert world.cms.mailed == [ada.uf_id]
     assert results[1]["mail"] == outcomes.MAIL_SENT
-    assert results[3]["mail"] is None and results[4]["mail"] is None
+    assert results[3]["mail"] is None
+    assert results[4]["mail"] == outcomes.MAIL_DO_NOT_EMAIL
     assert results[4]["outcome"] == "created"
     assert world.cms.count("send_password_mail") == 1
 
@@ -522,8 +689,8 @@ def test_one_mail_per_created_account_and_none_for_links_or_do_not_email(world):
 def test_no_mail_when_notify_is_off(world):
     results = world.run(batch_of(ADA, GRACE), notify=False)
     assert world.cms.count("send_password_mail") == 0
-    assert [r["mail"] for r in results] == [None, None]
-    assert world.ledger.writes == []
+    assert [r["mail"] for r in results] == [outcomes.MAIL_OFF] * 2
+    assert world.journal.mail_writes() == []
 
 
 def test_a_failed_mail_is_noted_without_failing_the_contact(world):
@@ -537,7 +704,7 @@ def test_a_failed_mail_is_noted_without_failing_the_contact(world):
     assert results[1]["outcome"] == "created"
     assert results[1]["mail"] == outcomes.mail_failed("WordPress could not send the password mail for user 100")
     assert results[2]["mail"] == outcomes.MAIL_SENT
-    assert world.ledger.state == {"sent": [101], "sending": []}
+    assert {e.uf_id: e.mail for e in world.journal.activities.values()} == {100: "", 101: "sent"}
 
 
 def test_the_mail_ledger_is_written_twice_per_chunk_not_once_per_mail(world):
@@ -545,24 +712,41 @@ def test_the_mail_ledger_is_written_twice_per_chunk_not_once_per_mail(world):
     results = world.run(batch_of(*contacts))
 
     assert world.cms.count("send_password_mail") == 45
-    chunks = math.ceil(45 / MailLedger.CHUNK)
-    assert len(world.ledger.writes) == 2 * chunks == 6
-    begins = world.ledger.writes[0::2]
-    assert [len(w["sending"]) for w in begins] == [20, 20, 5]
-    assert world.ledger.state == {"sent": sorted(r["uf_id"] for r in results), "sending": []}
+    chunks = math.ceil(45 / MAIL_CHUNK)
+    mail_writes = world.journal.mail_writes()
+    assert len(mail_writes) == 2 * chunks == 6
+    begins = mail_writes[0::2]
+    assert [len(w) for w in begins] == [20, 20, 5]
+    assert {state for _, state in begins[0]} == {"sending"}
+    assert sorted(e.uf_id for e in world.journal.activities.values() if e.mail == "sent") == sorted(
+        r["uf_id"] for r in results)
     # each chunk is announced before its first mail: the first "sending" names the first 20 accounts
-    assert begins[0]["sending"] == sorted(r["uf_id"] for r in results[:20])
+    assert [uf_id for uf_id, _ in begins[0]] == [r["uf_id"] for r in results[:20]]
 
 
-def test_accounts_the_ledger_says_were_mailed_are_not_mailed_again(world):
+def test_accounts_the_journal_says_were_mailed_are_not_mailed_again(world):
     rows = batch_of(ADA)
+    world.journal.add(JournalEntry(contact_id=1, usernames=("ada.lovelace",), uf_id=500,
+                                   username="ada.lovelace", mail="sent"))
     world.civicrm.link(1, 500, "ada@example.org")
-    world.ledger = LedgerStore({"sent": [500], "sending": []})
 
-    [result] = world.run(rows, retried=True)
+    [result] = world.run(rows)
 
     assert result["mail"] == outcomes.MAIL_SENT_EARLIER
     assert world.cms.count("send_password_mail") == 0
+
+
+def test_a_mail_sent_by_a_later_run_holds_when_an_old_batch_is_cleared(world):
+    """Run 1 created Ada and died before mailing; run 2 adopted and mailed her; then run 1 is cleared."""
+    rows = batch_of(ADA)
+    world.journal.add(JournalEntry(contact_id=1, usernames=("ada.lovelace",), uf_id=500, username="ada.lovelace",
+                                   mail="sent", markers=("[Airflow run cmsuser_nightly / run 2]",)))
+    world.civicrm.link(1, 500, "ada@example.org")
+
+    [result] = world.run(rows)  # run 1's cleared batch
+
+    assert result["outcome"] == "created" and result["mail"] == outcomes.MAIL_SENT_EARLIER
+    assert world.cms.mailed == []
 
 
 def test_accounts_left_sending_by_a_stopped_try_are_not_mailed_again(world):
@@ -573,10 +757,10 @@ def test_accounts_left_sending_by_a_stopped_try_are_not_mailed_again(world):
         world.run(rows)
     mailed_before_the_stop = list(world.cms.mailed)
     assert mailed_before_the_stop == [100]
-    assert sorted(world.ledger.state["sending"]) == [100, 101, 102]
+    assert sorted(e.uf_id for e in world.journal.activities.values() if e.mail == "sending") == [100, 101, 102]
 
     del world.cms.mail_errors[101]
-    results = world.run(rows, retried=True)
+    results = world.run(rows)
 
     assert [r["mail"] for r in results] == [outcomes.MAIL_UNKNOWN] * 3
     assert [r["outcome"] for r in results] == ["created"] * 3
@@ -586,19 +770,20 @@ def test_accounts_left_sending_by_a_stopped_try_are_not_mailed_again(world):
 def test_unknown_mails_stay_unknown_after_a_later_try_mails_others(world):
     """Try 2 mails a newly created account; try 3 must still remember what try 1 left unknown."""
     rows = batch_of(ADA, GRACE)
+    world.journal.add(JournalEntry(contact_id=1, usernames=("ada.lovelace",), uf_id=500, username="ada.lovelace",
+                                   mail="sending"))
     world.civicrm.link(1, 500, "ada@example.org")
-    world.ledger = LedgerStore({"sent": [], "sending": [500]})
     world.cms.script("grace@example.org", CmsUnavailable(503, None, "HTTP 503"))
     with pytest.raises(BatchIncomplete):
-        world.run(rows, retried=True)
+        world.run(rows)
     assert world.cms.count("send_password_mail") == 0
 
-    results = by_id(world.run(rows, retried=True))  # try 3: Grace gets created and mailed
+    results = by_id(world.run(rows))  # try 3: Grace gets created and mailed
 
     assert results[1]["mail"] == outcomes.MAIL_UNKNOWN
     assert world.cms.mailed == [results[2]["uf_id"]]
 
-    results = by_id(world.run(rows, retried=True))  # a cleared task runs once more
+    results = by_id(world.run(rows))  # a cleared task runs once more
 
     assert results[1]["mail"] == outcomes.MAIL_UNKNOWN
     assert results[2]["mail"] == outcomes.MAIL_SENT_EARLIER
@@ -608,13 +793,13 @@ def test_unknown_mails_stay_unknown_after_a_later_try_mails_others(world):
 def test_an_account_linked_by_an_earlier_try_without_its_mail_is_mailed_now(world):
     existing = world.cms.add_user("alan_t", "alan@example.org")
     rows = batch_of(ADA, ALAN, users=[(existing.uf_id, "alan_t", "alan@example.org")])
+    world.journal.pending(1, "ada.lovelace")  # sent; the try linked it and died before recording the id
     world.civicrm.link(1, 500, "ada@example.org")
     world.civicrm.link(3, existing.uf_id, "alan@example.org")
 
-    results = by_id(world.run(rows, retried=True))
+    results = by_id(world.run(rows))
 
-    assert results[1]["mail"] == outcomes.MAIL_SENT
-    # read back, then mailed; a linked existing account gets none
-    assert world.cms.calls == [("find_by_email", "ada@example.org"), ("send_password_mail", 500)]
+    assert results[1]["mail"] == outcomes.MAIL_SENT and results[1]["username"] == "ada.lovelace"
+    assert world.cms.calls == [("send_password_mail", 500)]  # nothing to read back: the journal knew it
     assert results[3]["mail"] is None
-    assert world.ledger.state == {"sent": [500], "sending": []}
+    assert [e.mail for e in world.journal.of(1)] == ["sent"]

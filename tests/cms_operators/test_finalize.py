@@ -58,11 +58,15 @@ def site(civicrm, hook):
     return civicrm
 
 
-def plan_row(contact_id, action, outcome, reason, username, uf_id=None, *, sources=("group:5",), attempts=0):
+def plan_row(contact_id, action, outcome, reason, username, uf_id=None, *, sources=("group:5",), attempts=0,
+             exhausted=False, journal_activity_id=None):
     row = {"contact_id": contact_id, "email": f"c{contact_id}@example.org", "action": action, "outcome": outcome,
-            "reason": reason, "username": username, "uf_id": uf_id, "roles": ["subscriber"] if action == "create"
-            else [], "first_name": "", "last_name": "", "display_name": "", "locale": None, "do_not_email": False,
-            "sources": list(sources), "attempts": attempts}
+            "reason": reason, "username": username, "username_base": username if action == "create" else "",
+            "uf_id": uf_id, "roles": ["subscriber"] if action == "create"
+            else [], "first_name": "", "last_name": "", "display_name": f"Contact {contact_id}", "locale": None,
+            "do_not_email": False, "sources": list(sources), "attempts": attempts,
+            "uf_name": username if outcome == "already_linked" else None,
+            "journal_activity_id": journal_activity_id, "exhausted": exhausted}
     assert list(row) == PLAN_COLUMNS  # the planner's shape, so the hand-made plan stays honest
     return row
 

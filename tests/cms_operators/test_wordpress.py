@@ -6,6 +6,8 @@ import base64
 import json
 import logging
 import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -100,6 +102,71 @@ def test_host_without_scheme_uses_schema_and_port(wordpress, monkeypatch):
     assert hook.test_connection() == (True, f"Authenticated as 'admin' at {wordpress.url}/wp-json")
 
 
+def test_host_without_scheme_or_schema_is_refused_instead_of_guessing_https(wordpress, monkeypatch):
+    # guessing https gave SSL failures against http sites, reported as an unreachable site
+    host = wordpress.url.removeprefix("http://")
+    set_conn(monkeypatch, host=host)
+    with pytest.raises(CmsConfigError) as caught:
+        WordPressBackend("cms_default").find_by_email("a@example.test")
+    message = caught.value.message
+    assert caught.value.code == "connection_invalid" and "'cms_default'" in message and "no scheme" in message
+    assert f"https://{host}" in message and "http://" in message
+    assert wordpress.calls == []
+    ok, said = WordPressHook("cms_default").test_connection()
+    assert not ok and "no scheme" in said
+
+
+@pytest.mark.parametrize("verify, expected", [
+    (False, False), ("False", False), ("off", False), (" no ", False), ("0", False),
+    (True, True), ("TRUE", True), ("on", True), (None, True),
+])
+def test_verify_accepts_the_usual_spellings(wordpress, monkeypatch, verify, expected):
+    set_conn(monkeypatch, host=wordpress.url, extra={"verify": verify})
+    hook = WordPressHook("cms_default")
+    hook.get_conn()
+    assert hook._verify is expected
+
+
+def test_verify_keeps_a_ca_bundle_path(wordpress, monkeypatch, tmp_path):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    set_conn(monkeypatch, host=wordpress.url, extra={"verify": str(bundle)})
+    hook = WordPressHook("cms_default")
+    hook.get_conn()
+    assert hook._verify == str(bundle)
+
+
+@pytest.mark.parametrize("verify", ["maybe", "/etc/ssl/no-such-bundle.pem", {"path": "x"}])
+def test_an_unusable_verify_is_refused_before_any_request(wordpress, monkeypatch, verify):
+    set_conn(monkeypatch, host=wordpress.url, extra={"verify": verify})
+    with pytest.raises(CmsConfigError) as caught:
+        WordPressBackend("cms_default").find_by_email("a@example.test")
+    assert "'cms_default'" in caught.value.message and "extra.verify" in caught.value.message
+    assert wordpress.calls == []
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"login": "admin\n"}, "login"),
+    ({"login": " admin"}, "login"),
+    ({"login": "ad\tmin"}, "login"),
+    ({"password": APP_PASSWORD + "\n"}, "password (the application password)"),
+    ({"password": APP_PASSWORD.replace(" ", "\r\n", 1)}, "password (the application password)"),
+    ({"password": APP_PASSWORD + " "}, "password (the application password)"),
+])
+def test_credentials_that_cannot_be_headers_are_refused_without_showing_them(wordpress, monkeypatch, fields,
+                                                                              field):
+    set_conn(monkeypatch, host=wordpress.url, **fields)
+    with pytest.raises(CmsConfigError) as caught:
+        WordPressBackend("cms_default").find_by_email("a@example.test")
+    text = str(caught.value) + repr(caught.value)
+    assert "'cms_default'" in text and field in text
+    for value in fields.values():
+        assert value not in text and value.strip() not in text
+    for secret in SECRETS:
+        assert secret not in text
+    assert wordpress.calls == []
+
+
 def test_rest_route_form_of_the_api_root(wordpress, monkeypatch):
     wordpress.seed({"users": [{"username": "larry", "email": "larry@example.org"}]})
     set_conn(monkeypatch, host=wordpress.url, extra={"rest_url": wordpress.url + "/?rest_route="})
@@ -170,7 +237,15 @@ def test_preflight_with_a_bad_password_names_the_connection(wordpress, monkeypat
 def test_preflight_with_a_missing_role_names_it_and_creates_nothing(backend, wordpress):
     with pytest.raises(CmsConfigError, match="role 'volunteer' does not exist") as caught:
         backend.preflight(["member", "volunteer"])
-    assert "cms_default" in caught.value.message
+    assert caught.value.problems == [f"role 'volunteer' does not exist on WordPress {wordpress.url}; create it "
+                                     "there or remove it from the roles setting"]
+    assert [u["username"] for u in wordpress.users] == ["admin"]
+
+
+def test_preflight_reports_every_missing_role_at_once(backend, wordpress):
+    with pytest.raises(CmsConfigError) as caught:
+        backend.preflight(["volunteer", "member", "board"])
+    assert [p.split("'")[1] for p in caught.value.problems] == ["volunteer", "board"]
     assert [u["username"] for u in wordpress.users] == ["admin"]
 
 
@@ -201,7 +276,8 @@ def test_preflight_falls_back_when_the_own_login_is_banned(monkeypatch):
         with pytest.raises(CmsConfigError, match="role 'nope'"):
             WordPressBackend("cms_default").preflight(["nope"])
         assert len(wordpress.users) == 1
-        assert [c.status for c in posts(wordpress)] == [400, 500, 400, 400]  # own login, long login; twice
+        # own login, long login; then again, and the missing role alone to name it
+        assert [c.status for c in posts(wordpress)] == [400, 500, 400, 400, 400]
 
 
 def test_non_ascii_credentials_are_sent_as_utf8(monkeypatch):
@@ -268,7 +344,9 @@ def test_plus_in_emails_is_encoded(backend, wordpress):
 def test_find_by_email_picks_the_exact_match_among_fuzzy_results(backend, wordpress):
     wordpress.seed({"users": [{"id": 5, "username": "joann", "email": "joann@example.org"},
                               {"id": 6, "username": "ann", "email": "ann@example.org", "roles": ["member"]}]})
-    assert backend.find_by_email(" ANN@example.org ") == CmsUser(6, "ann", "ann@example.org", ("member",))
+    found = backend.find_by_email(" ANN@example.org ")
+    assert found == CmsUser(6, "ann", "ann@example.org", ("member",), registered=found.registered)
+    assert found.registered  # WordPress's registered_date, which tells our account from an older one
     assert backend.find_by_email("nn@example.org") is None
     assert backend.find_by_email("") is None
 
@@ -294,6 +372,21 @@ def test_lookups_honour_retry_after(backend, wordpress):
     assert time.monotonic() - started >= 1.0
 
 
+@pytest.mark.parametrize("retry_after, low, high", [
+    ("0.25", 0.25, 0.25),  # fractional seconds were ignored (plain back-off) before the shared parser
+    ("in 20 s", 15.0, 20.0),  # as an HTTP date, made when the test runs
+])
+def test_lookups_honour_retry_after_in_seconds_or_as_an_http_date(backend, wordpress, retry_after, low, high):
+    if retry_after == "in 20 s":
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    sleeps: list[float] = []
+    backend.hook._sleep = sleeps.append
+    wordpress.inject(method="GET", path="/wp/v2/users", status=429, retry_after=retry_after)
+    backend.find_by_email("ann@example.org")
+    assert len(sleeps) == 1 and low <= sleeps[0] <= high
+    assert [c.status for c in gets(wordpress)] == [429, 200]
+
+
 def test_a_long_retry_after_is_left_to_the_caller(backend, wordpress):
     wordpress.inject(method="GET", path="/wp/v2/users", status=503, retry_after=120, times=3)
     with pytest.raises(CmsUnavailable) as caught:
@@ -313,7 +406,7 @@ def test_html_instead_of_json_is_transient(backend, wordpress):
 
 def test_create_returns_the_user_and_sends_a_random_password(backend, wordpress):
     user = new_user(backend, locale="en_US")
-    assert user == CmsUser(2, "jdoe", "jdoe@example.test", ("member",))
+    assert user == CmsUser(2, "jdoe", "jdoe@example.test", ("member",), registered=user.registered)
     (stored,) = [u for u in wordpress.users if u["id"] == 2]
     assert (stored["name"], stored["first_name"], stored["last_name"], stored["locale"]) == (
         "Jane Doe", "Jane", "Doe", "en_US")

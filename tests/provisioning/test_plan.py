@@ -28,6 +28,7 @@ def row_of(plan: pd.DataFrame, contact_id: int) -> dict:
 def test_one_row_per_contact_sorted_with_the_plan_columns(run_plan, contact):
     plan = run_plan([contact(30), contact(10), contact(20)])
     assert list(plan.columns) == PLAN_COLUMNS
+    assert PLAN_COLUMNS[PLAN_COLUMNS.index("username") + 1] == "username_base"
     assert plan["contact_id"].tolist() == [10, 20, 30]
 
 
@@ -332,15 +333,91 @@ def test_rule9_pattern_tokens(run_plan, contact, pattern, fields, expected):
 
 
 @pytest.mark.parametrize(
-    "names", [{"first_name": None, "last_name": None}, {"first_name": "李", "last_name": "小龍"}]
+    ("names", "expected"),
+    [
+        ({"first_name": "Иван", "last_name": "Петров"}, "ivan.petrov"),
+        ({"first_name": "李", "last_name": "小龍"}, "li.xiao.long"),
+        ({"first_name": "Γιώργος", "last_name": None}, "giorgos"),
+    ],
 )
-def test_rule9_empty_username_fails(run_plan, contact, names):
-    plan = run_plan([contact(1, **names)])
-    assert plan.loc[1, "outcome"] == "failed"
+def test_rule9_names_without_latin_letters_are_transliterated(run_plan, contact, names, expected):
+    row = row_of(run_plan([contact(1, **names)]), 1)
+    assert (row["outcome"], row["username"]) == ("created", expected)
+
+
+@pytest.mark.parametrize(
+    ("fields", "settings", "expected"),
+    [
+        # no name at all: the default fallback {email_local}
+        ({"first_name": None, "last_name": None, "email": "Mary.Ann@example.org"}, {}, "mary.ann"),
+        ({"first_name": "😀", "last_name": ""}, {}, "contact1"),
+        ({"first_name": None}, {"username_pattern": "{first_name}"}, "contact1"),
+        (
+            {"first_name": None, "last_name": None},
+            {"username_fallback_pattern": "member-{contact_id}"},
+            "member-1",
+        ),
+        # the fallback is empty too: user{contact_id}
+        ({"first_name": None, "last_name": None, "email": "+++@example.org"}, {}, "user1"),
+        (
+            {"first_name": None, "last_name": None, "display_name": None},
+            {"username_fallback_pattern": "{display_name}"},
+            "user1",
+        ),
+    ],
+)
+def test_rule9_empty_username_falls_back(run_plan, contact, fields, settings, expected):
+    row = row_of(run_plan([contact(1, **fields)], **settings), 1)
+    assert (row["action"], row["outcome"], row["username"]) == ("create", "created", expected)
+
+
+def test_rule9_fallback_names_are_unique_too(run_plan, contact):
+    plan = run_plan(
+        [contact(1, first_name=None, last_name=None, email="+++@example.org")],
+        users=[(5, "user1", "someone@example.org")],
+    )
+    assert (plan.loc[1, "username"], plan.loc[1, "username_base"]) == ("user12", "user1")
+
+
+def test_rule9_empty_username_fails_only_when_even_user_id_is_empty(run_plan, contact):
+    plan = run_plan([contact(1)], plan_options={"sanitize": lambda raw: ""})
+    assert (plan.loc[1, "action"], plan.loc[1, "outcome"]) == ("none", "failed")
     assert plan.loc[1, "reason"] == (
         "username pattern '{first_name}.{last_name}' gives an empty username for this contact; "
         "fill in the name fields or change username_pattern"
     )
+    assert plan.loc[1, "username_base"] == ""
+
+
+def test_rule9_username_base_is_the_name_before_the_suffix(run_plan, contact):
+    plan = run_plan(
+        [
+            contact(1),
+            contact(2),
+            contact(3, last_name="x" * 80),
+            contact(4, last_name="x" * 80),
+            contact(5, email=None),
+            contact(6, email="boss@example.org"),
+            contact(7, uf_id=70, uf_name="seven@example.org"),
+        ],
+        users=[(10, "Jane.Doe", "someone@example.org"), ADMIN],
+    )
+    assert plan.loc[[1, 2], "username"].tolist() == ["jane.doe2", "jane.doe3"]
+    assert plan.loc[[1, 2], "username_base"].tolist() == ["jane.doe", "jane.doe"]
+    # cut to the length limit, as the unsuffixed name would be
+    assert plan.loc[3, "username_base"] == plan.loc[3, "username"] == "jane." + "x" * 55
+    assert plan.loc[4, "username"] == "jane." + "x" * 54 + "2"
+    assert plan.loc[4, "username_base"] == "jane." + "x" * 55
+    # '' for every row that is not a create
+    assert plan.loc[[5, 6, 7], "username_base"].tolist() == ["", "", ""]
+
+
+def test_rule9_username_base_reaches_the_batches_and_not_the_deferred(run_plan, contact):
+    plan = run_plan([contact(1), contact(2), contact(3)], users=[(10, "jane.doe", "x@example.org")], limit=1)
+    assert plan.loc[[2, 3], "outcome"].tolist() == ["deferred", "deferred"]
+    assert plan.loc[[2, 3], "username_base"].tolist() == ["", ""]
+    [[row]] = make_batches(plan, batch_size=10)
+    assert (row["username"], row["username_base"]) == ("jane.doe2", "jane.doe")
 
 
 def test_rule9_sanitiser_is_pluggable(run_plan, contact):

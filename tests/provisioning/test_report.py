@@ -3,7 +3,14 @@ import json
 import pandas as pd
 import pytest
 
-from provisioning.report import RESULT_COLUMNS, outcome_table, planned_outcomes, summary_table, to_records
+from provisioning.report import (
+    RESULT_COLUMNS,
+    attention_table,
+    outcome_table,
+    planned_outcomes,
+    summary_table,
+    to_records,
+)
 
 
 def results(*rows) -> pd.DataFrame:
@@ -86,7 +93,7 @@ def test_planned_outcomes_have_the_create_result_shape(run_plan, contact):
         [contact(3, uf_id=9, uf_name="old@example.org"), contact(1), contact(2, email=None)]
     ).reset_index(drop=True)
     result = planned_outcomes(plan)
-    assert list(result.columns) == RESULT_COLUMNS
+    assert list(result.columns) == [*RESULT_COLUMNS, "display_name"]  # the name, for the attention table
     assert result["contact_id"].tolist() == [1, 2, 3]
     assert result["outcome"].tolist() == ["created", "failed", "already_linked"]
     assert result["username"].tolist() == ["jane.doe", "", "old@example.org"]
@@ -107,3 +114,24 @@ def test_to_records_gives_plain_python_values():
     assert all(type(record["contact_id"]) is int for record in records)
     assert type(records[0]["uf_id"]) is int and type(records[1]["attempt"]) is int
     assert json.dumps(records, allow_nan=False)
+
+
+def test_a_dry_run_says_what_would_happen_and_never_created(run_plan, contact):
+    plan = run_plan([contact(1), contact(2, email=None), contact(3, uf_id=9, uf_name="old@example.org")])
+    result = planned_outcomes(plan, dry_run=True)
+    assert sorted(result["outcome"]) == ["already linked", "would create", "would fail"]
+    table = summary_table(result)
+    assert "would create" in table and "created" not in table and "would link" in table
+
+
+def test_the_attention_table_lists_failed_contacts_with_name_and_reason_up_to_a_cap():
+    frame = pd.DataFrame({"contact_id": [5, 1, 2, 3], "outcome": ["failed", "created", "failed", "failed"],
+                          "display_name": ["Eve E", "Ada A", "Bob B", "Cy C"],
+                          "reason": ["no primary email", "new account", "contact is deceased", "x"]})
+    table = attention_table(frame, max_rows=2)
+    lines = table.splitlines()
+    assert lines[0] == "3 contacts need attention:"
+    assert lines[3:5] == ["         2  Bob B         contact is deceased", "         3  Cy C          x"]
+    assert lines[-1] == "... and 1 more (log_attention_rows = 2)"
+    assert "Ada A" not in table and "Eve E" not in table
+    assert attention_table(frame[frame["outcome"] == "created"], 5) == "no contact needs attention"

@@ -69,6 +69,7 @@ def test_settings_path_follows_the_environment_variable(monkeypatch, tmp_path):
         ("history_group", None),
         ("history_tag", None),
         ("username_pattern", "{first_name}.{last_name}"),
+        ("username_fallback_pattern", "{email_local}"),
         ("roles", ["subscriber"]),
         ("notify", True),
         ("on_existing_email", "link"),
@@ -139,6 +140,21 @@ def test_valid_username_patterns(pattern):
     assert Settings(trigger_groups=[1], username_pattern=pattern).username_pattern == pattern
 
 
+@pytest.mark.parametrize(
+    "pattern", ["{email_local}", " {email_local} ", "member-{contact_id}", "{last_name}_{contact_id}"]
+)
+def test_valid_username_fallback_patterns(pattern):
+    settings = Settings(trigger_groups=[1], username_fallback_pattern=pattern)
+    assert settings.username_fallback_pattern == pattern.strip()
+
+
+def test_both_username_help_texts_give_the_order_of_patterns():
+    pattern = Settings.model_fields["username_pattern"].description
+    fallback = Settings.model_fields["username_fallback_pattern"].description
+    assert "`username_fallback_pattern` is used, and if that is empty too, `user{contact_id}`" in pattern
+    assert "Order: `username_pattern`, then this, then `user{contact_id}`" in fallback
+
+
 def test_trigger_entries_keep_ids_and_names():
     settings = Settings(trigger_groups=[5, " Members "], trigger_tags=["Needs login"], history_group="")
     assert settings.trigger_groups == [5, "Members"]
@@ -182,6 +198,11 @@ def test_timezone_accepts_iana_names():
         ({"username_pattern": "first_name}"}, "username_pattern", "unbalanced '}'"),
         ({"username_pattern": "member"}, "username_pattern", "has no token"),
         ({"username_pattern": "  "}, "username_pattern", "is empty"),
+        ({"username_fallback_pattern": "{nick}"}, "username_fallback_pattern", "unknown token {nick}"),
+        ({"username_fallback_pattern": "{email_local"}, "username_fallback_pattern", "unbalanced '{'"),
+        ({"username_fallback_pattern": "member"}, "username_fallback_pattern", "has no token"),
+        ({"username_fallback_pattern": ""}, "username_fallback_pattern", "is empty"),
+        ({"username_fallback_pattern": 5}, "username_fallback_pattern", "valid string"),
         ({"roles": []}, "roles", "at least 1 item"),
         ({"roles": ["administrator"]}, "roles", "'administrator' is not allowed"),
         ({"roles": ["member", " "]}, "roles", "empty role"),

@@ -6,6 +6,7 @@ import pytest
 
 from provisioning.usernames import (
     PatternError,
+    candidate_usernames,
     next_candidate,
     render_username,
     render_usernames,
@@ -89,8 +90,8 @@ def test_render_rejects_bad_patterns(pattern):
         ("mary+tag@example.org", "marytag@example.org"),
         ("Anne&Marie (Jr)", "annemarie.jr"),
         ("Dr. Jane Doe", "dr.jane.doe"),
-        ("李小龍", ""),
         ("...", ""),
+        ("😀", ""),
         ("", ""),
     ],
 )
@@ -99,7 +100,19 @@ def test_sanitize_wordpress(raw, expected):
 
 
 @pytest.mark.parametrize(
-    "raw", ["Ærøskøbing\tTown", "x%20y&amp;z", " -_lead", "trail_- ", "ﬁnance Ⅻ", "😀 smile"]
+    "raw",
+    [
+        "Ærøskøbing\tTown",
+        "x%20y&amp;z",
+        " -_lead",
+        "trail_- ",
+        "ﬁnance Ⅻ",
+        "😀 smile",
+        "Иван «Ваня» Петров",
+        "محمد علي",
+        "山田\u3000太郎",
+        "Ⱞ Əə",
+    ],
 )
 def test_sanitized_names_are_accepted_by_wordpress_unchanged(raw):
     name = sanitize_wordpress(raw)
@@ -107,6 +120,108 @@ def test_sanitized_names_are_accepted_by_wordpress_unchanged(raw):
     assert not name.startswith((".", "_", "-")) and not name.endswith((".", "_", "-"))
     assert ".." not in name
     assert sanitize_wordpress(name) == name
+
+
+# Computed with the hand-table sanitiser before it was replaced by text-unidecode: every name that
+# gave a login then must give exactly the same login now (no churn for Latin names).
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Müller", "muller"),
+        ("Jürgen Groß", "jurgen.gross"),
+        ("Straße", "strasse"),
+        ("ẞTRASSE", "sstrasse"),
+        ("ſtraße", "strasse"),
+        ("Øyvind Ødegård", "oyvind.odegard"),
+        ("Søren Kierkegaard", "soren.kierkegaard"),
+        ("Łukasz Żółć", "lukasz.zolc"),
+        ("Þór Sigurðsson", "thor.sigurdsson"),
+        ("Ægir Æsa", "aegir.aesa"),
+        ("Cœur Œuvre", "coeur.oeuvre"),
+        ("Đorđe Đoković", "dorde.dokovic"),
+        ("Ðóra", "dora"),
+        ("Yıldız Işık", "yildiz.isik"),
+        ("İlker", "ilker"),
+        ("Ünal Çelik", "unal.celik"),
+        ("Ærøskøbing", "aeroskobing"),
+        ("Ångström", "angstrom"),
+        ("Zoë O'Brien", "zoe.obrien"),
+        ("Zoë O\u2019Brien", "zoe.obrien"),
+        ("François-Xavier", "francois-xavier"),
+        ("Nguyễn Thị Minh Khai", "nguyen.thi.minh.khai"),
+        ("Dvořák", "dvorak"),
+        ("José María", "jose.maria"),
+        ("Émilie\u00a0Dubois", "emilie.dubois"),
+        ("Renée «Rae» Smith", "renee.rae.smith"),
+        ("ﬁnance Ⅻ", "finance.xii"),
+        ("Jane 😀 Doe", "jane.doe"),
+        # non-ASCII punctuation was dropped, and still is (the library would spell it '-')
+        ("Jean\u2010Luc Picard", "jeanluc.picard"),
+        ("Anne \u2013 Marie", "anne.marie"),
+        ("Ana·Lluïsa", "analluisa"),
+        # a name with some Latin letters keeps its login; only the rest is dropped, as before
+        ("Mary-Jane 李", "mary-jane"),
+        ("Ivan Иванов", "ivan"),
+        # the library spells ə as '@': such letters are still dropped
+        ("Əliyev", "liyev"),
+    ],
+)
+def test_sanitize_gives_the_same_login_as_before_for_latin_names(raw, expected):
+    assert sanitize_wordpress(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Иван Петров", "ivan.petrov"),
+        ("Иван-Петров", "ivan-petrov"),
+        ("Γιώργος Παπαδόπουλος", "giorgos.papadopoulos"),
+        ("Γιω\u0301ργος", "giorgos"),  # decomposed accent
+        ("محمد علي", "mhmd.ly"),
+        ("דוד כהן", "dvd.khn"),
+        ("김민준", "gimminjun"),
+        ("李小龍", "li.xiao.long"),
+        ("王 芳", "wang.fang"),
+        ("山田\u3000太郎", "shan.tian.tai.lang"),
+        ("李.小龍", "li.xiao.long"),  # what {first_name}.{last_name} renders
+        ("Ⱞ Иван", "ivan"),  # the library's '[?]' for unknown letters is dropped
+    ],
+)
+def test_sanitize_transliterates_names_without_latin_letters(raw, expected):
+    assert sanitize_wordpress(raw) == expected
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("Ħili", "hili"), ("Aŋa", "anga"), ("Ɛfua", "efua")])
+def test_sanitize_spells_rare_latin_letters_it_used_to_drop(raw, expected):
+    # The one deliberate change for Latin names: letters outside the old hand table (ħ, ŋ, ɛ, ...)
+    # were dropped ('ili'); the library spells them.
+    assert sanitize_wordpress(raw) == expected
+
+
+# --- candidates: pattern, fallback pattern, user{contact_id} -----------------------------------
+
+PATTERNS = ["{first_name}.{last_name}", "{email_local}"]
+
+
+def test_candidates_use_the_first_pattern_that_gives_a_name():
+    contacts = [
+        JANE,
+        {"contact_id": 8, "email": "Mary.Ann@example.org"},
+        {"contact_id": 9, "first_name": "Иван", "last_name": "Петров", "email": "x@example.org"},
+    ]
+    assert candidate_usernames(contacts, PATTERNS) == ["jane.doe", "mary.ann", "ivan.petrov"]
+
+
+@pytest.mark.parametrize("email", [None, "+++@example.org", "😀@example.org"])
+def test_candidates_end_with_user_and_the_contact_id(email):
+    assert candidate_usernames([{"contact_id": 42, "email": email}], PATTERNS) == ["user42"]
+
+
+def test_candidates_use_the_given_sanitiser_and_may_stay_empty():
+    contacts = [{"contact_id": 1}, {"contact_id": 2, "first_name": "Al", "last_name": "Bo"}]
+    shout = lambda raw: raw.strip(".").upper()  # noqa: E731
+    assert candidate_usernames(contacts, PATTERNS, sanitize=shout) == ["USER1", "AL.BO"]
+    assert candidate_usernames(contacts, PATTERNS, sanitize=lambda raw: "") == ["", ""]
 
 
 # --- uniqueness ----------------------------------------------------------------------------------
@@ -168,13 +283,46 @@ def test_unique_is_linear_for_many_identical_names():
 
 
 @pytest.mark.parametrize(
-    ("username", "taken", "expected"),
+    ("base", "taken", "expected"),
     [
-        ("jane.doe", set(), "jane.doe2"),
+        ("jane.doe", {"jane.doe"}, "jane.doe2"),
+        ("jane.doe", {"jane.doe2"}, "jane.doe3"),
         ("jane.doe", {"JANE.DOE2", "jane.doe3"}, "jane.doe4"),
-        ("jane.doe2", set(), "jane.doe22"),
-        ("x" * 60, set(), "x" * 59 + "2"),
+        # the planned jane.doe3 was refused: jane.doe2 was taken when the plan was made
+        ("jane.doe", {"Jane.Doe3"}, "jane.doe4"),
+        ("jane.doe", set(), "jane.doe2"),
+        ("jane.doe", ["jane.doe", "jane.doe2"], "jane.doe3"),
+        # a number the pattern made is part of the base, never bumped
+        ("user12", {"user12"}, "user122"),
+        ("user12", {"user122"}, "user123"),
+        # cut to fit, like unique_usernames: the suffix is found behind a cut base too
+        ("x" * 60, {"x" * 60}, "x" * 59 + "2"),
+        ("x" * 60, {"x" * 59 + "9"}, "x" * 58 + "10"),
+        ("abcd.efg", {"abcd.e", "abcd2"}, "abcd3"),
+        # a plan without username_base passes the username: its suffix then goes on that name
+        ("jane.doe2", {"jane.doe2"}, "jane.doe22"),
     ],
 )
-def test_next_candidate(username, taken, expected):
-    assert next_candidate(username, taken) == expected
+def test_next_candidate(base, taken, expected):
+    max_length = 6 if base == "abcd.efg" else 60
+    assert next_candidate(base, taken, max_length) == expected
+
+
+def test_next_candidate_in_a_retry_loop_skips_names_taken_since_the_plan():
+    # The create loop: try the planned name; on 'exists' add it to `taken` and ask for the next.
+    at_plan = {"jane.doe", "jane.doe2"}
+    planned = unique_usernames(pd.Series(["jane.doe"]), taken=at_plan).iloc[0]
+    cms = at_plan | {"jane.doe3", "jane.doe4", "jane.doe5"}  # taken since the plan
+    tried, taken, username = [], set(), planned
+    while username in cms:
+        tried.append(username)
+        taken.add(username)
+        username = next_candidate("jane.doe", taken)
+    assert planned == "jane.doe3"
+    assert tried == ["jane.doe3", "jane.doe4", "jane.doe5"]
+    assert username == "jane.doe6"
+
+
+def test_next_candidate_needs_room_for_a_suffix():
+    with pytest.raises(ValueError, match="max_length"):
+        next_candidate("jane.doe", set(), 1)
