@@ -95,6 +95,7 @@ class _State:
     accounts: dict[int, CmsUser] = field(default_factory=dict)
     transient: dict[int, CmsUnavailable] = field(default_factory=dict)
     entries: dict[int, JournalEntry] = field(default_factory=dict)  # the entry holding each account
+    ours: set[int] = field(default_factory=set)  # contacts whose account this try made or recognised
     reached_cms: bool = False
 
 
@@ -127,6 +128,7 @@ class _Batch:
                                     if e.activity_id and e.activity_id == row.get("journal_activity_id")), None)
                     if adopted is not None:  # an account an earlier run made (the plan read its journal)
                         self.s.entries[row["contact_id"]] = adopted.created(user.uf_id, user.username)
+                        self.s.ours.add(row["contact_id"])
                     self.linked(row, user, Outcome(row["outcome"]), row["reason"])
             creates = [r for r in todo if r["action"] == "create"]
             doubtful = [r for r in creates if any(e.pending for e in self.journal.get(r["contact_id"], []))]
@@ -194,6 +196,7 @@ class _Batch:
                                           outcomes.account_is_administrator(user.username, user.uf_id))
         elif entry is not None:
             self.s.entries[cid] = entry.created(user.uf_id, user.username)
+            self.s.ours.add(cid)
             self.linked(row, user, Outcome.CREATED, reason_ours)
         elif self.ctx.on_existing_email == "fail":
             self.s.results[cid] = _result(row, Outcome.FAILED,
@@ -267,6 +270,7 @@ class _Batch:
                     roles=list(row.get("roles") or []), locale=row.get("locale"))
                 self.s.reached_cms = True
                 self.s.entries[cid] = self.s.entries[cid].created(user.uf_id, user.username)
+                self.s.ours.add(cid)
                 self.linked(row, user, Outcome.CREATED, outcomes.reason_created())
                 return
             except CmsDuplicateLogin:
@@ -333,9 +337,9 @@ class _Batch:
         errors = self.ctx.save_links(safe) if safe else {}
         for contact_id, error in errors.items():
             self.refuse(contact_id, outcomes.link_failed(self.s.results[contact_id].get("username"), error))
-        # the accounts we made, by id, into the journal: the next try or run needs no look-up for them
-        made = [entry for cid, entry in self.s.entries.items()
-                if entry.uf_id is not None and self.s.results.get(cid, {}).get("outcome") == Outcome.CREATED]
+        # the accounts we made, by id, into the journal, linked or not: the next try or run knows them
+        # as ours without a look-up, even when CiviCRM refused the link just now
+        made = [self.s.entries[cid] for cid in sorted(self.s.ours)]
         if made:
             self.write_entries(made)
 

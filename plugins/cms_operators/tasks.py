@@ -211,16 +211,26 @@ def create_accounts(batch: dict, task_state_store=None) -> list[dict]:
     context["batch_label"] = batch["label"]
     ti = context["ti"]
     rows = ti.xcom_pull(task_ids="plan", key=f"batch_{batch['index']}")
+    ctx = batch_context(settings, marker=run_marker(context), stamp=run_stamp(context, settings),
+                        final_try=ti.try_number > ti.max_tries, state=task_state_store)
+    log.info("%s: try %d of %d", batch["label"], ti.try_number, ti.max_tries + 1)
+    results = create_batch(rows, ctx)
+    counts = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
+    log.info("%s done: %s", batch["label"], ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return results
+
+
+def batch_context(settings: Settings, *, marker: str, stamp: str, final_try: bool, state) -> BatchContext:
+    """What a batch needs, wired to the run's hooks; `state` is the task state store (or any get/set)."""
     civicrm = CiviCRMHook(settings.civicrm_conn_id)
     backend = get_backend(settings.cms_type, settings.cms_conn_id)
-    marker, stamp = run_marker(context), run_stamp(context, settings)
 
     def write_journal(entries, subjects):
         sources = {e.contact_id: settings.activity_source_contact_id or e.contact_id for e in entries}
         return queries.save_journal(civicrm, entries, text={}, subject=subjects, stamp=stamp, source=sources,
                                     marker=marker)
 
-    ctx = BatchContext(
+    return BatchContext(
         backend=backend,
         linked_accounts=lambda ids: queries.linked_accounts(civicrm, ids, settings.domain_id),
         save_links=lambda links: queries.save_links(civicrm, links, settings.domain_id),
@@ -229,17 +239,12 @@ def create_accounts(batch: dict, task_state_store=None) -> list[dict]:
         links_for=lambda uf_ids: queries.links_for(civicrm, settings.domain_id, uf_ids=uf_ids),
         notify=settings.notify,
         on_existing_email=settings.on_existing_email,
-        final_try=ti.try_number > ti.max_tries,
+        final_try=final_try,
         client_timeout=backend.client_timeout(),
         retry_delay=settings.retry_delay_seconds,
-        load_timed_out=lambda: task_state_store.get(TIMED_OUT_KEY),
-        store_timed_out=lambda when: task_state_store.set(TIMED_OUT_KEY, when),
+        load_timed_out=lambda: state.get(TIMED_OUT_KEY),
+        store_timed_out=lambda when: state.set(TIMED_OUT_KEY, when),
     )
-    log.info("%s: try %d of %d", batch["label"], ti.try_number, ti.max_tries + 1)
-    results = create_batch(rows, ctx)
-    counts = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
-    log.info("%s done: %s", batch["label"], ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    return results
 
 
 @task(task_id="finalize", trigger_rule="all_done", retries=2, retry_exponential_backoff=True,

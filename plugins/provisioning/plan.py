@@ -433,7 +433,7 @@ def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, usern
                 continue
             account = (str(user.get("username") or ""), int(user["uf_id"]))
             other = owners.get(account[1], set()) - {contact_id}
-            if _truthy(user.get("is_admin")):
+            if _is_admin(user.get("is_admin"), user.get("roles")):
                 admins[row] = account
             elif other:
                 others[row] = (*account, min(other))
@@ -459,6 +459,13 @@ def _mask(count: int, rows: Iterable[int]) -> np.ndarray:
     return mask
 
 
+def _is_admin(flag: Any, roles: Any) -> bool:
+    """The backend says which accounts administer the site; without its word, WordPress's role."""
+    if flag is not None and not (isinstance(flag, float) and math.isnan(flag)):
+        return _truthy(flag)
+    return any(str(role).strip().lower() == "administrator" for role in _as_list(roles))
+
+
 def _prepare_cms_users(cms_users: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
     """CMS users keyed by lower-cased email (the lowest uf_id per email), and every username."""
     users = _with_columns(cms_users, CMS_USER_COLUMNS)
@@ -467,12 +474,7 @@ def _prepare_cms_users(cms_users: pd.DataFrame | None) -> tuple[pd.DataFrame, li
             "uf_id": _optional_ids(users["uf_id"]).to_numpy(),
             "username": _text(users["username"]).to_numpy(),
             "email_key": _text(users["email"]).str.lower().to_numpy(),
-            # the backend says which accounts administer the site; WordPress's role is the fallback
-            "is_admin": [
-                _truthy(flag) if flag is not None and not (isinstance(flag, float) and math.isnan(flag))
-                else any(str(role).strip().lower() == "administrator" for role in _as_list(roles))
-                for flag, roles in zip(users["is_admin"], users["roles"], strict=True)
-            ],
+            "is_admin": [_is_admin(flag, roles) for flag, roles in zip(users["is_admin"], users["roles"], strict=True)],
         },
         columns=["uf_id", "username", "email_key", "is_admin"],
     )

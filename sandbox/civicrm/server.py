@@ -263,6 +263,11 @@ class CiviCRMEmulator:
             self._faults.append(_Fault(entity, action, status, times, delay, lose_answer, body, retry_after,
                                        dict(headers or {})))
 
+    def clear_faults(self) -> None:
+        """Forget every injection not used up yet (as the WordPress emulator's clear_faults)."""
+        with self._calls_lock:
+            self._faults.clear()
+
     def _take_fault(self, entity: str, action: str) -> _Fault | None:
         with self._calls_lock:
             for fault in self._faults:

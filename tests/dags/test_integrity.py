@@ -66,3 +66,45 @@ def test_settings_schedule_reaches_the_dag(tmp_path, monkeypatch):
     dag = _bag().get_dag("cmsuser_nightly")
     assert dag.timetable.expression == "30 3 * * *"
     assert "Europe/Berlin" in str(dag.timetable.timezone)
+
+
+def test_every_task_has_a_timeout_from_the_settings_and_retries_transient_errors(tmp_path, monkeypatch):
+    custom = tmp_path / "cmsuser.yaml"
+    custom.write_text("trigger_tags: [needs_login]\ntask_timeout_minutes: {extract: 5}\n")
+    monkeypatch.setenv("CMSUSER_SETTINGS", str(custom))
+    dag = _bag().get_dag("cmsuser_nightly")
+    minutes = {t.task_id: t.execution_timeout.total_seconds() / 60 for t in dag.tasks}
+    assert minutes == {"preflight": 10, "extract": 5, "plan": 30, "create_accounts": 120, "finalize": 60}
+    # extract and plan read CiviCRM too: a blip there retries, it does not end the night
+    assert {t.task_id: t.retries for t in dag.tasks} == {"preflight": 2, "extract": 2, "plan": 2,
+                                                         "create_accounts": 3, "finalize": 2}
+
+
+def test_no_task_logs_its_return_value(monkeypatch):
+    monkeypatch.delenv("CMSUSER_SETTINGS", raising=False)
+    dag = _bag().get_dag("cmsuser_nightly")
+    def shown(task):  # a mapped task keeps its operator's arguments aside until it is expanded
+        kwargs = getattr(task, "partial_kwargs", None)
+        return kwargs.get("show_return_value_in_logs", True) if kwargs is not None else task.show_return_value_in_logs
+
+    assert {t.task_id: shown(t) for t in dag.tasks} == {
+        t.task_id: False for t in dag.tasks}  # extract's value is every member's name and email
+
+
+def test_a_task_that_hits_its_timeout_says_which_setting_to_raise(caplog, monkeypatch, tmp_path):
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+
+    from cms_operators.tasks import explains_timeout
+
+    custom = tmp_path / "cmsuser.yaml"
+    custom.write_text("trigger_tags: [needs_login]\ntask_timeout_minutes: {finalize: 7}\n")
+    monkeypatch.setenv("CMSUSER_SETTINGS", str(custom))
+
+    @explains_timeout("finalize")
+    def slow():
+        raise AirflowTaskTimeout()
+
+    with pytest.raises(AirflowTaskTimeout):
+        slow()
+    (line,) = [r.getMessage() for r in caplog.records if "did not finish" in r.getMessage()]
+    assert line.startswith("finalize did not finish within 7 minutes: raise task_timeout_minutes.finalize")

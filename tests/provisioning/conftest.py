@@ -55,13 +55,14 @@ def make_contacts():
 @pytest.fixture
 def make_cms_users():
     def factory(*users: tuple) -> pd.DataFrame:
-        """Each user as (uf_id, username, email) or (uf_id, username, email, roles)."""
+        """Each user as (uf_id, username, email[, roles[, registered]])."""
         rows = [
             {
                 "uf_id": user[0],
                 "username": user[1],
                 "email": user[2],
                 "roles": list(user[3]) if len(user) > 3 else ["subscriber"],
+                "registered": user[4] if len(user) > 4 else None,
             }
             for user in users
         ]

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from provisioning import outcomes as why
 from provisioning.plan import (
     PLAN_COLUMNS,
     batch_label,
@@ -284,6 +285,71 @@ def test_rule7_two_accounts_with_one_email_use_the_oldest(run_plan, contact):
 
 
 # --- rule 8: the email is another contact's UFMatch login name ----------------------------------
+
+
+def _journal(**fields) -> list[dict]:
+    entry = {"activity_id": 70, "status": "Failed", "usernames": ["jane.doe"], "sent": "2026-03-01T02:00:05Z",
+             "uf_id": None, "username": None, "mail": ""}
+    entry.update(fields)
+    return [entry]
+
+
+def test_rule2b_attempts_used_up_earlier_fail_without_a_new_attempt(run_plan, contact):
+    plan = run_plan([contact(1, attempts=4), contact(2, attempts=3), contact(3, attempts=9, uf_id=5)])
+    assert (plan.at[1, "outcome"], plan.at[1, "action"], plan.at[1, "exhausted"]) == ("failed", "none", True)
+    assert plan.at[1, "reason"] == why.exhausted_earlier(4)
+    assert plan.at[2, "outcome"] == "created" and not plan.at[2, "exhausted"]
+    assert plan.at[3, "outcome"] == "already_linked"  # a linked contact is done, whatever its history
+
+
+def test_rule5b_an_account_our_journal_names_is_linked_as_created(run_plan, contact):
+    plan = run_plan([contact(1, email="jane@example.org", journal=_journal())],
+                    users=[(45, "jane.doe", "jane@example.org", ["subscriber"], "2026-03-01T02:00:06")])
+    row = plan.loc[1]
+    assert (row["action"], row["outcome"], row["uf_id"], row["username"]) == ("link", "created", 45, "jane.doe")
+    assert row["reason"] == why.adopted_from_journal("2026-03-01T02:00:05Z")
+    assert row["journal_activity_id"] == 70
+
+
+@pytest.mark.parametrize("on_existing_email", ["link", "fail"])
+def test_rule5b_ours_wins_over_on_existing_email(run_plan, contact, on_existing_email):
+    plan = run_plan([contact(1, email="jane@example.org", journal=_journal(uf_id=45, username="jane.doe"))],
+                    users=[(45, "jane.doe", "jane@example.org")], on_existing_email=on_existing_email)
+    assert plan.at[1, "outcome"] == "created"
+
+
+def test_rule5b_our_account_is_found_by_its_login_when_the_email_changed_since(run_plan, contact):
+    plan = run_plan([contact(1, email="jane.new@example.org", journal=_journal())],
+                    users=[(45, "jane.doe", "jane.old@example.org", ["subscriber"], "2026-03-01T02:00:06")])
+    assert (plan.at[1, "outcome"], plan.at[1, "uf_id"]) == ("created", 45)
+
+
+def test_rule5b_an_account_that_only_shares_the_email_stays_somebody_elses(run_plan, contact):
+    users = [(45, "jane.d", "jane@example.org", ["subscriber"], "2026-03-01T02:00:06"),  # a name we never sent
+             (46, "jane.doe", "other@example.org", ["subscriber"], "2020-01-01T00:00:00")]  # older than our send
+    plan = run_plan([contact(1, email="jane@example.org", journal=_journal())], users=users)
+    assert (plan.at[1, "outcome"], plan.at[1, "uf_id"]) == ("linked_existing", 45)
+
+
+def test_rule5b_never_links_an_administrator_or_another_contacts_account(run_plan, contact):
+    journal = _journal(uf_id=45, username="jane.doe")
+    admin = run_plan([contact(1, journal=journal)], users=[(45, "jane.doe", "x@example.org", ["administrator"])])
+    assert admin.at[1, "reason"] == why.account_is_administrator("jane.doe", 45)
+    taken = run_plan([contact(1, journal=journal)], users=[(45, "jane.doe", "x@example.org")],
+                     links=[(9, 45, "x@example.org")])
+    assert taken.at[1, "reason"] == why.account_linked_to_other("jane.doe", 45, 9)
+
+
+def test_a_note_about_two_primary_emails_reaches_the_reason(run_plan, contact):
+    plan = run_plan([contact(1, email_note="has 2 primary emails; used the oldest")])
+    assert plan.at[1, "reason"] == "new account; has 2 primary emails; used the oldest"
+
+
+def test_already_linked_contacts_show_their_cms_login(run_plan, contact):
+    plan = run_plan([contact(1, uf_id=5, uf_name="jane@example.org", cms_login="jdoe"), contact(2, uf_id=6,
+                                                                                               uf_name="x@y.org")])
+    assert (plan.at[1, "username"], plan.at[1, "uf_name"]) == ("jdoe", "jane@example.org")
+    assert plan.at[2, "username"] == "x@y.org"  # the CMS account is gone or unread: UFMatch's name
 
 
 def test_rule8_email_already_used_as_a_login_name(run_plan, contact):
