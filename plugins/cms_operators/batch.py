@@ -64,6 +64,7 @@ class BatchContext:
     # entries to write, with the activity subject for new ones -> contact id -> entry as written
     write_journal: Callable[[list[JournalEntry], dict[int, str]], dict[int, JournalEntry]]
     links_for: Callable[[list[int]], list[dict]] = lambda uf_ids: []  # UFMatch rows naming these accounts
+    marker: str = ""  # this run's activity marker: tells this run's journal entries from earlier runs'
     notify: bool = True
     on_existing_email: str = "link"
     final_try: bool = False
@@ -133,7 +134,7 @@ class _Batch:
             creates = [r for r in todo if r["action"] == "create"]
             doubtful = [r for r in creates if any(e.pending for e in self.journal.get(r["contact_id"], []))]
             if doubtful:
-                self.wait_for_slow_creates(len(doubtful))
+                self.wait_for_slow_creates(doubtful)
             for row in doubtful:
                 self.look_up_first(row)
             self.create_all([r for r in creates if r["contact_id"] not in self.s.results
@@ -165,11 +166,21 @@ class _Batch:
 
     # ------------------------------------------------------------------ doubts from earlier tries
 
-    def wait_for_slow_creates(self, count: int) -> None:
-        """A CMS may still be storing an account after our client gave up on its create: let the
-        slowest answer pass before the look-up, so a second create is never posted beside it."""
-        wait_for = max(self.ctx.retry_delay, self.ctx.client_timeout)
-        delay = journal.seconds_until(self.ctx.load_timed_out(), wait_for)
+    def wait_for_slow_creates(self, rows: list[dict]) -> None:
+        """A CMS may still be storing an account after our client gave up on its create (or after
+        the worker that sent it was killed): let the slowest answer pass before the look-up, so a
+        second create is never posted beside it."""
+        timeout, retry_delay = self.ctx.client_timeout, self.ctx.retry_delay
+        timed_out = self.ctx.load_timed_out()
+        if timed_out:
+            delay = journal.seconds_until(timed_out, max(retry_delay, timeout))
+        elif self.ctx.marker and any(self.ctx.marker in e.markers for r in rows
+                                     for e in self.journal.get(r["contact_id"], []) if e.pending):
+            # a try of this run died with creates in flight; Airflow has waited its retry delay since
+            delay = max(0.0, timeout - retry_delay)
+        else:
+            delay = 0.0  # an earlier run's: its requests ended long ago
+        count = len(rows)
         log.info("%d contacts have a create whose answer was never seen; looking them up first%s", count,
                  f" after waiting {delay:.1f} s (client timeout {self.ctx.client_timeout:g} s, retry delay "
                  f"{self.ctx.retry_delay:g} s)" if delay else "")

@@ -30,7 +30,7 @@ from provisioning.plan import (
     plan_contacts,
 )
 from provisioning.settings import Settings, load_settings
-from provisioning.usernames import render_username
+from provisioning.usernames import candidate_usernames
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,16 @@ def extract(triggers: dict) -> dict:
              len(contacts), sum(1 for c in contacts if c.get("email_note")))
 
     emails = sorted({c["email"].strip() for c in contacts if c["email"] and c["email"].strip()})
-    candidates = sorted({render_username(settings.username_pattern, c) for c in contacts} - {""})
     backend = get_backend(settings.cms_type, settings.cms_conn_id)
+    # the names the plan may give (pattern, fallback pattern, user{id}), as the CMS will see them
+    candidates = sorted(set(candidate_usernames(
+        contacts, [settings.username_pattern, settings.username_fallback_pattern], backend.sanitize_username)) - {""})
     # accounts an earlier run made but never linked are found by the names its journal recorded
     journal_names = sorted({name for c in contacts if not c["uf_id"] for entry in c["journal"]
                             for name in entry["usernames"]})
     linked_ids = sorted({int(c["uf_id"]) for c in contacts if c["uf_id"]})
     try:
-        users = backend.find_users(emails, [backend.sanitize_username(u) for u in candidates] + journal_names)
+        users = backend.find_users(emails, candidates + journal_names)
         logins = {u.uf_id: u.username for u in backend.users_by_id(linked_ids)}
     except (CmsAuthError, CmsConfigError) as exc:
         _fail(f"CMS connection {settings.cms_conn_id!r}: {exc.message}", exc)
@@ -237,6 +239,7 @@ def batch_context(settings: Settings, *, marker: str, stamp: str, final_try: boo
         read_journal=lambda ids: queries.journal_for(civicrm, ids),
         write_journal=write_journal,
         links_for=lambda uf_ids: queries.links_for(civicrm, settings.domain_id, uf_ids=uf_ids),
+        marker=marker,
         notify=settings.notify,
         on_existing_email=settings.on_existing_email,
         final_try=final_try,

@@ -216,7 +216,7 @@ class World:
             on_existing_email: str = "link", client_timeout: float = 30.0, retry_delay: float = 0.0) -> list[dict]:
         ctx = BatchContext(backend=self.cms, linked_accounts=self.civicrm.linked_accounts,
                            save_links=self.civicrm.save_links, read_journal=self.journal.read,
-                           write_journal=self.journal.write, links_for=self.civicrm.links_for,
+                           write_journal=self.journal.write, links_for=self.civicrm.links_for, marker=MARKER,
                            notify=notify, on_existing_email=on_existing_email, final_try=final_try,
                            client_timeout=client_timeout, retry_delay=retry_delay,
                            load_timed_out=lambda: self.timed_out, store_timed_out=self._store_timed_out,
@@ -437,6 +437,21 @@ def test_a_timed_out_create_is_not_posted_again_and_the_next_try_waits_before_lo
     assert len(world.sleeps) == 1 and 29 < world.sleeps[0] <= 30  # the larger of timeout and retry delay
     assert results[1]["outcome"] == "created" and results[1]["uf_id"] == slow.uf_id
     assert world.cms.creates("ada@example.org") == ["ada.lovelace"]
+
+
+def test_a_try_that_died_with_creates_in_flight_makes_the_next_wait_out_the_client_timeout(world):
+    rows = batch_of(ADA)
+    world.journal.pending(1, "ada.lovelace")  # this run's earlier try was killed mid-batch
+
+    world.run(rows, client_timeout=30.0, retry_delay=10.0)
+
+    assert world.sleeps == [20.0]  # Airflow already waited the 10 s retry delay
+    world.sleeps.clear()
+    world.journal.activities.clear()
+    world.journal.add(JournalEntry(contact_id=1, usernames=("ada.lovelace",), sent="2026-01-01T02:00:00Z"))
+    world.civicrm.rows.clear()
+    world.run(rows)  # an earlier run's entry: its requests ended long ago, no wait
+    assert world.sleeps == []
 
 
 def test_a_429_pauses_the_batch_for_its_retry_after_within_a_bound(world):

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import psutil
 import pytest
 import yaml
 
@@ -33,6 +36,7 @@ pytestmark = [pytest.mark.real_airflow, pytest.mark.slow]
 CREATE = "create_accounts"
 TRIES = 4  # retries=3 on create_accounts
 CMS_FAULTS = 200  # more 503s than all tries of all batches can use
+CLIENT_TIMEOUT = 10  # seconds; the CMS connection's extra.timeout in this tier
 DEMO = demo_seed()
 
 
@@ -89,6 +93,9 @@ def stack(tmp_path_factory):
     with started_sites(DEMO) as sites:
         civicrm, wordpress, creds = sites.civicrm, sites.wordpress, sites.secrets
         env = {**sites.connection_env, "CMSUSER_SETTINGS": str(settings_file)}
+        cms = json.loads(env["AIRFLOW_CONN_CMS_DEFAULT"])
+        cms.setdefault("extra", {})["timeout"] = CLIENT_TIMEOUT  # keeps the wait after a killed try short
+        env["AIRFLOW_CONN_CMS_DEFAULT"] = json.dumps(cms)
         airflow = RealAirflow(env, home=home / "airflow_home", parallelism=2)
         airflow.start()
         try:
@@ -215,3 +222,65 @@ def test_auditor_finds_every_contact_and_no_secret(stack, story):
              if value in text]
     assert leaks == []
 
+
+
+# ----------------------------------------------------------------------------------- a killed worker
+
+KILLED = [{"id": 200 + i, "first_name": "Kill", "last_name": f"Test{i}", "email": f"kill{i}@example.net"}
+          for i in range(5)]
+
+
+def _client_of(port: int) -> psutil.Process:
+    """The process holding a TCP connection to `port` on loopback (our own server side excluded)."""
+    me = os.getpid()
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.raddr and conn.raddr.port == port and conn.pid and conn.pid != me:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"no process is connected to port {port}")
+
+
+def test_a_batch_killed_half_way_converges_with_no_duplicate_no_orphan_and_one_mail_each(stack, story):
+    """SIGKILL the batch's task process while its third create is in flight (two accounts made, no
+    link written yet); Airflow retries it; then an operator clears it once more for good measure."""
+    airflow, wordpress, civicrm = stack.airflow, stack.wordpress, stack.civicrm
+    civicrm.seed({"contacts": KILLED,
+                  "group_contacts": [{"group_id": 5, "contact_id": c["id"], "status": "Added"} for c in KILLED]})
+    # the third create hangs long enough to be killed mid-request, and is stored by the CMS afterwards
+    wordpress.inject(method="POST", path="/wp/v2/users", status=None, delay=CLIENT_TIMEOUT - 2,
+                     body_contains="kill2@example.net")
+    run_id = airflow.trigger(DAG_ID)
+    port = int(wordpress.url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 180
+
+    def third_create_in_flight() -> bool:  # kill1 stored, and a create call not answered yet
+        made = {u["email"] for u in wordpress.users}
+        return "kill1@example.net" in made and any(
+            c.method == "POST" and c.path.endswith("/wp/v2/users") and c.status is None for c in wordpress.calls)
+
+    while not third_create_in_flight():
+        assert time.monotonic() < deadline, "the batch never reached its third create"
+        time.sleep(0.05)
+    victim = _client_of(port)
+    made_before_kill = [u for u in wordpress.users if u["email"].startswith("kill")]
+    linked_before_kill = [r for r in civicrm.table("UFMatch") if r["contact_id"] >= 200]
+    victim.send_signal(signal.SIGKILL)
+
+    state = airflow.wait(DAG_ID, run_id, timeout=300)
+    tries = airflow.tries(DAG_ID, run_id, CREATE, 0)
+    cleared = airflow.clear(DAG_ID, run_id, CREATE, map_index=[0], downstream=True)
+    final_state = airflow.wait(DAG_ID, run_id, timeout=300)
+    rows = airflow.xcom(DAG_ID, run_id, "finalize", key="outcomes")
+    outcomes = {row["contact_id"]: row for row in rows}
+
+    assert [u["email"] for u in made_before_kill] == ["kill0@example.net", "kill1@example.net"]
+    assert linked_before_kill == []  # killed between the creates and the link write
+    assert state == "success" and final_state == "success"
+    assert len(tries) >= 2, tries  # the killed try and Airflow's retry
+    assert {(ti["task_id"], ti["map_index"]) for ti in cleared} >= {(CREATE, 0), ("finalize", -1)}
+    links = {r["contact_id"]: r for r in civicrm.table("UFMatch")}
+    for contact in KILLED:
+        (account,) = [u for u in wordpress.users if u["email"] == contact["email"]]  # no duplicate
+        assert links[contact["id"]]["uf_id"] == account["id"]  # no orphan
+        assert outcomes[contact["id"]]["outcome"] == "created", outcomes[contact["id"]]
+        assert sum(1 for m in wordpress.mails if m["user_login"] == account["username"]) == 1
+    assert len(rows) == len(outcomes)  # one outcome per contact
