@@ -46,3 +46,6 @@ def pytest_sessionfinish(session, exitstatus):
     import shutil
 
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
+
+
+from sandbox.civicrm.testing import real_civicrm  # noqa: E402,F401  the session's real CiviCRM, for every tier

@@ -55,7 +55,7 @@ class Api:
 
     def run(self, entity: str, action: str, params: Any, *, user_contact_id: int) -> Result:
         if entity not in FIELDS:
-            raise ApiError(f"API ({entity}, {action}) does not exist (join the API team and implement it!)")
+            raise ApiError(f"API ({entity}, {action}) does not exist (or the extension it belongs to is not enabled).")
         actions = READ_ACTIONS + (() if entity in READ_ONLY_ENTITIES else WRITE_ACTIONS)
         if action not in actions:
             raise ApiError(f"Api {entity} {action} version 4 does not exist.")
@@ -67,7 +67,7 @@ class Api:
         for key in params:
             if key not in allowed:
                 method = "set" + key[:1].upper() + key[1:]
-                raise ApiError(f"Unknown method: Civi\\Api4\\Generic\\{ACTION_CLASSES[action]}::{method}()")
+                raise ApiError(f"Unknown api parameter: {method}")  # as 5.76 words it
         if "version" in params and str(params["version"]) != "4":
             raise ApiError(f"Cannot execute API version {params['version']} with Api4")
         # checkPermissions is forced TRUE over REST: whatever the client sent, the check runs
@@ -196,11 +196,13 @@ class _Call:
         if resolved.get("id") is not None:
             where.append(["id", "=", resolved["id"]])
         if not where:
-            raise ApiError('Parameter "where" is required unless an id is supplied in values.')
+            raise ApiError('Parameter "where" is required unless primary keys are supplied in values.')
         resolved.pop("id", None)
         only_id = _single_id(where)
         if only_id is not None:
-            # fast path of DAOUpdateAction: no existence check, a missing row still "succeeds"
+            # 5.76 checks the row exists (older releases "succeeded" for a missing one)
+            if only_id not in self.table.rows:
+                raise ApiError(f"Expected one {self.entity} but found 0")
             return self._result([self.update(only_id, resolved)])
         ids = self.engine.get_ids(self.entity, where, self.params.get("orderBy"), self.params.get("limit") or 0)
         return self._result([self.update(row_id, dict(resolved)) for row_id in ids])
@@ -213,29 +215,30 @@ class _Call:
             raise ApiError("records must be a list")
         defaults = self.params.get("defaults") or {}
         match = self.params.get("match") or []
-        out, matched = [], 0
-        for record in records:  # one by one and not in a transaction: earlier records stay written
-            if not isinstance(record, dict):
-                raise ApiError("Each record must be an object")
-            resolved = self.resolve({**defaults, **record})
-            row_id = resolved.pop("id", None)
-            if row_id is None and match:
-                row_id = self.match_existing(resolved, match)
-            if row_id is not None:
-                matched += 1
-                out.append(self.update(row_id, resolved))
-            else:
-                out.append(self.create(resolved, label="save"))
-        return self._result(out, count_matched=matched)
+        out = []
+        # 5.76 saves a batch in one transaction: a record CiviCRM refuses undoes the earlier ones
+        with self.store.transaction():
+            for record in records:
+                if not isinstance(record, dict):
+                    raise ApiError("Each record must be an object")
+                resolved = self.resolve({**defaults, **record})
+                row_id = resolved.pop("id", None)
+                if row_id is None and match:
+                    row_id = self.match_existing(resolved, match)
+                if row_id is not None:
+                    out.append(self.update(row_id, resolved))
+                else:
+                    out.append(self.create(resolved, label="save"))
+        return self._result(out)  # no countMatched on 5.76
 
     def do_delete(self) -> Result:
         where = self.params.get("where") or []
         if not where:
-            raise ApiError(f'Cannot delete {self.entity} with no "where" parameter specified')
+            raise ApiError('Parameter "where" is required.')
         ids = self.engine.get_ids(self.entity, where, self.params.get("orderBy"), self.params.get("limit") or 0)
         for row_id in ids:
             self.delete(row_id)
-        return self._result([{"id": row_id} for row_id in ids])
+        return self._result([{"id": str(row_id)} for row_id in ids])  # 5.76 answers the ids as strings
 
     def do_replace(self) -> Result:
         where = self.params.get("where") or []
@@ -447,7 +450,7 @@ class _Call:
     def _history(self, row: dict, status: str | None) -> None:
         self.store.table("SubscriptionHistory").insert({
             "contact_id": row["contact_id"], "group_id": row["group_id"], "date": now_string(),
-            "method": self.params.get("method") or "API", "status": status,
+            "method": self.params.get("method"), "status": status,
             "tracking": self.params.get("tracking")})
 
     # --- Tag, EntityTag -------------------------------------------------------------------------
@@ -471,9 +474,7 @@ class _Call:
         self._require_row("Tag", values.get("tag_id"))
         existing = self._entity_tag(values, self_id)
         if existing is not None:
-            if self_id is None:
-                return existing  # EntityTag::add(): find(TRUE) first, so a repeat returns the row
-            raise ApiError(ALREADY_EXISTS)
+            raise ApiError(ALREADY_EXISTS)  # 5.76: a repeated create is a DB error (save with match is not)
         return None
 
     def _entity_tag(self, values, self_id):
@@ -505,6 +506,10 @@ class _Call:
         return None
 
     # --- Activity, ActivityContact --------------------------------------------------------------
+
+    def _prepare_Email(self, values):  # noqa: N802
+        if values.get("contact_id") is None:  # 5.76's create spec defaults it to the current user
+            values["contact_id"] = self.user
 
     def _prepare_Activity(self, values):  # noqa: N802
         now = now_string()

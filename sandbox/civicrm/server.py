@@ -414,7 +414,8 @@ class CiviCRMEmulator:
             flow, credential = "legacyrest", f"Bearer {fields.get('api_key') or ''}"
             site_key = fields.get("key")
         else:
-            raise _Reply(403, ACCESS_DENIED_HTML, "text/html; charset=utf-8")
+            # no credential: the anonymous visitor, who may read nothing and write nothing
+            return 0, "anonymous"
         contact_id = None
         kind, _, token = credential.partition(" ")
         if kind == "Bearer" and token:
@@ -468,6 +469,13 @@ class CiviCRMEmulator:
         return envelope
 
     def _run(self, entity: str, action: str, params: Any, contact_id: int, index: Any) -> _Reply:
+        if contact_id == 0:  # anonymous, as 5.76 answers it: reads see nothing, writes are refused
+            if action.startswith("get"):
+                return _Reply(200, _json({"values": [], "entity": entity, "action": action, "debug": None,
+                                          "version": 4, "count": 0, "countFetched": 0}))
+            error_id = "-".join(secrets.token_hex(2).upper() for _ in range(3))
+            return _Reply(403, _json({"error_code": "1", "error_message": GENERIC_MESSAGE.format(error_id),
+                                      "status": 403}))
         try:
             return _Reply(200, _json(self._envelope(entity, action, params, contact_id, index)))
         except ApiError as exc:

@@ -7,6 +7,7 @@ right and answers the lookups the query engine and the write rules need.
 from __future__ import annotations
 
 import bisect
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -109,6 +110,7 @@ class Table:
         self.next_id = 1
         self.index_fields = [f.name for f in FIELDS[entity].values() if f.indexed]
         self.indexes: dict[str, dict[Any, set[int]]] = {name: {} for name in self.index_fields}
+        self.undo: list | None = None  # set by Store.transaction(): how to take back each change
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -126,10 +128,15 @@ class Table:
         self.next_id = max(self.next_id, row_id + 1)
         for name in self.index_fields:
             self._index_add(name, row.get(name), row_id)
+        if self.undo is not None:
+            self.undo.append(lambda: self.delete(row_id))
         return row
 
     def update(self, row_id: int, changes: dict) -> dict:
         row = self.rows[row_id]
+        if self.undo is not None:
+            before = {name: row.get(name) for name in changes}
+            self.undo.append(lambda: self.update(row_id, before))
         self.on_change()
         for name, value in changes.items():
             if name in self.indexes and norm_key(row.get(name)) != norm_key(value):
@@ -148,6 +155,8 @@ class Table:
             del self.ids[pos]
         for name in self.index_fields:
             self._index_remove(name, row.get(name), row_id)
+        if self.undo is not None:
+            self.undo.append(lambda: self.insert(dict(row), row_id))
         return row
 
     def lookup(self, name: str, value: Any) -> set[int]:
@@ -177,6 +186,24 @@ class Store:
 
     def _bump(self) -> None:
         self.version += 1
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """All of the block's changes, or none: an exception takes back every row it wrote."""
+        undo: list = []
+        for table in self.tables.values():
+            table.undo = undo
+        try:
+            yield
+        except BaseException:
+            for table in self.tables.values():
+                table.undo = None
+            for step in reversed(undo):
+                step()
+            raise
+        finally:
+            for table in self.tables.values():
+                table.undo = None
 
     def table(self, entity: str) -> Table:
         return self.tables[entity]

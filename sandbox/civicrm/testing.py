@@ -2,10 +2,12 @@
 
 `civicrm`        a started emulator with STANDARD_SEED, fresh random keys (function scope, ~ms to start)
 `civicrm_conn`   AIRFLOW_CONN_CIVICRM_DEFAULT pointing at that emulator (env var: no metadata DB needed)
-`civicrm_site`   the contract suite's sites: the emulator, plus a real CiviCRM when CIVICRM_CONTRACT_URL
-                 (APIv4 URL template with {entity}/{action}) and CIVICRM_CONTRACT_API_KEY (+ optional
-                 CIVICRM_CONTRACT_SITE_KEY) are set; on a real site tests create uniquely named records
-                 and delete them afterwards
+`real_civicrm`   a real CiviCRM 5.76 in Debian's WordPress for the whole session (sandbox/real_civicrm),
+                 started from the archive in ../shared/thirdparty (or $CMSUSER_THIRDPARTY); skipped
+                 with the reason when it cannot start, a failure under CMSUSER_REQUIRE_REAL=1
+`civicrm_site`   the contract suite's sites: the emulator and that real CiviCRM (or, instead, the one
+                 CIVICRM_CONTRACT_URL with CIVICRM_CONTRACT_API_KEY and CIVICRM_CONTRACT_SITE_KEY
+                 name); on a real site tests create uniquely named records and delete them afterwards
 `emulator_site`  the same, skipped on a real site (for state only the emulator can arrange)
 """
 
@@ -88,7 +90,26 @@ def civicrm_conn(civicrm, monkeypatch):
     return "civicrm_default"
 
 
-SITES = ["emulator"] + (["real"] if os.environ.get("CIVICRM_CONTRACT_URL") else [])
+SITES = ["emulator", "real"]
+
+
+@pytest.fixture(scope="session")
+def real_civicrm():
+    """The session's real CiviCRM (started once, ~15 s; stopped and deleted at the end)."""
+    from sandbox import real_civicrm as real
+
+    problem = real.unavailable()
+    if problem:
+        if os.environ.get("CMSUSER_REQUIRE_REAL") == "1":
+            pytest.fail(f"real CiviCRM tier: {problem}; CMSUSER_REQUIRE_REAL=1 requires it")
+        pytest.skip(f"real CiviCRM tier: {problem}")
+    site = real.RealCiviCRM.start()
+    print(f"\nreal CiviCRM {site.state.get('civicrm_version')} up in {site.started_seconds:.1f}s at {site.base_url}",
+          flush=True)
+    try:
+        yield site
+    finally:
+        site.stop()
 
 
 class Site:
@@ -171,9 +192,14 @@ def civicrm_site(request):
     if request.param == "emulator":
         emulator = request.getfixturevalue("civicrm")
         site = Site("emulator", emulator.endpoint_template, emulator.api_key, emulator.site_key, emulator)
-    else:
+    elif os.environ.get("CIVICRM_CONTRACT_URL"):
         site = Site("real", os.environ["CIVICRM_CONTRACT_URL"], os.environ["CIVICRM_CONTRACT_API_KEY"],
                     os.environ.get("CIVICRM_CONTRACT_SITE_KEY") or None)
+    else:
+        # the contract is the API's behaviour, not the pipeline's permissions: the admin's key may
+        # create contacts and groups, which the pipeline's API user may not
+        real = request.getfixturevalue("real_civicrm")
+        site = Site("real", real.api4_url, real.admin_api_key, real.site_key)
     try:
         yield site
     finally:
@@ -182,8 +208,10 @@ def civicrm_site(request):
 
 
 @pytest.fixture
-def emulator_site(civicrm_site):
-    """For state only the emulator can arrange (seeded smart groups, permissions, AuthX settings)."""
-    if civicrm_site.emulator is None:
-        pytest.skip("arranging this needs the emulator")
-    return civicrm_site
+def emulator_site(civicrm):
+    """For the emulator's own switches (seeded smart groups, permissions, AuthX settings, error modes)."""
+    site = Site("emulator", civicrm.endpoint_template, civicrm.api_key, civicrm.site_key, civicrm)
+    try:
+        yield site
+    finally:
+        site.session.close()
