@@ -38,6 +38,36 @@ MAX_API_KEY_LENGTH = 32  # civicrm_contact.api_key is varchar(32)
 MESSAGE_LIMIT = 300
 
 
+#: The CiviCRM permissions the API contact's role needs (none implies another; see the README).
+REQUIRED_PERMISSIONS = ("authenticate with api key", "edit all contacts", "view all activities",
+                        "administer CiviCRM")
+REQUIRED_TEXT = ", ".join(f"'{name}'" for name in REQUIRED_PERMISSIONS)
+PERMISSION_HINTS = {"UFMatch": "'administer CiviCRM'", "OptionValue": "'administer CiviCRM'",
+                    "Activity": "'view all activities'", "ActivityContact": "'view all activities'",
+                    "Contact": "'edit all contacts'", "GroupContact": "'edit all contacts'",
+                    "EntityTag": "'edit all contacts'", "Email": "'edit all contacts'"}
+
+
+def _status_of(http_status: int, data: Any) -> int:
+    """The call's real status: an error body's `status` (or `error_code`) when the HTTP status says 200.
+
+    Behind servers that lose status codes (WordPress under `php -S` sends 200 first), CiviCRM's
+    errors arrive as 200 with the error in the body; retries and messages must not be fooled.
+    """
+    if http_status >= 400 or not isinstance(data, dict) or "values" in data:
+        return http_status
+    if "error_message" not in data and "error_code" not in data:
+        return http_status
+    for key in ("status", "error_code"):
+        try:
+            code = int(data.get(key))
+        except (TypeError, ValueError):
+            continue
+        if 400 <= code < 600:
+            return code
+    return 500
+
+
 class CiviCRMError(Exception):
     """CiviCRM refused or failed a call. `str()` never contains the API key or site key."""
 
@@ -290,9 +320,15 @@ class CiviCRMHook(BaseHook):
         return False
 
     def _parse(self, response: requests.Response, entity: str, action: str) -> dict:
-        status = response.status_code
         conn_id = self.civicrm_conn_id
         content_type = response.headers.get("Content-Type", "")
+        data: Any = None
+        if "json" in content_type or "javascript" in content_type:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+        status = _status_of(response.status_code, data)
         if status == 401:
             site_key_hint = " and extra.site_key (CIVICRM_SITE_KEY)" if self._settings.site_key else \
                 ", or set extra.site_key (CIVICRM_SITE_KEY) if the site's AuthX guard requires it"
@@ -314,21 +350,14 @@ class CiviCRMHook(BaseHook):
             raise self._error(CiviCRMUnavailable, f"{self._config().site} {said} "
                               f"({_snippet(response.text) or response.reason})", status=status, entity=entity,
                               action=action, retryable=True)
-        data: Any = None
-        if "json" in content_type or "javascript" in content_type:
-            try:
-                data = response.json()
-            except ValueError:
-                data = None
         if data is None:
             self._non_json(response, entity, action)
         if status == 403:
             message = data.get("error_message") if isinstance(data, dict) else None
             raise self._error(CiviCRMAuthError, f"CiviCRM denied {entity}.{action} to the API contact of connection "
                               f"'{conn_id}' ({message or 'Authorization failed'}). Give the API contact's CMS role "
-                              "the CiviCRM permission this call needs (e.g. 'view all contacts', 'edit all contacts', "
-                              "'edit groups', 'administer CiviCRM' for OptionValue).", status=403, entity=entity,
-                              action=action)
+                              f"the CiviCRM permission this call needs ({PERMISSION_HINTS.get(entity, REQUIRED_TEXT)}).",
+                              status=403, entity=entity, action=action)
         if isinstance(data, dict) and "values" in data and status < 400:
             return data
         if isinstance(data, dict) and data.get("is_error"):  # the legacy REST authenticator's refusal

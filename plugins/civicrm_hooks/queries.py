@@ -186,6 +186,42 @@ def _static_descendants(hook, parents: list[dict]) -> dict[int, str]:
     return found
 
 
+def missing_permissions(hook) -> list[str]:
+    """Which of the CiviCRM permissions the pipeline needs the API contact lacks, one text each.
+
+    Asked without writing anything: `checkAccess` says whether a write would be allowed, and a
+    read that the permission guards shows the rest. (A missing 'authenticate with api key' is the
+    401 of the first call.) 'view all contacts' and 'access CiviCRM' are implied by 'edit all
+    contacts' and 'administer CiviCRM'.
+    """
+    from civicrm_hooks.hook import CiviCRMAuthError
+
+    problems = []
+    try:
+        hook.call("UFMatch", "get", {"select": ["id"], "limit": 1})
+    except CiviCRMAuthError as exc:
+        if exc.status != 403:
+            raise
+        problems.append("the API contact lacks the CiviCRM permission 'administer CiviCRM' (needed for UFMatch, "
+                        "the links between contacts and CMS accounts, and to create the activity options)")
+    me = hook.call("Contact", "get", {"select": ["id"], "where": [["id", "=", "user_contact_id"]], "limit": 1})
+    other = hook.call("Contact", "get", {"select": ["id"], "where": [["id", "!=", "user_contact_id"]], "limit": 1})
+    someone = (other or me or [{"id": 0}])[0]["id"]
+    edits = bool(other) and hook.call("Contact", "checkAccess", {"action": "update",
+                                                                 "values": {"id": someone}})[0]["access"]
+    if not edits:
+        problems.append("the API contact lacks the CiviCRM permission 'edit all contacts' (needed to read "
+                        "contacts and emails and to change group memberships and tags; it implies "
+                        "'view all contacts')")
+    source = me[0]["id"] if me else someone
+    activities = hook.call("Activity", "checkAccess", {"action": "create", "values": {
+        "activity_type_id": 1, "source_contact_id": source, "target_contact_id": [someone]}})[0]["access"]
+    if not activities:
+        problems.append("the API contact lacks the CiviCRM permission 'view all activities' (needed to read "
+                        "and write the 'User Account Creation' activities)")
+    return problems
+
+
 def probe_read_permissions(hook) -> None:
     """One cheap read per entity, so a missing permission fails pre-flight with the entity's name."""
     for entity in READ_ENTITIES:

@@ -61,6 +61,10 @@ def _fail(message: str, exc: Exception | None = None):
     raise AirflowFailException(message) from exc
 
 
+class _Stop(Exception):
+    """Pre-flight has found what stops the CiviCRM checks; the CMS is still checked."""
+
+
 def explains_timeout(task_id: str):
     """Say which setting to raise when a task hits its execution_timeout (Airflow only says 'Timeout')."""
     def wrap(function):
@@ -92,17 +96,24 @@ def preflight(params=None) -> dict:
     problems: dict[str, list[str]] = {}
     triggers = None
     missing: list[str] = []
+    where = f"CiviCRM (connection '{settings.civicrm_conn_id}')"
     try:
+        lacking = queries.missing_permissions(civicrm)
+        if lacking:
+            problems.setdefault(where, []).extend(lacking)
+            raise _Stop
         queries.probe_read_permissions(civicrm)
         try:
             triggers = queries.resolve_triggers(civicrm, settings)
         except queries.TriggerError as exc:
-            problems.setdefault(f"CiviCRM (connection '{settings.civicrm_conn_id}')", []).extend(exc.problems)
+            problems.setdefault(where, []).extend(exc.problems)
         missing = queries.ensure_option_values(civicrm, create=not params["dry_run"])
+    except _Stop:
+        pass  # without those permissions the other checks would only repeat the same refusals
     except CiviCRMUnavailable:
         raise
     except CiviCRMError as exc:
-        problems.setdefault(f"CiviCRM (connection '{settings.civicrm_conn_id}')", []).append(exc.message)
+        problems.setdefault(where, []).append(exc.message)
     cms = None
     try:
         cms = get_backend(settings.cms_type, settings.cms_conn_id).preflight(list(settings.roles))

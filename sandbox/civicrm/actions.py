@@ -12,7 +12,6 @@ from typing import Any
 
 from .query import Engine
 from .schema import (
-    ACTION_CLASSES,
     ARRAY,
     FIELDS,
     NOTSET,
@@ -21,6 +20,7 @@ from .schema import (
     WRITE_ACTIONS,
     Field,
     allowed_params,
+    needed_permission,
 )
 from .store import ApiError, Store, coerce, norm_key, now_string
 
@@ -50,6 +50,11 @@ class Api:
         self.store = store
         self.email_primary = email_primary
         self.denied: set[tuple[str, str | None]] = set()
+        self.permissions: set[str] | None = None  # the API contact's, with implications; None: all
+
+    def may(self, entity: str, action: str) -> bool:
+        needed = needed_permission(entity, action)
+        return self.permissions is None or needed is None or needed in self.permissions
 
     # --- entry point ------------------------------------------------------------------------
 
@@ -73,6 +78,14 @@ class Api:
         # checkPermissions is forced TRUE over REST: whatever the client sent, the check runs
         if (entity, action) in self.denied or (entity, None) in self.denied:
             raise ApiError("Authorization failed", status=403)
+        if action != "checkAccess" and not self.may(entity, action):
+            # as 5.76 answers: reads that ACLs narrow return nothing, the rest are refused
+            if action == "get" and entity == "Contact":  # only the contact's own record
+                params = {**params, "where": [*(params.get("where") or []), ["id", "=", user_contact_id]]}
+            elif action == "get" and entity in ("Email", "ActivityContact"):
+                return Result(entity, action, [], 0, 0, None)
+            else:
+                raise ApiError("Authorization failed", status=403)
         engine = Engine(self.store, user_contact_id=user_contact_id, email_primary=self.email_primary)
         ctx = _Call(self, engine, entity, action, params, user_contact_id)
         result = getattr(ctx, "do_" + action)()
@@ -186,6 +199,14 @@ class _Call:
         if values.get("id") not in (None, "", 0):
             raise ApiError("Cannot pass id to Create action. Use Update action instead.")
         return self._result([self.create(self.resolve(values), label="create")])
+
+    def do_checkAccess(self) -> Result:  # noqa: N802
+        checked = self.params.get("action")
+        if not checked:
+            raise ApiError('Parameter "action" is required.')
+        if self.params.get("values") is None:
+            raise ApiError('Parameter "values" is required.')
+        return self._result([{"access": self.api.may(self.entity, checked)}])
 
     def do_update(self) -> Result:
         values = self.params.get("values") or {}

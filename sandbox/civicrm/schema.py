@@ -195,7 +195,7 @@ FIELDS: dict[str, dict[str, Field]] = {e: {f.name: f for f in fs} for e, fs in E
 READ_ONLY_ENTITIES = {"SubscriptionHistory", "Domain"}
 
 WRITE_ACTIONS = ("create", "update", "save", "delete", "replace")
-READ_ACTIONS = ("get", "getFields", "getActions")
+READ_ACTIONS = ("get", "getFields", "getActions", "checkAccess")
 
 _COMMON_PARAMS = {"version", "checkPermissions", "debug", "chain", "language"}
 ACTION_PARAMS = {
@@ -208,7 +208,18 @@ ACTION_PARAMS = {
     "getFields": {"select", "where", "orderBy", "limit", "offset", "action", "loadOptions", "values",
                   "includeCustom"},
     "getActions": {"select", "where", "orderBy", "limit", "offset"},
+    "checkAccess": {"action", "values"},
 }
+
+# The CiviCRM permissions the emulator models (5.76's names), what each implies, and which calls
+# need which. A permission not listed here is not modelled (every call passes it).
+PERMISSION_IMPLIES = {
+    "administer CiviCRM": {"access CiviCRM", "administer CiviCRM data", "administer CiviCRM system"},
+    "edit all contacts": {"view all contacts", "edit my contact"},
+    "view all contacts": {"view my contact"},
+}
+ALL_PERMISSIONS = ("authenticate with api key", "access CiviCRM", "access AJAX API", "view all contacts",
+                   "edit all contacts", "view all activities", "edit groups", "administer CiviCRM")
 # Extra action params some entities accept (GroupContactSaveTrait, Contact::delete).
 ENTITY_ACTION_PARAMS = {
     ("GroupContact", "create"): {"method", "tracking"},
@@ -221,8 +232,22 @@ ENTITY_ACTION_PARAMS = {
 ACTION_CLASSES = {
     "get": "DAOGetAction", "create": "DAOCreateAction", "update": "DAOUpdateAction",
     "save": "DAOSaveAction", "delete": "DAODeleteAction", "replace": "BasicReplaceAction",
-    "getFields": "DAOGetFieldsAction", "getActions": "BasicGetActionsAction",
+    "getFields": "DAOGetFieldsAction", "getActions": "BasicGetActionsAction", "checkAccess": "CheckAccessAction",
 }
+
+
+def needed_permission(entity: str, action: str) -> str | None:
+    """The modelled permission a call needs (None: none of them); `action` is the action checked."""
+    writes = action in WRITE_ACTIONS
+    if entity == "UFMatch" or (entity == "OptionValue" and writes):
+        return "administer CiviCRM"
+    if entity in ("Activity", "ActivityContact") and (writes or entity == "ActivityContact"):
+        return "view all activities"
+    if entity in ("Contact", "Email", "GroupContact", "EntityTag") and writes:
+        return "edit all contacts"
+    if entity in ("Contact", "Email") and action == "get":
+        return "view all contacts"
+    return None
 
 
 def allowed_params(entity: str, action: str) -> set[str]:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .actions import Api, _Call, apply_index, delete_contact_hard
 from .query import Engine
-from .schema import CORE_OPTION_GROUPS, FIELDS
+from .schema import CORE_OPTION_GROUPS, FIELDS, PERMISSION_IMPLIES
 from .store import ApiError, Store
 
 ROUTE_RE = re.compile(r"(?:^|/)civicrm/ajax/api4(?:/([^/?]*))?(?:/([^/?]*))?/?$")
@@ -150,6 +150,17 @@ class CiviCRMEmulator:
 
     def allow_all(self) -> None:
         self.api.denied.clear()
+        self.api.permissions = None
+
+    def set_permissions(self, permissions) -> None:
+        """The API contact holds exactly these CiviCRM permissions (and what they imply)."""
+        held = set(permissions)
+        for name in list(held):
+            held |= PERMISSION_IMPLIES.get(name, set())
+        self.api.permissions = held
+        for contact_id in self.api_keys.values():  # AuthX's perm guard reads the same list
+            (self.api_perm_contacts.add if "authenticate with api key" in held else
+             self.api_perm_contacts.discard)(contact_id)
 
     def set_smart_members(self, group_id: int, contact_ids) -> None:
         """Replace a smart group's cached members (as if its saved search now matched these contacts)."""

@@ -215,3 +215,40 @@ def emulator_site(civicrm):
         yield site
     finally:
         site.session.close()
+
+
+class FaultySite(Site):
+    """A Site whose calls can be made to fail: the emulator's own injection, or a fault-injecting
+    proxy (sandbox.faultproxy) in front of the real CiviCRM, with one `inject` for both."""
+
+    def __init__(self, *args, injector, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._injector = injector
+
+    def inject(self, *, entity: str, action: str, status: int | None = 500, lose_answer: bool = False,
+               times: int = 1) -> None:
+        self._injector.inject(entity=entity, action=action, status=status, lose_answer=lose_answer, times=times)
+
+
+@pytest.fixture(params=SITES)
+def faulty_site(request):
+    if request.param == "emulator":
+        emulator = request.getfixturevalue("civicrm")
+        site = FaultySite("emulator", emulator.endpoint_template, emulator.api_key, emulator.site_key, emulator,
+                          injector=emulator)
+        proxy = None
+    else:
+        from sandbox.faultproxy import FaultProxy
+
+        real = request.getfixturevalue("real_civicrm")
+        proxy = FaultProxy(real.base_url)
+        proxy.start()
+        site = FaultySite("real", real.api4_url.replace(real.base_url, proxy.url), real.admin_api_key,
+                          real.site_key, injector=proxy)
+    try:
+        yield site
+    finally:
+        site.cleanup()
+        site.session.close()
+        if proxy is not None:
+            proxy.stop()

@@ -48,12 +48,13 @@ ADMIN_EMAIL=admin@example.test
 API_LOGIN=civicrm_api
 API_EMAIL=civicrm-api@example.test
 API_ROLE=civicrm_api_client
-# The API user's CiviCRM permissions: what the pipeline's calls need. Without "administer
-# CiviCRM", UFMatch.get/save and OptionValue.save answer 403, and joins on UFMatch are dropped
-# silently. The user is not a WordPress administrator (those pass every check), and
-# Contact.create ("add contacts") stays refused: seed contacts with the admin's key.
-API_PERMISSIONS=("access CiviCRM" "access AJAX API" "authenticate with api key"
-  "view all contacts" "edit all contacts" "edit groups" "view all activities" "administer CiviCRM")
+# The API user's CiviCRM permissions: exactly what the README documents for the pipeline, none
+# implied by another ('administer CiviCRM' implies 'access CiviCRM'; 'edit all contacts' implies
+# 'view all contacts'). Without 'administer CiviCRM', UFMatch.get/save and OptionValue.save
+# answer 403 and joins on UFMatch are dropped silently. The user is not a WordPress
+# administrator (those pass every check), and Contact.create ("add contacts") stays refused:
+# seed contacts with the admin's key.
+API_PERMISSIONS=("authenticate with api key" "edit all contacts" "view all activities" "administer CiviCRM")
 if [ -n "${REAL_CIVICRM_API_PERMISSIONS:-}" ]; then
   IFS=',' read -r -a wanted <<<"$REAL_CIVICRM_API_PERMISSIONS"
   API_PERMISSIONS=()

@@ -655,3 +655,74 @@ def test_chain_creates_a_contact_with_its_email(civicrm_site):
 def test_unknown_keys_in_values_are_ignored(civicrm_site):
     contact = civicrm_site.contact(first_name="Extra", no_such_field="ignored")
     assert "no_such_field" not in civicrm_site.values("Contact", "get", {"where": [["id", "=", contact["id"]]]})[0]
+
+
+# ----------------------------------------------------------------------------- faults (emulator, or a proxy)
+
+faulty_site = civicrm_fixtures.faulty_site
+
+
+def _members(site, group_id: int) -> list[tuple[int, str]]:
+    rows = site.values("GroupContact", "get", {"select": ["contact_id", "status"],
+                                               "where": [["group_id", "=", group_id]], "orderBy": {"id": "ASC"}})
+    return [(r["contact_id"], r["status"]) for r in rows]
+
+
+def test_an_injected_server_error_performs_nothing(faulty_site):
+    name = faulty_site.unique("Fault")
+    faulty_site.inject(entity="Contact", action="create", status=503)
+    refused = faulty_site.post("Contact", "create", {"values": {"contact_type": "Individual", "last_name": name}})
+    assert refused.status_code == 503
+    assert faulty_site.ids("Contact", [["last_name", "=", name]]) == set()
+
+
+def test_a_lost_answer_to_a_batched_save_with_match_was_applied_and_repeats_harmlessly(faulty_site):
+    import requests
+
+    group = faulty_site.create("Group", {"name": faulty_site.unique("lost_"), "title": faulty_site.unique("Lost ")})
+    a, b = faulty_site.contact(first_name="LostA")["id"], faulty_site.contact(first_name="LostB")["id"]
+    params = {"records": [{"contact_id": a, "group_id": group["id"], "status": "Added"},
+                          {"contact_id": b, "group_id": group["id"], "status": "Added"}],
+              "match": ["contact_id", "group_id"]}
+    faulty_site.inject(entity="GroupContact", action="save", status=None, lose_answer=True)
+    with pytest.raises(requests.ConnectionError):
+        faulty_site.post("GroupContact", "save", params)
+    assert _members(faulty_site, group["id"]) == [(a, "Added"), (b, "Added")]  # done, though unanswered
+    faulty_site.api("GroupContact", "save", params)  # what a retry of an idempotent write does
+    assert _members(faulty_site, group["id"]) == [(a, "Added"), (b, "Added")]
+
+
+def test_a_lost_answer_to_a_create_cannot_be_repeated_safely(faulty_site):
+    import requests
+
+    contact = faulty_site.contact(first_name="Twice")["id"]
+    subject = faulty_site.unique("Lost activity ")
+    params = {"records": [{"activity_type_id": 1, "subject": subject, "source_contact_id": contact,
+                           "target_contact_id": [contact]}]}
+    faulty_site.inject(entity="Activity", action="save", status=None, lose_answer=True)
+    with pytest.raises(requests.ConnectionError):
+        faulty_site.post("Activity", "save", params)
+    faulty_site.api("Activity", "save", params)  # a blind repeat
+    found = faulty_site.ids("Activity", [["subject", "=", subject]])
+    faulty_site.track("Activity", *found)
+    assert len(found) == 2  # why the hook never repeats a create, and the journal reads before it writes
+
+
+def test_the_hook_retries_a_lost_save_with_match_and_it_lands_once(faulty_site, monkeypatch):
+    import json as json_module
+
+    from civicrm_hooks.hook import CiviCRMHook
+
+    group = faulty_site.create("Group", {"name": faulty_site.unique("hk_"), "title": faulty_site.unique("Hook ")})
+    contact = faulty_site.contact(first_name="Hooked")["id"]
+    base = faulty_site.template.split("/civicrm/")[0].split("/?")[0]
+    monkeypatch.setenv("AIRFLOW_CONN_CONTRACT_FAULTS", json_module.dumps({
+        "conn_type": "http", "host": base, "password": faulty_site.api_key,
+        "extra": {"api4_url": faulty_site.template, **({"site_key": faulty_site.site_key}
+                                                       if faulty_site.site_key else {})}}))
+    hook = CiviCRMHook("contract_faults", timeout=30, backoff=0)
+    faulty_site.inject(entity="GroupContact", action="save", status=None, lose_answer=True)
+    hook.call("GroupContact", "save", {"records": [{"contact_id": contact, "group_id": group["id"],
+                                                    "status": "Added"}], "match": ["contact_id", "group_id"]})
+    assert _members(faulty_site, group["id"]) == [(contact, "Added")]
+    hook.close()
