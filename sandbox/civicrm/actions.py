@@ -319,6 +319,8 @@ class _Call:
         if not output:
             return row
         echo = {k: v for k, v in values.items() if k not in row}
+        if self.entity == "Activity" and "target_contact_id" in echo:
+            echo["target_contact_id"] = None  # 5.76 answers null for the targets it just wrote
         return {**self._output(row), **echo}
 
     def update(self, row_id: int, values: dict) -> dict:

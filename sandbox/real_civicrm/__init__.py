@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -73,6 +74,9 @@ class RealCiviCRM:
     def stop(self) -> None:
         subprocess.run([str(HERE / "stop.sh"), "--purge", str(self.json_path)], capture_output=True, text=True,
                        timeout=120, check=False)
+        # what a last in-flight request wrote after the purge (the mail log) goes too
+        shutil.rmtree(self.state["session_dir"], ignore_errors=True)
+        shutil.rmtree(self.json_path.parent, ignore_errors=True)
 
     # --- what clients need --------------------------------------------------------------------
 
