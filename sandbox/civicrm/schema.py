@@ -218,8 +218,6 @@ PERMISSION_IMPLIES = {
     "edit all contacts": {"view all contacts", "edit my contact"},
     "view all contacts": {"view my contact"},
 }
-ALL_PERMISSIONS = ("authenticate with api key", "access CiviCRM", "access AJAX API", "view all contacts",
-                   "edit all contacts", "view all activities", "edit groups", "administer CiviCRM")
 # Extra action params some entities accept (GroupContactSaveTrait, Contact::delete).
 ENTITY_ACTION_PARAMS = {
     ("GroupContact", "create"): {"method", "tracking"},

@@ -298,7 +298,7 @@ def test_get_fields_and_get_actions(civicrm):
     assert "source_contact_id" not in readable and "subject" in readable  # write-only pseudo-field
     options = values(civicrm, "GroupContact", "getFields", {"where": [["name", "=", "status"]], "loadOptions": True})
     assert options[0]["options"] == {"Added": "Added", "Removed": "Removed", "Pending": "Pending"}
-    assert {a["name"] for a in values(civicrm, "Domain", "getActions")} == {"get", "getFields", "getActions"}
+    assert {a["name"] for a in values(civicrm, "Domain", "getActions")} == {"get", "getFields", "getActions", "checkAccess"}
 
 
 def test_replace_saves_records_and_deletes_the_rest(civicrm):
