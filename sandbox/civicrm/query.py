@@ -94,6 +94,12 @@ class Engine:
             return self.store.primary_email_id(row["id"])
         if field.kind == "computed" and field.name == "children":
             return self.store.group_children(row["id"])
+        if entity == "Activity" and field.name in ("target_contact_id", "assignee_contact_id"):
+            # read back from ActivityContact; 5.76 answers these ids as strings
+            record_type = 3 if field.name == "target_contact_id" else 1
+            links = self.store.table("ActivityContact")
+            return [str(links.rows[i]["contact_id"]) for i in sorted(links.lookup("activity_id", row["id"]))
+                    if links.rows[i].get("record_type_id") == record_type]
         return row.get(field.name)
 
     def compile_expr(self, entity: str, expr: Any, aliases: dict[str, str]) -> Expr | None:

@@ -24,12 +24,13 @@ class Field:
     fk: str | None = None           # entity an Integer field points at (implicit dot joins)
     options: str | None = None      # pseudoconstant source (`:name` / `:label` suffixes)
     kind: str = "field"             # field | filter (where only) | extra (virtual) | writeonly | computed
+    read_back: bool = False         # a writeonly field `get` still answers (from another table)
     indexed: bool = False           # kept in a hash index for fast `=` / `IN` lookups and joins
     title: str = ""
 
     @property
     def readable(self) -> bool:
-        return self.kind in ("field", "extra", "computed")
+        return self.kind in ("field", "extra", "computed") or self.read_back
 
 
 def _f(name, data_type=STRING, **kw) -> Field:
@@ -141,8 +142,8 @@ ENTITIES: dict[str, list[Field]] = {
         _f("modified_date", DATETIME),
         # stored as ActivityContact rows; write-only as on 5.39 and the releases after it
         _f("source_contact_id", INTEGER, required=True, kind="writeonly", fk="Contact"),
-        _f("target_contact_id", ARRAY, kind="writeonly", fk="Contact"),
-        _f("assignee_contact_id", ARRAY, kind="writeonly", fk="Contact"),
+        _f("target_contact_id", ARRAY, kind="writeonly", fk="Contact", read_back=True),
+        _f("assignee_contact_id", ARRAY, kind="writeonly", fk="Contact", read_back=True),
     ],
     "ActivityContact": [
         ID,

@@ -746,6 +746,9 @@ def test_activity_targets_are_null_in_the_create_answer(civicrm_site):
     made = civicrm_site.create("Activity", {"activity_type_id:name": "Meeting", "subject": civicrm_site.unique("T "),
                                             "source_contact_id": me, "target_contact_id": [target]})
     assert made["target_contact_id"] is None  # read them through ActivityContact, as the pipeline does
+    (read,) = civicrm_site.values("Activity", "get", {"select": ["target_contact_id"],
+                                                      "where": [["id", "=", made["id"]]]})
+    assert read["target_contact_id"] == [str(target)]  # strings, on 5.76
 
 
 def test_an_unknown_contact_type_is_accepted(civicrm_site):
