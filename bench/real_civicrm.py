@@ -46,10 +46,7 @@ def run_once(label: str, civicrm_env: str, wordpress, calls) -> dict:
     started = time.monotonic()
     run = local_airflow.run_nightly()
     elapsed = time.monotonic() - started
-    outcomes = local_airflow.xcom(run.run_id, "finalize", key="outcomes") or []
-    counts: dict[str, int] = {}
-    for row in outcomes:
-        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    counts = local_airflow.outcome_counts(run.run_id)
     return {"label": label, "state": str(run.state), "seconds": elapsed, "calls": calls(),
             "durations": local_airflow.task_durations(run.run_id), "outcomes": counts}
 

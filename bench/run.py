@@ -64,10 +64,7 @@ def main() -> int:
         started = time.monotonic()
         run = local_airflow.run_nightly()
         elapsed = time.monotonic() - started
-        outcomes = local_airflow.xcom(run.run_id, "finalize", key="outcomes") or []
-        counts: dict[str, int] = {}
-        for row in outcomes:
-            counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+        counts = local_airflow.outcome_counts(run.run_id)
         durations = local_airflow.task_durations(run.run_id)
         print(f"run {run.state} in {elapsed:.1f} s for {args.contacts} contacts "
               f"({args.contacts / elapsed:.0f} contacts/s)")

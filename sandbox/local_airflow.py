@@ -77,6 +77,14 @@ def xcom(run_id: str, task_id: str, key: str = "return_value", map_index: int = 
         return None if row is None else XComModel.deserialize_value(row)
 
 
+def outcome_counts(run_id: str) -> dict[str, int]:
+    """How many contacts finalize gave each outcome in this run."""
+    counts: dict[str, int] = {}
+    for row in xcom(run_id, "finalize", key="outcomes") or []:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    return counts
+
+
 def task_durations(run_id: str) -> dict[str, float]:
     """Seconds per task id, mapped instances added up (for the benchmark's report)."""
     from airflow.models.taskinstance import TaskInstance

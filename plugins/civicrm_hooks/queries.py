@@ -369,11 +369,6 @@ def activity_history(hook, contact_ids: Iterable[int], run_marker: str) -> Histo
     return history
 
 
-def attempt_history(hook, contact_ids: Iterable[int], run_marker: str) -> dict[int, int]:
-    """Failed "User Account Creation" activities per contact since its last give-up marker."""
-    return activity_history(hook, contact_ids, run_marker).attempts
-
-
 def journal_for(hook, contact_ids: Iterable[int]) -> dict[int, list[JournalEntry]]:
     """Every account journal entry of these contacts, of any run (the create batch reads this)."""
     params = {
@@ -391,8 +386,8 @@ def journal_for(hook, contact_ids: Iterable[int]) -> dict[int, list[JournalEntry
     return dict(found)
 
 
-def save_journal(hook, entries: list[JournalEntry], *, text: dict[int, str], subject: dict[int, str],
-                 stamp: str, source: dict[int, int], marker: str) -> dict[int, JournalEntry]:
+def save_journal(hook, entries: list[JournalEntry], *, subject: dict[int, str], stamp: str,
+                 source: dict[int, int], marker: str) -> dict[int, JournalEntry]:
     """Write journal entries in one call: new ones as Scheduled attempt activities, known ones by id.
 
     Returns contact id -> the entry with its activity id. The hook does not repeat a call that
@@ -403,7 +398,7 @@ def save_journal(hook, entries: list[JournalEntry], *, text: dict[int, str], sub
         return {}
     records = []
     for entry in entries:
-        details = journal.details_text(text.get(entry.contact_id), entry, [*entry.markers, marker])
+        details = journal.details_text(None, entry, [*entry.markers, marker])
         if entry.activity_id:
             records.append({"id": entry.activity_id, "details": details})
         else:
@@ -497,12 +492,6 @@ def activities_by_id(hook, activity_ids: Iterable[int]) -> dict[int, dict]:
     return {r["id"]: {"id": r["id"], "status": r.get("status_id:name"), "subject": r.get("subject"),
                       "details": r.get("details") or ""}
             for r in hook.get_in("Activity", "id", sorted(set(activity_ids)), params)}
-
-
-def activities_written(hook, contact_ids: Iterable[int], run_marker: str) -> set[tuple[int, str]]:
-    """(contact id, status) of this run's activities already in CiviCRM, so finalize writes each once."""
-    return {(cid, a["status"]) for cid, rows in run_activities(hook, contact_ids, run_marker).items()
-            for a in rows}
 
 
 def save_isolated(hook, entity: str, records: list[dict], key, params: dict | None = None,

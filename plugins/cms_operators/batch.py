@@ -83,13 +83,6 @@ def _result(row: dict, outcome: Outcome, reason: str, *, uf_id=None, username=No
 
 
 @dataclass
-class _Doubt:
-    """A create whose answer we did not get: the account may exist."""
-
-    timed_out: bool = False
-
-
-@dataclass
 class _State:
     results: dict[int, dict] = field(default_factory=dict)
     links: list[dict] = field(default_factory=list)  # UFMatch rows to write: contact_id, uf_id, uf_name
@@ -200,8 +193,7 @@ class _Batch:
     def found(self, row: dict, user: CmsUser, reason_ours: str) -> None:
         """An account with the contact's email: ours (the journal names it) or somebody's."""
         cid = row["contact_id"]
-        entry = journal.owner_entry(self.journal.get(cid, []) + [e for e in [self.s.entries.get(cid)] if e],
-                                    user.uf_id, user.username, user.registered)
+        entry = journal.owner_entry(self.entries_of(cid), user.uf_id, user.username, user.registered)
         if self.ctx.backend.is_admin(user):
             self.s.results[cid] = _result(row, Outcome.FAILED,
                                           outcomes.account_is_administrator(user.username, user.uf_id))
@@ -373,8 +365,7 @@ class _Batch:
             result = self.s.results[contact_id]
             if result["outcome"] != Outcome.CREATED:
                 continue
-            state = journal.mail_state(self.journal.get(contact_id, []) + [
-                e for e in [self.s.entries.get(contact_id)] if e], user.uf_id)
+            state = journal.mail_state(self.entries_of(contact_id), user.uf_id)
             if not self.ctx.notify:
                 result["mail"] = outcomes.MAIL_OFF
             elif self.by_id[contact_id].get("do_not_email"):
@@ -398,6 +389,11 @@ class _Batch:
                     self.s.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
                     finished.append(self.s.entries[contact_id].with_mail(""))  # none went out
             self.write_entries(finished)
+
+    def entries_of(self, contact_id: int) -> list[JournalEntry]:
+        """The contact's journal as read at the start, plus what this try has written since."""
+        current = self.s.entries.get(contact_id)
+        return self.journal.get(contact_id, []) + ([current] if current is not None else [])
 
     def entry_for(self, contact_id: int, user: CmsUser) -> JournalEntry:
         """The journal entry that holds this account (one is started for accounts without any)."""

@@ -240,7 +240,7 @@ def batch_context(settings: Settings, *, marker: str, stamp: str, final_try: boo
 
     def write_journal(entries, subjects):
         sources = {e.contact_id: settings.activity_source_contact_id or e.contact_id for e in entries}
-        return queries.save_journal(civicrm, entries, text={}, subject=subjects, stamp=stamp, source=sources,
+        return queries.save_journal(civicrm, entries, subject=subjects, stamp=stamp, source=sources,
                                     marker=marker)
 
     return BatchContext(

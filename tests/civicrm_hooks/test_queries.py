@@ -259,7 +259,7 @@ def test_attempts_count_failures_since_the_last_reset_and_not_this_run(hook, civ
         activity(6, "Failed", OTHER_RUN, source=4),       # 4 only wrote it
     ]})
 
-    attempts = queries.attempt_history(hook, [2, 4, 6, 7], MARKER)
+    attempts = queries.activity_history(hook, [2, 4, 6, 7], MARKER).attempts
 
     assert attempts == {2: 1, 4: 2, 6: 1}
 
@@ -340,6 +340,11 @@ def test_save_links_of_nothing_makes_no_call(hook, civicrm):
 # ------------------------------------------------------------------------------- activities
 
 
+def _written(hook, contact_ids, marker) -> set[tuple[int, str]]:
+    return {(cid, a["status"]) for cid, rows in queries.run_activities(hook, contact_ids, marker).items()
+            for a in rows}
+
+
 def test_activities_written_by_this_run(hook, options):
     hook.call("Activity", "save", {"records": [
         activity(2, "Failed", f"reason\n{MARKER}"),
@@ -347,9 +352,9 @@ def test_activities_written_by_this_run(hook, options):
         activity(4, "Completed", f"reason\n{OTHER_RUN}"),
         activity(6, "Completed", MARKER, source=4),
     ]})
-    assert queries.activities_written(hook, [2, 4, 6, 7], MARKER) == {(2, "Failed"), (2, "Cancelled"),
+    assert _written(hook, [2, 4, 6, 7], MARKER) == {(2, "Failed"), (2, "Cancelled"),
                                                                       (6, "Completed")}
-    assert queries.activities_written(hook, [4], OTHER_RUN) == {(4, "Completed")}
+    assert _written(hook, [4], OTHER_RUN) == {(4, "Completed")}
 
 
 def test_write_activities_in_chunks(hook, civicrm, options, monkeypatch):
@@ -390,13 +395,13 @@ def test_the_journal_is_written_in_one_call_and_read_back_by_any_run(hook, civic
     entries = [JournalEntry(contact_id=2, usernames=("ada.lovelace",), sent="2025-01-02T02:00:01Z"),
                JournalEntry(contact_id=4, usernames=("alan.turing",), sent="2025-01-02T02:00:01Z")]
     civicrm.reset_calls()
-    written = queries.save_journal(hook, entries, text={}, subject={2: "Creating account ada.lovelace"},
+    written = queries.save_journal(hook, entries, subject={2: "Creating account ada.lovelace"},
                                    stamp="2025-01-02 02:00:00", source={2: 2, 4: 4}, marker=MARKER)
     assert len(calls(civicrm, "Activity", "save")) == 1
     assert written[2].activity_id and written[2].status == "Scheduled" and written[2].markers == (MARKER,)
 
     # the id and mail state are added to the same activity, by id (no second activity)
-    queries.save_journal(hook, [written[2].created(45, "ada.lovelace").with_mail("sent")], text={}, subject={},
+    queries.save_journal(hook, [written[2].created(45, "ada.lovelace").with_mail("sent")], subject={},
                          stamp="2025-01-02 02:00:00", source={2: 2}, marker=MARKER)
     found = queries.journal_for(hook, [2, 4, 6])
     assert [(e.activity_id, e.uf_id, e.mail, e.status) for e in found[2]] == [

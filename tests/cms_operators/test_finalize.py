@@ -210,9 +210,9 @@ def test_recording_twice_writes_no_activity_twice(hook, site):
 
 def test_the_reset_marker_restarts_the_count(hook, site):
     record(hook, SETTINGS, TRIGGERS, finals(hook), marker=MARKER, stamp=STAMP)
-    attempts = queries.attempt_history(hook, [3, 5, 8], NEXT_RUN)
+    attempts = queries.activity_history(hook, [3, 5, 8], NEXT_RUN).attempts
     assert attempts == {3: 1, 5: 0, 8: 1}  # 3's earlier failures are not in this fresh site
-    assert queries.attempt_history(hook, [3, 5, 8], MARKER) == {}  # a re-run of this run counts none
+    assert queries.activity_history(hook, [3, 5, 8], MARKER).attempts == {}  # a re-run of this run counts none
 
 
 def test_activities_can_have_a_fixed_source_contact(hook, site):
