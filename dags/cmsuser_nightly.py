@@ -1,8 +1,9 @@
 """Nightly: every contact in a trigger group or with a trigger tag gets a linked CMS account.
 
-Schedule, params and wiring only; the tasks live in plugins/cms_operators/tasks.py. The
-settings file is read here for the schedule and retry delay (a bad file shows as this DAG's
-import error, naming the field at fault); nothing else is read or called at parse time.
+Schedule, params and wiring only; the tasks live in plugins/pipeline/tasks.py and the steps they
+run in plugins/pipeline/steps.py. The settings file is read here for the schedule, timeouts and
+retry delay (a bad file shows as this DAG's import error, naming the field at fault); nothing else
+is read or called at parse time. The run itself reads the settings once, in preflight.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import DAG, Param
 
-from cms_operators import tasks
+from pipeline import sources, tasks
 from provisioning.settings import load_settings
 
 settings = load_settings()
@@ -32,12 +33,11 @@ with DAG(
                                    "first); the rest are deferred to the next run. Empty: no limit."),
     },
 ) as dag:
-    def limits(task_id: str) -> dict:
-        return {"retry_delay": tasks.retry_delay(settings),
-                "execution_timeout": tasks.execution_timeout(settings, task_id)}
-
-    triggers = tasks.preflight.override(**limits("preflight"))()
-    extracted = tasks.extract.override(**limits("extract"))(triggers)
-    batches = tasks.plan.override(**limits("plan"))(extracted)
-    created = tasks.create_accounts.override(**limits(tasks.CREATE_TASK_ID)).expand(batch=batches)
-    created >> tasks.finalize.override(**limits("finalize"))()
+    run = tasks.preflight.override(task_id="preflight", **tasks.limits(settings, "preflight"))()
+    extracted = tasks.extract.override(task_id="extract", **tasks.limits(settings, "extract"))(
+        run, sources.trigger_membership())
+    batches = tasks.plan.override(task_id="plan", **tasks.limits(settings, "plan"))(run, extracted)
+    created = tasks.create_accounts.override(task_id="create_accounts", **tasks.limits(settings, "create_accounts")
+                                             ).partial(run=run).expand(batch=batches)
+    created >> tasks.finalize.override(task_id="finalize", **tasks.limits(settings, "finalize"))(
+        tasks.wiring(preflight="preflight", plan="plan", create="create_accounts"))

@@ -34,11 +34,15 @@ def configure(home: Path, *, fresh: bool = False) -> None:
 
 
 def connection_env(civicrm_url: str, api_key: str, site_key: str | None, wordpress_url: str, login: str,
-                   app_password: str) -> dict[str, str]:
-    """AIRFLOW_CONN_* values for the two connections, in Airflow's JSON form."""
-    civicrm = {"conn_type": "http", "host": civicrm_url, "password": api_key,
+                   app_password: str, *, cms_type: str = "wordpress", generic: bool = False) -> dict[str, str]:
+    """AIRFLOW_CONN_* values for the two connections, in Airflow's JSON form.
+
+    Of the project's own connection types (civicrm, and the CMS's type, which picks the CMS), or of
+    the generic type http with `generic` (as documented before those types existed)."""
+    civicrm = {"conn_type": "http" if generic else "civicrm", "host": civicrm_url, "password": api_key,
                "extra": {"site_key": site_key} if site_key else {}}
-    cms = {"conn_type": "http", "host": wordpress_url, "login": login, "password": app_password}
+    cms = {"conn_type": "http" if generic else cms_type, "host": wordpress_url, "login": login,
+           "password": app_password}
     return {"AIRFLOW_CONN_CIVICRM_DEFAULT": json.dumps(civicrm), "AIRFLOW_CONN_CMS_DEFAULT": json.dumps(cms)}
 
 
@@ -47,7 +51,7 @@ def init_db() -> None:
     from airflow.utils import db
 
     db.initdb()
-    from cms_operators.tasks import CMS_POOL
+    from pipeline.tasks import CMS_POOL
 
     Pool.create_or_update_pool(CMS_POOL, slots=4, description="CMS user creation", include_deferred=False)
 

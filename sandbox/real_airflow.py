@@ -30,7 +30,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "cmsuser_nightly"
-CMS_POOL = "cmsuser_cms"  # the pool create_accounts runs in (cms_operators.tasks.CMS_POOL)
+CMS_POOL = "cmsuser_cms"  # the pool create_accounts runs in (pipeline.tasks.CMS_POOL)
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DEFAULT_DATABASE = "cmsuser_airflow_test"

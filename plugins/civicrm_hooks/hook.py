@@ -8,7 +8,7 @@ three exception types the tasks can act on (contract §10.9):
 * CiviCRMUnavailable  the site did not answer usably (network, timeout, 429/502/503/504) after retries.
 * CiviCRMError        the API refused this one call (bad field, constraint, ...): the caller decides.
 
-Connection (type http): host = site base URL with https:// or http://, password = API key (at most 32
+Connection (type civicrm, or http as before): host = site base URL with https:// or http://, password = API key (at most 32
 characters, sent as is), extra = {"site_key": ...,
 "api4_url": "https://site/civicrm/ajax/api4/{entity}/{action}", "verify": true}.
 """
@@ -16,26 +16,21 @@ characters, sent as is), extra = {"site_key": ...,
 from __future__ import annotations
 
 import json
-import re
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
-from airflow.sdk import BaseHook
-
-from hook_support import check_secret, parse_verify, retry_after_seconds, site_base_url
+from transport.errors import ProvisioningError
+from transport.hook import Endpoint, RestHook
+from transport.policy import plain_text
 
 DEFAULT_ROUTE = "/civicrm/ajax/api4/{entity}/{action}"
 # Rate limits, maintenance and proxies: worth another try whatever the body says (JSON or an HTML page)
 TRANSIENT_STATUSES = (429, 502, 503, 504)
-MAX_RETRY_AFTER = 30.0
 MAX_API_KEY_LENGTH = 32  # civicrm_contact.api_key is varchar(32)
-MESSAGE_LIMIT = 300
 
 
 #: The CiviCRM permissions the API contact's role needs (none implies another; see the README).
@@ -68,26 +63,21 @@ def _status_of(http_status: int, data: Any) -> int:
     return 500
 
 
-class CiviCRMError(Exception):
+class CiviCRMError(ProvisioningError):
     """CiviCRM refused or failed a call. `str()` never contains the API key or site key."""
 
-    retryable = False  # set on instances the hook may retry (idempotent calls only)
-
     def __init__(self, message: str, *, status: int | None = None, entity: str | None = None,
-                 action: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.status = status
+                 action: str | None = None, retryable: bool | None = None):
+        super().__init__(message, status=status)
         self.entity = entity
         self.action = action
+        if retryable is not None:
+            self.retryable = retryable  # the hook marks what it may retry (idempotent calls only)
 
     def __str__(self) -> str:
         call = f"{self.entity}.{self.action}" if self.entity else "call"
         status = f" (HTTP {self.status})" if self.status else ""
         return f"CiviCRM {call} failed{status}: {self.message}"
-
-    def __reduce__(self):
-        return (_rebuild_error, (type(self), self.message, self.status, self.entity, self.action))
 
 
 class CiviCRMAuthError(CiviCRMError):
@@ -97,9 +87,7 @@ class CiviCRMAuthError(CiviCRMError):
 class CiviCRMUnavailable(CiviCRMError):
     """No usable answer: connection error, timeout, 429/502/503/504 or a non-JSON 5xx, after the hook's retries."""
 
-
-def _rebuild_error(cls, message, status, entity, action):
-    return cls(message, status=status, entity=entity, action=action)
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -124,82 +112,49 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _snippet(text: str) -> str:
-    """A short, tag-free excerpt of a server answer for an error message."""
-    text = re.sub(r"<[^>]+>", " ", text or "")
-    text = re.sub(r"\s+", " ", text).strip()
-    return text[:MESSAGE_LIMIT] + ("…" if len(text) > MESSAGE_LIMIT else "")
-
-
-class CiviCRMHook(BaseHook):
+class CiviCRMHook(RestHook):
     """CiviCRM APIv4 REST client with keyset paging and retries for idempotent calls."""
 
     conn_name_attr = "civicrm_conn_id"
     default_conn_name = "civicrm_default"
-    conn_type = "http"
+    conn_type = "civicrm"
     hook_name = "CiviCRM APIv4"
+    site = "the CiviCRM site"
+    secret_extras = ("site_key",)
+    password_label = "password (the API key)"
+    default_timeout = 60.0
+    user_agent = "cmsuser-airflow CiviCRMHook"
 
-    def __init__(self, civicrm_conn_id: str = default_conn_name, *, timeout: float = 60, page_size: int = 1000,
-                 retries: int = 3, backoff: float = 0.5):
-        super().__init__()
-        self.civicrm_conn_id = civicrm_conn_id
-        self.timeout = timeout
+    def __init__(self, civicrm_conn_id: str = default_conn_name, *, timeout: float | None = None,
+                 page_size: int = 1000, retries: int = 3, backoff: float = 0.5):
+        super().__init__(civicrm_conn_id, timeout=timeout)
         self.page_size = page_size
-        self.retries = max(1, int(retries))
-        self.backoff = backoff
-        self._sleep = time.sleep  # tests swap this to observe backoff without waiting
+        self.max_tries = max(1, int(retries))
+        self.backoff_seconds = backoff
         self._settings: _Settings | None = None
-        self._session: requests.Session | None = None
-
-    def __repr__(self) -> str:
-        return f"CiviCRMHook(civicrm_conn_id={self.civicrm_conn_id!r})"
 
     # --- connection -------------------------------------------------------------------------
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["login", "schema"],
-            "relabeling": {"host": "CiviCRM site URL", "password": "API key"},
-            "placeholders": {
-                "host": "https://crm.example.org",
-                "extra": json.dumps({"site_key": "CIVICRM_SITE_KEY (optional)",
-                                     "api4_url": "https://crm.example.org/civicrm/ajax/api4/{entity}/{action}",
-                                     "verify": True}),
-            },
-        }
+    def connection_error(self, message: str) -> CiviCRMError:
+        return CiviCRMAuthError(message)
 
-    def _config(self) -> _Settings:
-        if self._settings is not None:
-            return self._settings
-        conn_id = self.civicrm_conn_id
-        conn = self.get_connection(conn_id)
-        extra = conn.extra_dejson or {}
-        api_key = conn.password or ""
-        site_key = str(extra.get("site_key") or "") or None
-        # masked as soon as read, so no log line of this process can show them
-        from airflow.sdk.log import mask_secret
+    def unavailable(self, message: str, *, code: str) -> CiviCRMError:
+        return CiviCRMUnavailable(message)
 
-        if api_key:
-            mask_secret(api_key)
-        if site_key:
-            mask_secret(site_key)
-        # not stripped: a key that differs from what is stored would only fail later, as a vague 401
-        check_secret(api_key, field="password (the API key)", conn_id=conn_id, error_cls=CiviCRMAuthError)
-        check_secret(site_key, field="extra.site_key", conn_id=conn_id, error_cls=CiviCRMAuthError)
-        if not api_key:
+    def uses_host(self, extra: dict) -> bool:
+        return not str(extra.get("api4_url") or "").strip()  # the host only matters when it makes the URL
+
+    def check_endpoint(self, endpoint: Endpoint) -> None:
+        conn_id = endpoint.conn_id
+        if not endpoint.password:
             raise CiviCRMAuthError(f"Connection '{conn_id}' has no API key. Put the API contact's CiviCRM API key "
                                    "in the connection's Password field.")
-        verify = parse_verify(extra.get("verify", True), conn_id=conn_id, error_cls=CiviCRMAuthError)
-        template = str(extra.get("api4_url") or "").strip()
+        template = str(endpoint.extra.get("api4_url") or "").strip()
         if not template:
-            # the host only matters when it makes the APIv4 URL
-            host = site_base_url(conn.host, conn.schema, conn.port, conn_id=conn_id, error_cls=CiviCRMAuthError,
-                                 what="the CiviCRM site")
-            if not host:
+            if not endpoint.base_url:
                 raise CiviCRMAuthError(f"Connection '{conn_id}' has no host. Set Host to the CiviCRM site's base "
                                        "URL (e.g. https://crm.example.org), or set extra.api4_url.")
-            template = host + DEFAULT_ROUTE
+            template = endpoint.base_url + DEFAULT_ROUTE
         if "{entity}" not in template or "{action}" not in template:
             raise CiviCRMAuthError(f"Connection '{conn_id}': extra.api4_url must contain {{entity}} and {{action}}, "
                                    "e.g. https://crm.example.org/civicrm/ajax/api4/{entity}/{action}.")
@@ -207,38 +162,21 @@ class CiviCRMHook(BaseHook):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CiviCRMAuthError(f"Connection '{conn_id}': the APIv4 URL must start with https:// (or http://). "
                                    "Check Host / extra.api4_url.")
-        self._settings = _Settings(template, f"{parts.scheme}://{parts.netloc}", api_key, site_key, verify)
+        site_key = str(endpoint.extra.get("site_key") or "") or None
+        self._settings = _Settings(template, f"{parts.scheme}://{parts.netloc}", endpoint.password, site_key,
+                                   endpoint.verify)
+
+    def _config(self) -> _Settings:
+        _ = self.endpoint
+        assert self._settings is not None
         return self._settings
 
-    def get_conn(self) -> requests.Session:
-        """The hook's HTTP session (one per hook; it never keeps cookies)."""
-        if self._session is None:
-            session = requests.Session()
-            # a stateless API client: a CMS session cookie would switch CiviCRM to the cookie flow
-            session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-            session.headers.update({"X-Requested-With": "XMLHttpRequest", "Accept": "application/json",
-                                    "User-Agent": "cmsuser-airflow CiviCRMHook"})
-            self._session = session
-        return self._session
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-
-    def _scrub(self, text: str) -> str:
-        settings = self._settings
-        if settings is not None:
-            for secret in (settings.api_key, settings.site_key):
-                if secret:
-                    text = text.replace(secret, "***")
-        return text
+    def configure_session(self, session: requests.Session) -> None:
+        session.headers["X-Requested-With"] = "XMLHttpRequest"
 
     def _error(self, cls: type[CiviCRMError], message: str, *, status: int | None, entity: str, action: str,
                retryable: bool = False) -> CiviCRMError:
-        error = cls(self._scrub(message), status=status, entity=entity, action=action)
-        error.retryable = retryable
-        return error
+        return cls(self.scrub(message), status=status, entity=entity, action=action, retryable=retryable)
 
     # --- calls ------------------------------------------------------------------------------
 
@@ -249,62 +187,34 @@ class CiviCRMHook(BaseHook):
     def call_full(self, entity: str, action: str, params: dict | None = None) -> dict:
         """One APIv4 call; returns the whole envelope (values, count, countFetched, countMatched ...)."""
         settings = self._config()
-        session = self.get_conn()
         url = settings.url_template.replace("{entity}", entity).replace("{action}", action)
         body = {"params": json.dumps(params or {}, separators=(",", ":"), default=_json_default)}
         headers = {"X-Civi-Auth": f"Bearer {settings.api_key}"}
         if settings.site_key:
             headers["X-Civi-Key"] = settings.site_key
-        idempotent = self.is_idempotent(action, params or {})
-        attempts = self.retries if idempotent else 1
-        error: CiviCRMError | None = None
-        too_long = False
-        for attempt in range(1, attempts + 1):
-            started = time.monotonic()
-            wait = self.backoff * (2 ** (attempt - 1))
-            retry_after = None
+
+        def classify(response: requests.Response) -> dict:
             try:
-                response = session.post(url, data=body, headers=headers, timeout=self.timeout,
-                                        verify=settings.verify, allow_redirects=False)
-            except requests.exceptions.Timeout:
-                error = self._error(CiviCRMUnavailable, f"no answer from {settings.site} within {self.timeout} s",
-                                    status=None, entity=entity, action=action, retryable=True)
-            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                error = self._error(CiviCRMUnavailable, f"could not reach {settings.site} "
-                                    f"({type(exc).__name__}: the connection failed or was dropped)",
-                                    status=None, entity=entity, action=action, retryable=True)
-            else:
-                session.cookies.clear()
-                self.log.debug("CiviCRM %s.%s -> HTTP %s in %d ms", entity, action, response.status_code,
-                               (time.monotonic() - started) * 1000)
-                try:
-                    return self._parse(response, entity, action)
-                except CiviCRMError as exc:
-                    if not exc.retryable:
-                        raise
-                    error = exc
-                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if attempt < attempts:
-                if retry_after is not None and retry_after > MAX_RETRY_AFTER:
-                    too_long = True  # sleeping that long would hold the worker: leave the wait to the caller
-                    break
-                if retry_after is not None:
-                    wait = retry_after
-                self.log.debug("CiviCRM %s.%s: retrying in %.1f s (try %d of %d)", entity, action, wait,
-                               attempt + 1, attempts)
-                self._sleep(wait)
-        assert error is not None
+                return self._parse(response, entity, action)
+            except CiviCRMError as exc:
+                exc.entity, exc.action = entity, action
+                raise
+
+        return self.send("POST", url, classify, idempotent=self.is_idempotent(action, params or {}),
+                         what=f"CiviCRM {entity}.{action}", data=body, headers=headers, allow_redirects=False)
+
+    def gave_up(self, error, *, tries: int, idempotent: bool, too_long: bool):
         if too_long:
-            asked = f"{retry_after:.1f}".removesuffix(".0")
+            asked = f"{error.retry_after:.1f}".removesuffix(".0")
             error.message = (f"{error.message}; the server asked to wait {asked} s before another try, "
-                             f"longer than the {MAX_RETRY_AFTER:g} s this hook waits, so it gave up after "
-                             f"{attempt} {'try' if attempt == 1 else 'tries'}. Try again later.")
+                             f"longer than the {self.max_retry_after:g} s this hook waits, so it gave up after "
+                             f"{tries} {'try' if tries == 1 else 'tries'}. Try again later.")
         elif idempotent:
-            error.message = f"{error.message}; gave up after {attempts} tries. Check that the site is up."
+            error.message = f"{error.message}; gave up after {tries} tries. Check that the site is up."
         elif isinstance(error, CiviCRMUnavailable):
-            error.message = (f"{error.message}. {action} is not retried because repeating it could write twice: "
-                             "it may or may not have been applied in CiviCRM.")
-        raise error
+            error.message = (f"{error.message}. {error.action or 'This call'} is not retried because repeating it "
+                             "could write twice: it may or may not have been applied in CiviCRM.")
+        return error
 
     @staticmethod
     def is_idempotent(action: str, params: dict) -> bool:
@@ -330,25 +240,25 @@ class CiviCRMHook(BaseHook):
                 data = None
         status = _status_of(response.status_code, data)
         if status == 401:
-            site_key_hint = " and extra.site_key (CIVICRM_SITE_KEY)" if self._settings.site_key else \
+            site_key_hint = " and extra.site_key (CIVICRM_SITE_KEY)" if self._config().site_key else \
                 ", or set extra.site_key (CIVICRM_SITE_KEY) if the site's AuthX guard requires it"
             length_hint = ""
-            if len(self._settings.api_key) > MAX_API_KEY_LENGTH:
+            if len(self._config().api_key) > MAX_API_KEY_LENGTH:
                 # a longer key was cut when it was saved in CiviCRM, so the full one sent here never matches
-                length_hint = (f" The API key of connection '{conn_id}' has {len(self._settings.api_key)} "
+                length_hint = (f" The API key of connection '{conn_id}' has {len(self._config().api_key)} "
                                f"characters, but CiviCRM stores API keys of at most {MAX_API_KEY_LENGTH} "
                                "characters and cuts longer ones silently: set a key of "
                                f"{MAX_API_KEY_LENGTH} characters or fewer on the API contact and in the "
                                "connection's password.")
             raise self._error(CiviCRMAuthError, f"CiviCRM refused the credentials of connection '{conn_id}' "
-                              f"({_snippet(response.text) or 'HTTP 401'}). Check the connection's password (the "
+                              f"({plain_text(response.text) or 'HTTP 401'}). Check the connection's password (the "
                               f"API key of the API contact){site_key_hint}; the AuthX extension must be enabled "
                               "and the API contact must hold 'authenticate with api key' unless the site key is sent."
                               f"{length_hint}", status=401, entity=entity, action=action)
         if status in TRANSIENT_STATUSES:
             said = "rate limited the call (HTTP 429)" if status == 429 else f"answered HTTP {status}"
             raise self._error(CiviCRMUnavailable, f"{self._config().site} {said} "
-                              f"({_snippet(response.text) or response.reason})", status=status, entity=entity,
+                              f"({plain_text(response.text) or response.reason})", status=status, entity=entity,
                               action=action, retryable=True)
         if data is None:
             self._non_json(response, entity, action)
@@ -362,7 +272,7 @@ class CiviCRMHook(BaseHook):
             return data
         if isinstance(data, dict) and data.get("is_error"):  # the legacy REST authenticator's refusal
             raise self._error(CiviCRMAuthError, f"CiviCRM refused connection '{conn_id}': "
-                              f"{_snippet(str(data.get('error_message')))}", status=status, entity=entity,
+                              f"{plain_text(str(data.get('error_message')))}", status=status, entity=entity,
                               action=action)
         if isinstance(data, dict) and data.get("error_message") is not None:
             message = str(data["error_message"])
@@ -370,7 +280,7 @@ class CiviCRMHook(BaseHook):
             message = ("error details hidden by CiviCRM (answer `[]`); see the CiviCRM log, or give the API "
                        "contact 'view debug output'")
         else:
-            message = f"unexpected answer: {_snippet(json.dumps(data))}"
+            message = f"unexpected answer: {plain_text(json.dumps(data))}"
         # the generic "Sorry an error occurred" hides the cause (maybe a deadlock): worth another try
         generic = status >= 500 and (data == [] or message.startswith("Sorry an error occurred"))
         raise self._error(CiviCRMError, message, status=status, entity=entity, action=action, retryable=generic)
@@ -380,7 +290,7 @@ class CiviCRMHook(BaseHook):
         where = "Check the connection's Host / extra.api4_url"
         if status >= 500:
             raise self._error(CiviCRMUnavailable, f"{self._config().site} answered HTTP {status} without JSON "
-                              f"({_snippet(response.text) or response.reason})", status=status, entity=entity,
+                              f"({plain_text(response.text) or response.reason})", status=status, entity=entity,
                               action=action, retryable=True)
         if 300 <= status < 400:
             target = urlsplit(response.headers.get("Location", ""))
@@ -399,7 +309,7 @@ class CiviCRMHook(BaseHook):
                               f"(HTTP 404). {where}.", status=status, entity=entity, action=action)
         raise self._error(CiviCRMAuthError, f"CiviCRM answered HTTP {status} with a non-JSON page "
                           f"({response.headers.get('Content-Type') or 'no content type'}: "
-                          f"{_snippet(response.text)[:120]}), probably a login page. {where} and the API key.",
+                          f"{plain_text(response.text)[:120]}), probably a login page. {where} and the API key.",
                           status=status, entity=entity, action=action)
 
     # --- paging -----------------------------------------------------------------------------
@@ -470,7 +380,7 @@ class CiviCRMHook(BaseHook):
         except CiviCRMError as exc:
             return False, str(exc)
         except Exception as exc:  # e.g. the connection does not exist
-            return False, self._scrub(f"{type(exc).__name__}: {exc}")
+            return False, self.scrub(f"{type(exc).__name__}: {exc}")
         if not rows:
             return False, ("Authenticated, but the API contact cannot read its own contact record: give its CMS "
                            "role 'view all contacts' (or 'view my contact').")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from provisioning import journal
 from provisioning.journal import JournalEntry
+from provisioning.vocabulary import Source, source_tag
 
 ACTIVITY_TYPE = "User Account Creation"
 FAILED_STATUS = "Failed"
@@ -265,7 +266,7 @@ def triggered_members(hook, triggers: Triggers, domain_id: int) -> dict[int, lis
     sources: dict[int, list[str]] = defaultdict(list)
     for group_id in triggers.static_groups:
         for row in hook.get_all("Contact", {"select": ["id"], "where": [["groups", "IN", [group_id]]]}):
-            sources[row["id"]].append(f"group:{group_id}")
+            sources[row["id"]].append(source_tag(Source.GROUP, group_id))
     for group_id in triggers.smart_groups:
         params = {
             "select": ["id"],
@@ -273,14 +274,14 @@ def triggered_members(hook, triggers: Triggers, domain_id: int) -> dict[int, lis
             "join": [["UFMatch AS uf", "EXCLUDE", ["uf.contact_id", "=", "id"], ["uf.domain_id", "=", domain_id]]],
         }
         for row in hook.get_all("Contact", params):
-            sources[row["id"]].append(f"smart:{group_id}")
+            sources[row["id"]].append(source_tag(Source.SMART, group_id))
     if triggers.tags:
         params = {
             "select": ["entity_id", "tag_id"],
             "where": [["entity_table", "=", "civicrm_contact"], ["tag_id", "IN", list(triggers.tags)]],
         }
         for row in hook.get_all("EntityTag", params):
-            sources[row["entity_id"]].append(f"tag:{row['tag_id']}")
+            sources[row["entity_id"]].append(source_tag(Source.TAG, row["tag_id"]))
     return dict(sources)
 
 

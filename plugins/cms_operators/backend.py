@@ -1,7 +1,7 @@
-"""The CMS side of the pipeline, as an interface: users, errors, and the backend factory.
+"""The CMS side of the pipeline, as an interface: users and errors. One implementation per CMS
+package (cms_operators/<cms>/backend.py); `cms_operators.registry` says which.
 
-No Airflow import here, so the batch logic and its tests use these without Airflow. The
-WordPress implementation lives in `cms_operators.wordpress` and is imported only when asked for.
+No Airflow import here, so the batch logic and its tests use these without Airflow.
 
 Error classes say what the caller should do (contract cms-users.md §1 and §7):
 
@@ -18,6 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from transport.errors import ProvisioningError
+
+from provisioning.rules import AccountRules
+
 
 @dataclass(frozen=True)
 class CmsUser:
@@ -30,18 +34,11 @@ class CmsUser:
     registered: str | None = None  # when the CMS made it (ISO 8601, UTC), where the CMS says
 
 
-class CmsError(Exception):
+class CmsError(ProvisioningError):
     """A CMS call failed. Carries the HTTP status and the CMS's error code; never a secret."""
 
     def __init__(self, status: int | None, code: str | None, message: str, *, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        return self.message
+        super().__init__(message, status=status, code=code, retry_after=retry_after)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status!r}, code={self.code!r}, message={self.message!r})"
@@ -57,6 +54,8 @@ class CmsConfigError(CmsError):
 
 class CmsUnavailable(CmsError):
     """Transient: connect error, timeout, 429/502/503/504, or an answer that is not JSON."""
+
+    retryable = True
 
 
 class CmsDuplicateLogin(CmsError):
@@ -80,12 +79,8 @@ class CmsBackend(Protocol):
     """What the tasks need from a CMS. One implementation per CMS type."""
 
     name: str
-    max_email_length: int
-    max_username_length: int
+    rules: AccountRules  # usernames, email limits, administrators: what the planner is told
 
-    def sanitize_username(self, raw: str) -> str:
-        """A login this CMS accepts unchanged, made from raw text (may return '')."""
-        ...
 
     def preflight(self, roles: list[str]) -> str:
         """Prove credentials, capabilities and roles without changing anything; one-line description."""
@@ -119,19 +114,3 @@ class CmsBackend(Protocol):
     def send_password_mail(self, user: CmsUser) -> None:
         """Ask the CMS to mail the user a link to set their password."""
         ...
-
-
-SUPPORTED_CMS_TYPES = ("wordpress",)
-
-
-def get_backend(cms_type: str, conn_id: str) -> CmsBackend:
-    """The backend for a CMS type, using the Airflow connection `conn_id`. No network here."""
-    kind = (cms_type or "").strip().lower()
-    if kind == "wordpress":
-        from cms_operators.wordpress import WordPressBackend
-
-        return WordPressBackend(conn_id)
-    raise CmsConfigError(
-        None, "unsupported_cms_type",
-        f"CMS type {cms_type!r} is not supported; set cms_type to one of: {', '.join(SUPPORTED_CMS_TYPES)}",
-    )

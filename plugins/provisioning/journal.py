@@ -38,7 +38,7 @@ def now_utc() -> str:
 
 
 def _parse_time(text: str | None) -> datetime | None:
-    """Our own format, or a CMS's ISO 8601 (naive values are UTC: WordPress's registered_date)."""
+    """Our own format, or a CMS's ISO 8601 (naive values are UTC, as some CMSs send them)."""
     if not text:
         return None
     try:

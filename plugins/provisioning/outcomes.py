@@ -1,4 +1,4 @@
-"""Outcome names, every reason text, the activity written per attempt, and the audit log line.
+"""Every reason text, the activity written per attempt, and the audit log line (names: vocabulary.py).
 
 Reasons live here (and only here) so the plan, the batch and finalize word things the same way.
 """
@@ -6,17 +6,9 @@ Reasons live here (and only here) so the plan, the batch and finalize word thing
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from typing import Any
 
-
-class Outcome(StrEnum):
-    CREATED = "created"
-    LINKED_EXISTING = "linked_existing"
-    ALREADY_LINKED = "already_linked"
-    FAILED = "failed"
-    DEFERRED = "deferred"
-
+from provisioning.vocabulary import Outcome  # re-exported: the outcome names live in vocabulary
 
 #: The order outcomes are listed in summaries.
 OUTCOME_ORDER: tuple[Outcome, ...] = tuple(Outcome)
@@ -91,7 +83,7 @@ def beyond_limit(limit: int) -> str:
     return f"beyond limit {limit}; left for the next run"
 
 
-# --- reasons found while creating (cms_operators.batch) and finalizing -----------------------
+# --- reasons found while creating (pipeline.batch) and finalizing -----------------------
 
 
 def reason_created() -> str:

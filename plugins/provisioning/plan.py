@@ -7,7 +7,7 @@ dry-run report. Rules are applied in order; the first that matches decides a con
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,14 +17,10 @@ from provisioning import journal
 from provisioning import outcomes as why
 from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
+from provisioning.rules import AccountRules
 from provisioning.settings import Settings
-from provisioning.usernames import (
-    WORDPRESS_MAX_USERNAME_LENGTH,
-    candidate_usernames,
-    sanitize_wordpress,
-    suffix_base,
-    unique_usernames,
-)
+from provisioning.usernames import candidate_usernames, suffix_base, unique_usernames
+from provisioning.vocabulary import BATCH_ACTIONS, Action, OnExistingEmail
 
 CONTACT_COLUMNS = [
     "contact_id",
@@ -68,21 +64,7 @@ PLAN_COLUMNS = [
     "exhausted",
 ]
 
-CREATE = "create"
-LINK = "link"
-NONE = "none"
-BATCH_ACTIONS = (CREATE, LINK)
-
-#: WordPress `users.user_email` is a varchar(100); longer emails crash the insert.
-WORDPRESS_MAX_EMAIL_LENGTH = 100
-
-# Mirrors WordPress' is_email(), which the REST API applies to `email`: ASCII only, one @,
-# a local part of the allowed characters, and a domain of two or more labels made of
-# letters, digits and inner hyphens; at least 6 characters in all.
-_EMAIL_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
-_EMAIL_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-EMAIL_PATTERN = rf"{_EMAIL_LOCAL}@{_EMAIL_LABEL}(?:\.{_EMAIL_LABEL})+"
-_EMAIL_MIN_LENGTH = 6
+CREATE, LINK, NONE = Action.CREATE, Action.LINK, Action.NONE
 
 _FALSE_TEXTS = {"", "0", "false", "no", "off"}
 
@@ -168,13 +150,14 @@ def plan_contacts(
     cms_users: pd.DataFrame,
     links: pd.DataFrame,
     settings: Settings,
+    rules: AccountRules,
     *,
-    sanitize: Callable[[str], str] = sanitize_wordpress,
-    max_email_length: int = WORDPRESS_MAX_EMAIL_LENGTH,
-    max_username_length: int = WORDPRESS_MAX_USERNAME_LENGTH,
     limit: int | None = None,
 ) -> pd.DataFrame:
-    """One row per contact (sorted by contact_id) with its action, planned outcome and reason."""
+    """One row per contact (sorted by contact_id) with its action, planned outcome and reason.
+
+    `rules` are the CMS's (usernames, email limits, administrators); the plan names no CMS itself.
+    """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be 0 or more (or None for no limit), got {limit}")
 
@@ -217,7 +200,7 @@ def plan_contacts(
 
     # 2. already linked in this domain. The extract reports the contact's own UFMatch; one that
     # only shows up in `links` counts as well, since CiviCRM would refuse a second link.
-    users, taken_usernames = _prepare_cms_users(cms_users)
+    users, taken_usernames = _prepare_cms_users(cms_users, rules)
     link_rows = _prepare_links(links)
     uf_names = _text(contacts["uf_name"])
     first_links = link_rows.sort_values("uf_id", key=lambda ids: ids.astype("int64"), kind="stable")
@@ -247,17 +230,17 @@ def plan_contacts(
 
     # 3-5. email present, valid and storable
     decide((email == "").to_numpy(), Outcome.FAILED, why.NO_PRIMARY_EMAIL)
-    valid = email.str.fullmatch(EMAIL_PATTERN).fillna(False).astype(bool) & (
-        email.str.len() >= _EMAIL_MIN_LENGTH
-    )
+    valid = email.str.fullmatch(rules.email_pattern).fillna(False).astype(bool)
     decide((~valid).to_numpy(), Outcome.FAILED, lambda row: why.invalid_email(email[row]))
     decide(
-        (email.str.len() > max_email_length).to_numpy(), Outcome.FAILED, why.email_too_long(max_email_length)
+        (email.str.len() > rules.max_email_length).to_numpy(), Outcome.FAILED,
+        why.email_too_long(rules.max_email_length),
     )
 
     # 5b. an account this pipeline made for the contact and never linked (its journal names it):
     # it is the contact's own, whatever its email, never just "an existing account"
-    _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id, journal_activity_id)
+    _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id, journal_activity_id,
+                        rules)
 
     # 6. one email, one contact: the lowest contact id keeps it
     open_rows = np.flatnonzero(undecided)
@@ -312,7 +295,7 @@ def plan_contacts(
         decide(
             _mask(count, admin_rows), Outcome.FAILED, lambda row: why.account_is_administrator(*account(row))
         )
-        if settings.on_existing_email == "fail":
+        if settings.on_existing_email == OnExistingEmail.FAIL:
             decide(matched, Outcome.FAILED, lambda row: why.existing_email_not_linked(*account(row)))
         decide(matched, Outcome.LINKED_EXISTING, why.EXISTING_ACCOUNT_SAME_EMAIL, action_value=LINK)
         # Failed rows keep the account's name and id in the reason, not as the contact's own.
@@ -349,7 +332,7 @@ def plan_contacts(
     )
     patterns = [settings.username_pattern, settings.username_fallback_pattern]
     candidates = pd.Series(
-        candidate_usernames(name_fields.to_dict("records"), patterns, sanitize), index=open_rows, dtype=object
+        candidate_usernames(name_fields.to_dict("records"), patterns, rules.sanitize_username), index=open_rows, dtype=object
     )
     empty = candidates == ""
     # Only a sanitiser that leaves nothing even of user{contact_id} gets here; kept for safety.
@@ -357,10 +340,10 @@ def plan_contacts(
         _mask(count, candidates.index[empty]), Outcome.FAILED, why.empty_username(settings.username_pattern)
     )
     creating = candidates.index[~empty]
-    username[creating] = unique_usernames(candidates[~empty], taken_usernames, max_username_length).to_numpy()
+    username[creating] = unique_usernames(candidates[~empty], taken_usernames, rules.max_username_length).to_numpy()
     # The name before any suffix, so a retry after a race bumps jane.doe2 to jane.doe3, not jane.doe22.
     username_base = np.full(count, "", dtype=object)
-    username_base[creating] = [suffix_base(name, max_username_length) for name in candidates[~empty]]
+    username_base[creating] = [suffix_base(name, rules.max_username_length) for name in candidates[~empty]]
     decide(_mask(count, creating), Outcome.CREATED, why.NEW_ACCOUNT, action_value=CREATE)
 
     # 10. limit: the lowest contact ids go first, the rest wait for the next run
@@ -410,7 +393,7 @@ def plan_contacts(
 
 
 def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id,
-                        journal_activity_id) -> None:
+                        journal_activity_id, rules: AccountRules) -> None:
     """Rule 5b: link (as `created`) the accounts the contacts' journal entries name."""
     rows = [row for row in np.flatnonzero(undecided) if _as_list(contacts["journal"].iat[row])]
     if not rows:
@@ -433,7 +416,7 @@ def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, usern
                 continue
             account = (str(user.get("username") or ""), int(user["uf_id"]))
             other = owners.get(account[1], set()) - {contact_id}
-            if _is_admin(user.get("is_admin"), user.get("roles")):
+            if _is_admin(user.get("is_admin"), user.get("uf_id"), user.get("roles"), rules):
                 admins[row] = account
             elif other:
                 others[row] = (*account, min(other))
@@ -459,14 +442,14 @@ def _mask(count: int, rows: Iterable[int]) -> np.ndarray:
     return mask
 
 
-def _is_admin(flag: Any, roles: Any) -> bool:
-    """The backend says which accounts administer the site; without its word, WordPress's role."""
+def _is_admin(flag: Any, uf_id: Any, roles: Any, rules: AccountRules) -> bool:
+    """The backend says which accounts administer the site; without its word, the CMS's rules."""
     if flag is not None and not (isinstance(flag, float) and math.isnan(flag)):
         return _truthy(flag)
-    return any(str(role).strip().lower() == "administrator" for role in _as_list(roles))
+    return rules.is_admin(uf_id, _as_list(roles))
 
 
-def _prepare_cms_users(cms_users: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+def _prepare_cms_users(cms_users: pd.DataFrame | None, rules: AccountRules) -> tuple[pd.DataFrame, list[str]]:
     """CMS users keyed by lower-cased email (the lowest uf_id per email), and every username."""
     users = _with_columns(cms_users, CMS_USER_COLUMNS)
     table = pd.DataFrame(
@@ -474,7 +457,8 @@ def _prepare_cms_users(cms_users: pd.DataFrame | None) -> tuple[pd.DataFrame, li
             "uf_id": _optional_ids(users["uf_id"]).to_numpy(),
             "username": _text(users["username"]).to_numpy(),
             "email_key": _text(users["email"]).str.lower().to_numpy(),
-            "is_admin": [_is_admin(flag, roles) for flag, roles in zip(users["is_admin"], users["roles"], strict=True)],
+            "is_admin": [_is_admin(flag, uf_id, roles, rules) for flag, uf_id, roles
+                         in zip(users["is_admin"], users["uf_id"], users["roles"], strict=True)],
         },
         columns=["uf_id", "username", "email_key", "is_admin"],
     )

@@ -20,7 +20,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticUndefined
 
+from cms_operators import registry
 from provisioning.usernames import USERNAME_TOKENS, PatternError, pattern_parts
+from provisioning.vocabulary import OnExistingEmail
 
 SETTINGS_ENV_VAR = "CMSUSER_SETTINGS"
 
@@ -62,12 +64,15 @@ class Settings(BaseModel):
     cms_conn_id: str = Field(
         "cms_default",
         min_length=1,
-        description="Airflow connection id of the CMS (host = site URL, login = admin user, "
-        "password = WordPress Application Password).",
+        description="Airflow connection id of the CMS (for WordPress: host = site URL, login = admin user, "
+        "password = an Application Password). Its connection type names the CMS.",
     )
-    cms_type: Literal["wordpress"] = Field(
-        "wordpress",
-        description="Which CMS the accounts are created in. Only `wordpress` is supported so far.",
+    cms_type: str | None = Field(
+        None,
+        description="Which CMS the accounts are created in: one of "
+        + ", ".join(f"`{name}`" for name in registry.names())
+        + ". Empty: the type of the CMS connection decides (a connection of type `http` means "
+        "`wordpress`). When both are given they must agree.",
     )
     domain_id: int = Field(
         1,
@@ -115,15 +120,15 @@ class Settings(BaseModel):
         default_factory=lambda: ["subscriber"],
         min_length=1,
         description="CMS roles (slugs) given to newly created accounts. Linked existing accounts keep "
-        "their roles. `administrator` is refused.",
+        "their roles. A role that makes an administrator of the CMS (WordPress: `administrator`) is refused.",
     )
     notify: bool = Field(
         True,
         description="After creating an account, have the CMS email the new user a link to set "
         "a password. Without it, users must use 'lost password' themselves.",
     )
-    on_existing_email: Literal["link", "fail"] = Field(
-        "link",
+    on_existing_email: Literal[tuple(choice.value for choice in OnExistingEmail)] = Field(
+        OnExistingEmail.LINK.value,
         description="What to do when a CMS account with the contact's email already exists: `link` "
         "connects the contact to it (never for administrators, or accounts linked to another "
         "contact), `fail` records a failed attempt instead.",
@@ -234,18 +239,37 @@ class Settings(BaseModel):
             )
         return pattern
 
+    @field_validator("cms_type", mode="before")
+    @classmethod
+    def _check_cms_type(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, str):
+            key = value.strip().lower()
+            if key not in registry.names():
+                raise ValueError(f"'{value}' is not a supported CMS; use one of "
+                                 + ", ".join(f"'{name}'" for name in registry.names()))
+            return key
+        return value
+
     @field_validator("roles")
     @classmethod
     def _check_roles(cls, roles: list[str]) -> list[str]:
         cleaned = [role.strip() for role in roles]
         if any(not role for role in cleaned):
             raise ValueError("contains an empty role; give role slugs such as subscriber")
-        if any(role.lower() == "administrator" for role in cleaned):
-            # Every triggered contact would get full control of the site: never what is meant.
-            raise ValueError(
-                "'administrator' is not allowed for automatically created accounts; use a lesser role"
-            )
         return list(dict.fromkeys(cleaned))
+
+    @model_validator(mode="after")
+    def _refuse_admin_roles(self) -> Settings:
+        # Every triggered contact would get full control of the site: never what is meant. Without a
+        # cms_type the connection decides later, so every supported CMS's administrator roles count.
+        kinds = [registry.get(self.cms_type)] if self.cms_type else list(registry.cms_types().values())
+        for role in self.roles:
+            if any(kind.rules.is_admin_role(role) for kind in kinds):
+                raise ValueError(f"roles: '{role}' is not allowed for automatically created accounts (it "
+                                 "administers the site); use a lesser role")
+        return self
 
     @field_validator("schedule")
     @classmethod
@@ -488,3 +512,26 @@ def _default_text(default: Any) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+README_START = "<!-- settings-reference:start"
+README_END = "<!-- settings-reference:end -->"
+
+
+def write_reference(readme: str | Path) -> bool:
+    """Put the settings table into the README between its markers; True if the file changed."""
+    path = Path(readme)
+    text = path.read_text(encoding="utf-8")
+    start = text.index("\n", text.index(README_START)) + 1
+    end = text.index(README_END)
+    updated = text[:start] + settings_reference_markdown() + text[end:]
+    if updated != text:
+        path.write_text(updated, encoding="utf-8")
+    return updated != text
+
+
+if __name__ == "__main__":  # `make docs`
+    import sys
+
+    for name in sys.argv[1:] or ["README.md"]:
+        print(f"{name}: {'updated' if write_reference(name) else 'already up to date'}")

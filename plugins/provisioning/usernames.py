@@ -1,7 +1,7 @@
-"""Usernames: render the configured pattern, make it acceptable to WordPress, make it unique.
+"""Usernames: render the configured pattern, spell it in ASCII, make it unique.
 
-WordPress is the strictest target here: its REST API rejects (never rewrites) a login that
-`sanitize_user($login, true)` would change, so we produce logins that pass unchanged.
+Which characters and lengths a CMS accepts is the CMS's own rule (provisioning.rules.AccountRules,
+made by each CMS package); this module renders, transliterates and de-duplicates for any of them.
 """
 
 from __future__ import annotations
@@ -24,17 +24,11 @@ USERNAME_TOKENS: tuple[str, ...] = (
     "email_local",
 )
 
-#: WordPress stores logins in a varchar(60); longer ones fail with `user_login_too_long`.
-WORDPRESS_MAX_USERNAME_LENGTH = 60
-
 #: The pattern used when both configured patterns give an empty username.
 LAST_RESORT_PATTERN = "user{contact_id}"
 
 _TOKEN_RE = re.compile(r"\{([^{}]*)\}")
 
-_NOT_ALLOWED_RE = re.compile(r"[^a-z0-9 _.@-]")
-_WHITESPACE_RE = re.compile(r"\s+")
-_DOTS_RE = re.compile(r"\.{2,}")
 _EDGE_CHARS = " ._-"
 
 
@@ -111,22 +105,17 @@ def render_usernames(pattern: str, contacts: Iterable[Mapping]) -> list[str]:
     ]
 
 
-def sanitize_wordpress(raw: str) -> str:
-    """Turn raw text into a login WordPress' strict `sanitize_user` accepts unchanged.
+def ascii_login(raw: str, clean: Callable[[str], str]) -> str:
+    """A login made of `raw` by a CMS's `clean` (which keeps only what the CMS accepts), spelt in ASCII.
 
-    Accents are folded to ASCII, everything is lower-cased (WordPress compares logins
-    case-insensitively, so mixed case only invites 'Jane.Doe' vs 'jane.doe' surprises),
-    whitespace runs become one '.', characters outside [a-z0-9 _.@-] are dropped, repeated
-    dots collapse, and leading/trailing separators are stripped. Text with nothing left
-    (no Latin letters: 'Иван Петров', '李小龍') is transliterated instead ('ivan.petrov',
-    'li.xiao.long'). May return ''.
+    Accents are folded first ('Zoë' -> 'Zoe'); only a name with nothing left after that (no Latin
+    letters: 'Иван Петров', '李小龍') is transliterated whole ('Ivan Petrov', 'Li Xiao Long'), so a
+    name that gave a login before keeps exactly that login ('Jane 李' stays 'jane'). May return ''.
     """
     if not raw:
         return ""
     text = str(raw)
-    # Only a name with nothing left is transliterated whole, so a name that gave a login
-    # before keeps exactly that login ('Jane 李' stays 'jane', not 'jane.li').
-    return _clean(_fold_latin(text)) or _clean(_transliterate(unicodedata.normalize("NFC", text)))
+    return clean(_fold_latin(text)) or clean(_transliterate(unicodedata.normalize("NFC", text)))
 
 
 def _fold_latin(text: str) -> str:
@@ -158,17 +147,10 @@ def _ascii_spelling(char: str) -> str:
     return spelling if spelling.strip().isalnum() else ""
 
 
-def _clean(text: str) -> str:
-    text = _WHITESPACE_RE.sub(".", text.lower().strip())
-    text = _NOT_ALLOWED_RE.sub("", text)
-    text = _DOTS_RE.sub(".", text)
-    return text.strip(_EDGE_CHARS)
-
-
 def candidate_usernames(
     contacts: Sequence[Mapping],
     patterns: Sequence[str],
-    sanitize: Callable[[str], str] = sanitize_wordpress,
+    sanitize: Callable[[str], str],
 ) -> list[str]:
     """Per contact, the sanitised name of the first pattern that gives one, else of user{contact_id}.
 
@@ -226,7 +208,7 @@ class _UsernameAllocator:
 
 
 def unique_usernames(
-    candidates: pd.Series, taken: Iterable[str], max_length: int = WORDPRESS_MAX_USERNAME_LENGTH
+    candidates: pd.Series, taken: Iterable[str], max_length: int
 ) -> pd.Series:
     """Make each candidate unique (case-insensitively) against `taken` and the earlier candidates.
 
@@ -238,12 +220,12 @@ def unique_usernames(
     return pd.Series(names, index=candidates.index, dtype=object, name=candidates.name)
 
 
-def suffix_base(candidate: str, max_length: int = WORDPRESS_MAX_USERNAME_LENGTH) -> str:
+def suffix_base(candidate: str, max_length: int) -> str:
     """The name a candidate's numeric suffixes are added to: the candidate cut to max_length."""
     return _fit(candidate, "", max_length)
 
 
-def next_candidate(base: str, taken: Iterable[str], max_length: int = WORDPRESS_MAX_USERNAME_LENGTH) -> str:
+def next_candidate(base: str, taken: Iterable[str], max_length: int) -> str:
     """The login to try after the CMS refused one as taken (someone took it since the plan).
 
     `base` is the plan's `username_base`, the name before any suffix; `taken` holds the refused

@@ -329,7 +329,7 @@ def test_save_links_does_not_turn_an_outage_into_link_errors(hook, civicrm, slee
     civicrm.inject(entity="UFMatch", action="save", status=503, times=100)
     with pytest.raises(CiviCRMUnavailable):
         queries.save_links(hook, [{"contact_id": 2, "uf_id": 102, "uf_name": "ada@example.org"}], 1)
-    assert len(calls(civicrm, "UFMatch", "save")) == hook.retries  # the hook's retries, no one-by-one
+    assert len(calls(civicrm, "UFMatch", "save")) == hook.max_tries  # the hook's retries, no one-by-one
 
 
 def test_save_links_of_nothing_makes_no_call(hook, civicrm):

@@ -91,16 +91,18 @@ def test_no_task_logs_its_return_value(monkeypatch):
         t.task_id: False for t in dag.tasks}  # extract's value is every member's name and email
 
 
-def test_a_task_that_hits_its_timeout_says_which_setting_to_raise(caplog, monkeypatch, tmp_path):
+def test_a_task_that_hits_its_timeout_says_which_setting_to_raise(caplog, monkeypatch):
+    from datetime import timedelta
+    from types import SimpleNamespace
+
     from airflow.sdk.exceptions import AirflowTaskTimeout
 
-    from cms_operators.tasks import explains_timeout
+    from pipeline import tasks
 
-    custom = tmp_path / "cmsuser.yaml"
-    custom.write_text("trigger_tags: [needs_login]\ntask_timeout_minutes: {finalize: 7}\n")
-    monkeypatch.setenv("CMSUSER_SETTINGS", str(custom))
+    ti = SimpleNamespace(task_id="finalize", task=SimpleNamespace(execution_timeout=timedelta(minutes=7)))
+    monkeypatch.setattr(tasks, "get_current_context", lambda: {"ti": ti})
 
-    @explains_timeout("finalize")
+    @tasks.stops_cleanly
     def slow():
         raise AirflowTaskTimeout()
 

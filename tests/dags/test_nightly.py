@@ -74,6 +74,39 @@ def test_first_run_gives_each_contact_one_outcome(sandbox):
     assert links[6]["uf_id"] == jane["id"]
 
 
+
+def test_connections_of_type_http_work_as_documented_before_our_own_types(sandbox, monkeypatch):
+    import json
+
+    from sandbox import local_airflow
+
+    env = local_airflow.connection_env(sandbox.civicrm.url, sandbox.secrets["api_key"], sandbox.secrets["site_key"],
+                                       sandbox.wordpress.url, "admin", sandbox.secrets["app_password"], generic=True)
+    assert {json.loads(value)["conn_type"] for value in env.values()} == {"http"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("success")
+    assert {cid: row["outcome"] for cid, row in outcomes.items()} == {cid: o for cid, (o, _) in EXPECTED.items()}
+
+
+def test_the_connection_type_picks_the_cms_and_cms_type_must_agree(sandbox, monkeypatch):
+    import os
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline import tasks
+
+    assert tasks.preflight.function(params={"dry_run": True})["cms_type"] == "wordpress"  # from the connection
+    sandbox.configure(cms_type="wordpress")
+    assert tasks.preflight.function(params={"dry_run": True})["cms_type"] == "wordpress"
+    sandbox.configure(cms_type=None)
+    monkeypatch.setenv("AIRFLOW_CONN_CMS_DEFAULT",
+                       os.environ["AIRFLOW_CONN_CMS_DEFAULT"].replace('"wordpress"', '"postgres"'))
+    with pytest.raises(AirflowFailException, match="'cms_default' is of type 'postgres'") as failed:
+        tasks.preflight.function(params={"dry_run": True})
+    assert "nothing was done for any contact" in str(failed.value)
+
 def test_activities_history_and_clean_up(sandbox):
     sandbox.run()
     subjects = {cid: [(a["subject"], a["status_id"]) for a in sandbox.activities(cid)] for cid in EXPECTED}
@@ -130,7 +163,7 @@ def test_rerunning_the_same_run_writes_nothing_twice(sandbox):
 def test_finalize_run_twice_writes_nothing_twice(sandbox):
     from civicrm_hooks import queries
     from civicrm_hooks.hook import CiviCRMHook
-    from cms_operators.finalize import finalize_run
+    from pipeline.finalize import finalize_run
     from provisioning.settings import load_settings
     from sandbox import local_airflow
 
@@ -141,7 +174,7 @@ def test_finalize_run_twice_writes_nothing_twice(sandbox):
     # finalize's work again, for the same run, from that run's own XComs (as a cleared finalize would)
     batches = local_airflow.xcom(run.run_id, "plan")
     final, unfinished = finalize_run(
-        CiviCRMHook(), load_settings(), queries.Triggers.from_dict(local_airflow.xcom(run.run_id, "preflight")),
+        CiviCRMHook(), load_settings(), queries.Triggers.from_dict(local_airflow.xcom(run.run_id, "preflight")["triggers"]),
         local_airflow.xcom(run.run_id, "plan", key="plan"), batches,
         [local_airflow.xcom(run.run_id, "create_accounts", map_index=i) for i in range(len(batches))],
         marker=queries.run_marker("cmsuser_nightly", run.run_id), stamp="2026-01-01 02:00:00")

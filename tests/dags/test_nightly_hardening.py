@@ -71,8 +71,10 @@ class _Store(dict):
 
 def test_clearing_an_old_batch_after_a_later_night_mailed_sends_no_second_mail(sandbox):
     from civicrm_hooks import queries
-    from cms_operators.batch import create_batch
-    from cms_operators.tasks import batch_context
+    from civicrm_hooks.hook import CiviCRMHook
+    from cms_operators import registry
+    from pipeline.batch import create_batch
+    from pipeline.steps import batch_context
     from provisioning.settings import load_settings
     from sandbox import local_airflow
 
@@ -84,7 +86,7 @@ def test_clearing_an_old_batch_after_a_later_night_mailed_sends_no_second_mail(s
 
     # an operator clears night 1's first batch afterwards: it runs again from night 1's own plan
     rows = local_airflow.xcom(run1.run_id, "plan", key="batch_0")
-    ctx = batch_context(load_settings(), marker=queries.run_marker("cmsuser_nightly", run1.run_id),
+    ctx = batch_context(load_settings(), CiviCRMHook(), registry.get("wordpress").backend("cms_default"), marker=queries.run_marker("cmsuser_nightly", run1.run_id),
                         stamp="2026-03-01 02:00:00", final_try=False, state=_Store())
     results = {r["contact_id"]: r for r in create_batch(rows, ctx)}
 
@@ -140,7 +142,7 @@ def test_a_give_up_that_could_not_take_the_contact_off_is_finished_without_a_fif
 def test_preflight_reports_every_problem_at_once_naming_each_connection_once(sandbox):
     from airflow.sdk.exceptions import AirflowFailException
 
-    from cms_operators import tasks
+    from pipeline import tasks
 
     sandbox.configure(trigger_groups=["new_members", "no_such_group"], trigger_tags=["no_such_tag"],
                       roles=["member", "no_such_role"])

@@ -28,7 +28,7 @@ def _without_site_key(monkeypatch) -> None:
 def _preflight_failure() -> str:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from cms_operators import tasks
+    from pipeline import tasks
 
     with pytest.raises(AirflowFailException) as failed:
         tasks.preflight.function(params={"dry_run": True})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 
+from cms_operators.wordpress.rules import RULES
 from provisioning.plan import CMS_USER_COLUMNS, CONTACT_COLUMNS, LINK_COLUMNS, plan_contacts
 from provisioning.settings import Settings
 
@@ -94,8 +97,8 @@ def run_plan(make_contacts, make_cms_users, make_links, make_settings):
             make_cms_users(*users),
             make_links(*links),
             make_settings(**settings_overrides),
+            replace(RULES, **(plan_options or {})),
             limit=limit,
-            **(plan_options or {}),
         )
         return plan.set_index("contact_id", drop=False)
 

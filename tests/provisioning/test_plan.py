@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cms_operators.wordpress.rules import RULES
 from provisioning import outcomes as why
 from provisioning.plan import (
     PLAN_COLUMNS,
@@ -50,7 +51,7 @@ def test_every_row_has_a_reason(run_plan, contact):
 @pytest.mark.parametrize("frames", ["empty", "none"])
 def test_empty_inputs_give_an_empty_plan(make_settings, frames):
     inputs = [contacts_frame(), cms_users_frame(), links_frame()] if frames == "empty" else [None, None, None]
-    plan = plan_contacts(*inputs, make_settings())
+    plan = plan_contacts(*inputs, make_settings(), RULES)
     assert plan.empty
     assert list(plan.columns) == PLAN_COLUMNS
     assert make_batches(plan, 10) == []
@@ -60,7 +61,7 @@ def test_inputs_without_optional_columns_still_plan(make_settings):
     contacts = pd.DataFrame(
         {"contact_id": [1], "first_name": ["Ann"], "last_name": ["Lee"], "email": ["ann@example.org"]}
     )
-    plan = plan_contacts(contacts, pd.DataFrame(), pd.DataFrame(), make_settings())
+    plan = plan_contacts(contacts, pd.DataFrame(), pd.DataFrame(), make_settings(), RULES)
     assert plan.loc[0, "username"] == "ann.lee"
     assert plan.loc[0, "sources"] == [] and plan.loc[0, "attempts"] == 0
 
@@ -446,7 +447,7 @@ def test_rule9_fallback_names_are_unique_too(run_plan, contact):
 
 
 def test_rule9_empty_username_fails_only_when_even_user_id_is_empty(run_plan, contact):
-    plan = run_plan([contact(1)], plan_options={"sanitize": lambda raw: ""})
+    plan = run_plan([contact(1)], plan_options={"sanitize_username": lambda raw: ""})
     assert (plan.loc[1, "action"], plan.loc[1, "outcome"]) == ("none", "failed")
     assert plan.loc[1, "reason"] == (
         "username pattern '{first_name}.{last_name}' gives an empty username for this contact; "
@@ -487,7 +488,7 @@ def test_rule9_username_base_reaches_the_batches_and_not_the_deferred(run_plan, 
 
 
 def test_rule9_sanitiser_is_pluggable(run_plan, contact):
-    plan = run_plan([contact(1)], plan_options={"sanitize": str.upper})
+    plan = run_plan([contact(1)], plan_options={"sanitize_username": str.upper})
     assert plan.loc[1, "username"] == "JANE.DOE"
 
 
@@ -593,7 +594,7 @@ def test_plans_100k_contacts_quickly(make_settings):
     )
 
     started = time.perf_counter()
-    plan = plan_contacts(contacts, users, links, make_settings())
+    plan = plan_contacts(contacts, users, links, make_settings(), RULES)
     elapsed = time.perf_counter() - started
     print(f"planned {count} contacts in {elapsed:.2f} s")
 

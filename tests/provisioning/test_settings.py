@@ -63,7 +63,7 @@ def test_settings_path_follows_the_environment_variable(monkeypatch, tmp_path):
     [
         ("civicrm_conn_id", "civicrm_default"),
         ("cms_conn_id", "cms_default"),
-        ("cms_type", "wordpress"),
+        ("cms_type", None),  # the CMS connection's type decides
         ("domain_id", 1),
         ("trigger_tags", []),
         ("history_group", None),
@@ -183,7 +183,7 @@ def test_timezone_accepts_iana_names():
         ({"batch_size": 0}, "batch_size", "greater than or equal to 1"),
         ({"batch_size": 1001}, "batch_size", "less than or equal to 1000"),
         ({"retry_delay_seconds": -1}, "retry_delay_seconds", "greater than or equal to 0"),
-        ({"cms_type": "drupal"}, "cms_type", "'wordpress'"),
+        ({"cms_type": "typo3"}, "cms_type", "'wordpress'"),
         ({"on_existing_email": "merge"}, "on_existing_email", "'link' or 'fail'"),
         ({"notify": "perhaps"}, "notify", "valid boolean"),
         ({"activity_source_contact_id": 0}, "activity_source_contact_id", "greater than or equal to 1"),

@@ -42,6 +42,7 @@ from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
 from provisioning.usernames import next_candidate
+from provisioning.vocabulary import Action, OnExistingEmail
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class BatchContext:
     links_for: Callable[[list[int]], list[dict]] = lambda uf_ids: []  # UFMatch rows naming these accounts
     marker: str = ""  # this run's activity marker: tells this run's journal entries from earlier runs'
     notify: bool = True
-    on_existing_email: str = "link"
+    on_existing_email: str = OnExistingEmail.LINK
     final_try: bool = False
     client_timeout: float = 30.0  # the CMS hook's read timeout
     retry_delay: float = 0.0  # the task's retry delay, as configured
@@ -116,7 +117,7 @@ class _Batch:
         todo = [r for r in self.rows if r["contact_id"] not in self.s.results]
         try:
             for row in todo:
-                if row["action"] == "link":
+                if row["action"] == Action.LINK:
                     user = CmsUser(uf_id=int(row["uf_id"]), username=row["username"], email=row["email"])
                     adopted = next((e for e in self.journal.get(row["contact_id"], [])
                                     if e.activity_id and e.activity_id == row.get("journal_activity_id")), None)
@@ -124,7 +125,7 @@ class _Batch:
                         self.s.entries[row["contact_id"]] = adopted.created(user.uf_id, user.username)
                         self.s.ours.add(row["contact_id"])
                     self.linked(row, user, Outcome(row["outcome"]), row["reason"])
-            creates = [r for r in todo if r["action"] == "create"]
+            creates = [r for r in todo if r["action"] == Action.CREATE]
             doubtful = [r for r in creates if any(e.pending for e in self.journal.get(r["contact_id"], []))]
             if doubtful:
                 self.wait_for_slow_creates(doubtful)
@@ -201,7 +202,7 @@ class _Batch:
             self.s.entries[cid] = entry.created(user.uf_id, user.username)
             self.s.ours.add(cid)
             self.linked(row, user, Outcome.CREATED, reason_ours)
-        elif self.ctx.on_existing_email == "fail":
+        elif self.ctx.on_existing_email == OnExistingEmail.FAIL:
             self.s.results[cid] = _result(row, Outcome.FAILED,
                                           outcomes.existing_email_not_linked(user.username, user.uf_id))
         else:
@@ -281,7 +282,7 @@ class _Batch:
                 taken.add(username.lower())
                 # the next suffix of the planned base (jane.doe2, jane.doe3), recorded before it is sent;
                 # the refused name leaves the journal: that account is somebody else's
-                username = next_candidate(base, taken, backend.max_username_length)
+                username = next_candidate(base, taken, backend.rules.max_username_length)
                 self.write_entries([self.s.entries[cid].sending([username], journal.now_utc())])
             except (CmsDuplicateEmail, CmsUnavailable) as exc:
                 timed_out = isinstance(exc, CmsUnavailable) and exc.code == "timeout"

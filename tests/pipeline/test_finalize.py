@@ -10,10 +10,10 @@ import logging
 
 import pandas as pd
 import pytest
+from pipeline.finalize import final_outcomes, record
 
 from civicrm_hooks import queries
 from civicrm_hooks.queries import Triggers
-from cms_operators.finalize import final_outcomes, record
 from provisioning import outcomes
 from provisioning.plan import PLAN_COLUMNS
 from provisioning.settings import Settings
@@ -161,7 +161,7 @@ def test_ufmatch_is_read_once_and_only_for_contacts_without_a_result(hook, site)
 
 
 def test_record_writes_activities_history_and_takes_contacts_off(hook, site, caplog):
-    caplog.set_level(logging.INFO, logger="cms_operators.finalize")
+    caplog.set_level(logging.INFO, logger="pipeline.finalize")
 
     record(hook, SETTINGS, TRIGGERS, finals(hook), marker=MARKER, stamp=STAMP)
 

@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 import pytest
+from pipeline.batch import MAIL_CHUNK, USERNAME_TRIES, BatchContext, BatchIncomplete, create_batch
 
 from cms_operators.backend import (
     CmsAuthError,
@@ -23,7 +24,7 @@ from cms_operators.backend import (
     CmsUnavailable,
     CmsUser,
 )
-from cms_operators.batch import MAIL_CHUNK, USERNAME_TRIES, BatchContext, BatchIncomplete, create_batch
+from cms_operators.wordpress.rules import RULES
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
 from provisioning.plan import cms_users_frame, contacts_frame, links_frame, make_batches, plan_contacts
@@ -44,8 +45,7 @@ class FakeCms:
     """
 
     name = "fake"
-    max_email_length = 100
-    max_username_length = 60
+    rules = RULES  # WordPress's: logins of 60 characters, emails of 100
 
     def client_timeout(self) -> float:
         return 30.0
@@ -257,7 +257,7 @@ def batch_of(*contacts: dict, users: tuple = ()) -> list[dict]:
     cms_users = cms_users_frame([{"uf_id": u[0], "username": u[1], "email": u[2], "roles": ["subscriber"]}
                                  for u in users])
     plan = plan_contacts(contacts_frame(list(contacts)), cms_users, links_frame(),
-                         Settings(trigger_groups=["new_members"], roles=["subscriber", "member"]))
+                         Settings(trigger_groups=["new_members"], roles=["subscriber", "member"]), RULES)
     batches = make_batches(plan, 1000)
     return batches[0] if batches else []
 

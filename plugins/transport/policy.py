@@ -1,13 +1,14 @@
-"""Connection checks and HTTP details shared by CiviCRMHook and WordPressHook (no Airflow import).
+"""Transport policies with no Airflow import: connection checks, Retry-After, back-off, error text.
 
-Each check takes `error_cls`, called with one message string: an exception class such as
-CiviCRMAuthError, or a factory such as `functools.partial(CmsConfigError, None, "connection_invalid")`.
-Messages name the connection and the field at fault, and never contain a credential.
+The hooks (transport.hook.RestHook) and any asynchronous trigger follow these same rules.
 """
+
 
 from __future__ import annotations
 
+import logging
 import os
+import random
 import re
 import time
 import unicodedata
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 ErrorFactory = Callable[[str], Exception]
+log = logging.getLogger(__name__)
 
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -131,3 +133,24 @@ def retry_after_seconds(header_value: str | None, *, now: datetime | float | Non
     else:
         reference = float(now)
     return max(0.0, moment.timestamp() - reference)
+
+
+_TAG_RE = re.compile(r"<[^>]+>")
+_SCRIPT_RE = re.compile(r"<(script|style)[^>]*>.*?</\1>", re.I | re.S)
+
+
+def plain_text(text: Any, limit: int = 300) -> str:
+    """A server's answer or message as one line of plain text for an error: tags, scripts and runs of
+    whitespace removed, cut to `limit` characters."""
+    cleaned = _SCRIPT_RE.sub(" ", str(text or ""))
+    cleaned = re.sub(r"\s+", " ", _TAG_RE.sub(" ", cleaned)).strip()
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def retry_wait(attempt: int, *, backoff: float, jitter: float = 0.0, retry_after: float | None = None) -> float:
+    """Seconds to wait before try `attempt + 1`: the server's Retry-After, else exponential back-off."""
+    if retry_after is not None:
+        return retry_after
+    return backoff * (2 ** (attempt - 1)) * (1 + random.random() * jitter)
+
+

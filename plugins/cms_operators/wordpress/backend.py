@@ -1,35 +1,15 @@
-"""WordPress over its REST API (wp/v2/users) with an Application Password, plus the lostpassword form.
-
-The Airflow connection (default id `cms_default`, type http):
-
-* host: the site's base URL, e.g. `https://www.example.org` (a path is kept for sites in a
-  subdirectory; a host without a scheme needs the connection's schema field set to http or https);
-* login: the API user's login (or email); password: an **Application Password** of that user
-  (Users > Profile > Application Passwords; the account password itself is refused by WordPress);
-* extra (all optional): `rest_url` (default `<host>/wp-json`; use `<host>/?rest_route=` on sites
-  without pretty permalinks), `verify` (true/false, or a CA bundle path), `timeout` (seconds, default 30).
-  Extras are settings only; none is ever sent as an HTTP header.
-
-Facts relied on come from the contract (shared/contracts/cms-users.md §2, §7) and were checked
-against a real WordPress 6.1 by tests/contract.
-"""
+"""WordPressBackend: users of a WordPress site (find, create, password mail) through WordPressHook."""
 
 from __future__ import annotations
 
 import logging
 import math
-import random
 import re
 import secrets
-import time
 from collections.abc import Iterable
-from functools import partial
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
-from airflow.sdk import BaseHook
+from transport.policy import plain_text
 
 from cms_operators.backend import (
     CmsAuthError,
@@ -42,32 +22,16 @@ from cms_operators.backend import (
     CmsUnavailable,
     CmsUser,
 )
-from hook_support import check_secret, parse_verify, retry_after_seconds, site_base_url
-from provisioning.usernames import sanitize_wordpress
+from cms_operators.wordpress.hook import USERS_ROUTE, WordPressHook
+from cms_operators.wordpress.rules import MAX_EMAIL_LENGTH, MAX_USERNAME_LENGTH, RULES
 
 log = logging.getLogger(__name__)
 
-USERS_ROUTE = "/wp/v2/users"
 PAGE_SIZE = 100  # WordPress's maximum per_page; above it answers 400
-MAX_EMAIL_LENGTH = 100  # users.user_email varchar(100); longer gives an opaque 500
-MAX_USERNAME_LENGTH = 60  # user_login_too_long above
 MAX_DISPLAY_NAME_LENGTH = 250  # users.display_name varchar(250); longer gives an opaque 500
 REQUIRED_CAPABILITIES = ("create_users", "list_users")
-ADMIN_ROLE = "administrator"
 ROLE_CAPABILITY = "edit_users"
-
-# wp_insert_user() errors that are answered as HTTP 500 but are permanent (contract §1 rule 8).
-_PERMANENT_500_CODES = {"user_login_too_long", "user_nicename_too_long", "user_url_too_long",
-                        "invalid_username", "empty_user_login"}
-_TRANSIENT_STATUSES = {429, 502, 503, 504}
-_TAG_RE = re.compile(r"<[^>]+>")
 _LOGIN_ERROR_RE = re.compile(r'<div id="login_error"[^>]*>(.*?)</div>', re.S)
-
-
-def _plain(text: Any, limit: int = 300) -> str:
-    """An error message from WordPress as one line of plain text (its messages may hold HTML)."""
-    cleaned = re.sub(r"\s+", " ", _TAG_RE.sub(" ", str(text or ""))).strip()
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _norm(value: str | None) -> str:
@@ -100,227 +64,12 @@ def login_search_term(login: str) -> str:
     return max(pieces, key=len) if pieces else login
 
 
-class WordPressHook(BaseHook):
-    """HTTP access to one WordPress site: auth, retries for reads, error mapping. No network in __init__."""
-
-    conn_name_attr = "cms_conn_id"
-    default_conn_name = "cms_default"
-    conn_type = "http"
-    hook_name = "WordPress"
-
-    max_tries = 3  # for GETs; a POST is never repeated here
-    backoff_seconds = 0.5
-    max_retry_after = 30.0
-    connect_timeout = 10.0
-
-    def __init__(self, cms_conn_id: str = default_conn_name, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.cms_conn_id = cms_conn_id
-        self._session: requests.Session | None = None
-        self._site_url = ""
-        self._rest_url = ""
-        self._login = ""
-        self._verify: bool | str = True
-        self._timeout = 30.0
-        self._sleep = time.sleep  # tests swap this to observe waits without waiting
-
-    def __repr__(self) -> str:
-        return f"WordPressHook(cms_conn_id={self.cms_conn_id!r})"
-
-    # ------------------------------------------------------------------ connection
-
-    def get_conn(self) -> requests.Session:
-        """The session (made on first use): Basic auth with the application password, no cookies."""
-        if self._session is not None:
-            return self._session
-        try:
-            conn = self.get_connection(self.cms_conn_id)
-        except Exception as exc:  # AirflowNotFoundException and friends
-            raise CmsConfigError(
-                None, "connection_missing",
-                f"Airflow connection '{self.cms_conn_id}' is not defined: create it (type http) with host = "
-                "the WordPress site URL, login = the API user, password = an application password",
-            ) from exc
-        invalid = partial(CmsConfigError, None, "connection_invalid")
-        if not (conn.host or "").strip():
-            raise CmsConfigError(None, "connection_incomplete",
-                                 f"Airflow connection '{self.cms_conn_id}' has no host: set it to the "
-                                 "WordPress site URL, e.g. https://www.example.org")
-        self._site_url = site_base_url(conn.host, conn.schema, conn.port, conn_id=self.cms_conn_id,
-                                       error_cls=invalid, what="the WordPress site")
-        extra = conn.extra_dejson or {}
-        self._rest_url = str(extra.get("rest_url") or f"{self._site_url}/wp-json").rstrip("/")
-        self._verify = parse_verify(extra.get("verify", True), conn_id=self.cms_conn_id, error_cls=invalid)
-        self._timeout = float(extra.get("timeout") or 30.0)
-        # refused rather than stripped: a credential is sent exactly as stored
-        check_secret(conn.login, field="login", conn_id=self.cms_conn_id, error_cls=invalid)
-        check_secret(conn.password, field="password (the application password)", conn_id=self.cms_conn_id,
-                     error_cls=invalid)
-        if not conn.login or not conn.password:
-            raise CmsConfigError(None, "connection_incomplete",
-                                 f"Airflow connection '{self.cms_conn_id}' needs a login (the WordPress API "
-                                 "user) and a password (an application password of that user)")
-        self._login = conn.login
-        session = requests.Session()
-        # Cookies would switch on WordPress's nonce checks (contract §1 rule 7): keep none.
-        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        # As UTF-8 bytes: requests would encode str credentials as Latin-1.
-        session.auth = (conn.login.encode("utf-8"), conn.password.encode("utf-8"))
-        session.headers.update({"Accept": "application/json", "User-Agent": "cmsuser-airflow/1"})
-        self._session = session
-        return session
-
-    @property
-    def site_url(self) -> str:
-        self.get_conn()
-        return self._site_url
-
-    @property
-    def rest_url(self) -> str:
-        self.get_conn()
-        return self._rest_url
-
-    @property
-    def login(self) -> str:
-        self.get_conn()
-        return self._login
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-            self._session = None
-
-    # ------------------------------------------------------------------ requests
-
-    def rest(self, method: str, route: str, **kwargs: Any) -> tuple[requests.Response, Any]:
-        """A REST call (route like "/wp/v2/users"); returns the response and its parsed JSON."""
-        return self.request(method, self.rest_url + route, **kwargs)
-
-    def request(self, method: str, url: str, *, params: dict | None = None, json: Any = None,
-                data: dict | None = None, retry: bool | None = None, expect_json: bool = True,
-                allow_redirects: bool = True) -> tuple[requests.Response, Any]:
-        """Send one request; GET/HEAD/OPTIONS are retried on transient errors (max_tries, back-off,
-        Retry-After up to max_retry_after s). Raises a CmsError subclass for every failure."""
-        session = self.get_conn()
-        method = method.upper()
-        if retry is None:
-            retry = method in ("GET", "HEAD", "OPTIONS")
-        tries = self.max_tries if retry else 1
-        what = f"{method} {urlsplit(url).path}"
-        for attempt in range(1, tries + 1):
-            try:
-                response = session.request(method, url, params=params, json=json, data=data,
-                                           timeout=(self.connect_timeout, self._timeout), verify=self._verify,
-                                           allow_redirects=allow_redirects)
-                payload, error = self._classify(response, what, expect_json)
-            except requests.Timeout:
-                payload, error = None, CmsUnavailable(
-                    None, "timeout", f"WordPress did not answer {what} within {self._timeout:g} s "
-                                     f"(connection '{self.cms_conn_id}')")
-            except requests.RequestException as exc:
-                payload, error = None, CmsUnavailable(
-                    None, "connection_error", f"could not reach WordPress for {what} at {self._site_url} "
-                                              f"(connection '{self.cms_conn_id}'): {type(exc).__name__}")
-            if error is None:
-                return response, payload
-            if not isinstance(error, CmsUnavailable) or attempt == tries:
-                raise error
-            wait = error.retry_after
-            if wait is not None and wait > self.max_retry_after:
-                raise error  # the server wants a long pause: leave that to the caller
-            if wait is None:
-                wait = self.backoff_seconds * (2 ** (attempt - 1)) * (1 + random.random() / 2)
-            log.info("WordPress %s: %s; try %d of %d in %.1f s", what, error.message, attempt + 1, tries, wait)
-            self._sleep(wait)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _classify(self, response: requests.Response, what: str, expect_json: bool) -> tuple[Any, CmsError | None]:
-        """Parsed payload, or the CmsError this answer means (contract §7)."""
-        status = response.status_code
-        payload: Any = None
-        is_json = False
-        if response.content:
-            try:
-                payload = response.json()
-                is_json = True
-            except ValueError:
-                payload = None
-        if 200 <= status < 400:
-            if expect_json and not is_json:
-                kind = response.headers.get("Content-Type", "unknown type")
-                return None, CmsUnavailable(status, "not_json",
-                                            f"WordPress answered {what} with something that is not JSON "
-                                            f"({kind}); a proxy or maintenance page?")
-            return payload if expect_json else response.text, None
-        code = payload.get("code") if isinstance(payload, dict) else None
-        wp_message = _plain(payload.get("message")) if isinstance(payload, dict) else ""
-        said = f"HTTP {status}" + (f" {code}" if code else "") + (f": {wp_message}" if wp_message else "")
-        retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-        conn = f"connection '{self.cms_conn_id}'"
-        if status == 401:
-            return None, CmsAuthError(status, code, f"WordPress refused the credentials of {conn} ({said}); "
-                                                    "check its login and application password")
-        if status == 403:
-            return None, CmsAuthError(status, code, f"WordPress forbade {what} for the user of {conn} "
-                                                    f"({said}); the API user needs the administrator role")
-        if status == 400 and code == "rest_user_invalid_role":
-            return None, CmsConfigError(status, code, f"WordPress has no such role ({said}); create the role "
-                                                      "or fix the roles setting")
-        if status in (404, 405, 409, 501):
-            return None, CmsConfigError(status, code, f"WordPress answered {what} with {said}; check the "
-                                                      f"site URL / rest_url of {conn}")
-        if status in _TRANSIENT_STATUSES or (status >= 500 and not is_json):
-            return None, CmsUnavailable(status, code or "unavailable",
-                                        f"WordPress is unavailable for {what} ({said or f'HTTP {status}'})",
-                                        retry_after=retry_after)
-        if status == 500 and code == "existing_user_login":
-            return None, CmsDuplicateLogin(status, code, f"WordPress already has that username ({said})")
-        if status == 500 and code == "existing_user_email":
-            return None, CmsDuplicateEmail(status, code, f"WordPress already has a user with that email ({said})")
-        if status == 500 and code in _PERMANENT_500_CODES:
-            return None, CmsRejected(status, code, f"WordPress rejected the user ({said})")
-        if status >= 500:
-            return None, CmsRejected(status, code or "internal_server_error",
-                                     f"WordPress failed with {said or f'HTTP {status}'} (seen for emails over "
-                                     "100 characters, display names over 250, or a broken plugin)")
-        return None, CmsRejected(status, code, f"WordPress rejected {what}: {self._describe_invalid(payload, said)}")
-
-    @staticmethod
-    def _describe_invalid(payload: Any, said: str) -> str:
-        """'Invalid parameter(s): email' plus each field's own reason."""
-        data = payload.get("data") if isinstance(payload, dict) else None
-        params = data.get("params") if isinstance(data, dict) else None
-        if isinstance(params, dict) and params:
-            reasons = "; ".join(f"{field}: {_plain(reason)}" for field, reason in params.items())
-            return f"{said} ({reasons})"
-        return said
-
-    # ------------------------------------------------------------------ Airflow UI
-
-    def test_connection(self) -> tuple[bool, str]:
-        """Airflow's 'Test' button: authenticate and read the API user."""
-        try:
-            _, me = self.rest("GET", USERS_ROUTE + "/me", params={"context": "edit"})
-        except CmsError as exc:
-            return False, exc.message
-        return True, f"Authenticated as '{me.get('username')}' at {self.rest_url}"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Site URL", "login": "API user login", "password": "Application password"},
-            "placeholders": {"host": "https://www.example.org",
-                             "extra": '{"rest_url": "https://www.example.org/wp-json"}'},
-        }
-
 
 class WordPressBackend:
     """CmsBackend for WordPress ≥ 5.6 (see cms_operators.backend for the contract of each method)."""
 
     name = "wordpress"
-    max_email_length = MAX_EMAIL_LENGTH
-    max_username_length = MAX_USERNAME_LENGTH
+    rules = RULES
 
     def __init__(self, conn_id: str = WordPressHook.default_conn_name, *, hook: WordPressHook | None = None):
         self.conn_id = conn_id
@@ -329,14 +78,6 @@ class WordPressBackend:
 
     def __repr__(self) -> str:
         return f"WordPressBackend(conn_id={self.conn_id!r})"
-
-    # ------------------------------------------------------------------ usernames
-
-    def sanitize_username(self, raw: str) -> str:
-        """A login WordPress's strict sanitize_user() keeps unchanged. Shared with the planner
-        (provisioning.usernames.sanitize_wordpress): ASCII-folded, lower-cased (WordPress compares
-        logins case-insensitively anyway), whitespace as '.', only [a-z0-9 _.@-]."""
-        return sanitize_wordpress(raw)
 
     # ------------------------------------------------------------------ preflight
 
@@ -512,8 +253,7 @@ class WordPressBackend:
 
     def client_timeout(self) -> float:
         """How long the hook waits for an answer: a create may still be running on the site after it."""
-        self.hook.get_conn()
-        return float(self.hook._timeout)
+        return self.hook.timeout
 
     def find_by_email(self, email: str) -> CmsUser | None:
         wanted = _norm(email)
@@ -555,9 +295,8 @@ class WordPressBackend:
                        email=str(row.get("email") or ""), roles=tuple(row.get("roles") or ()),
                        registered=row.get("registered_date") or None)
 
-    @staticmethod
-    def is_admin(user: CmsUser) -> bool:
-        return any(str(role).strip().lower() == ADMIN_ROLE for role in user.roles)
+    def is_admin(self, user: CmsUser) -> bool:
+        return self.rules.is_admin(user.uf_id, user.roles)
 
     # ------------------------------------------------------------------ create
 
@@ -616,7 +355,7 @@ class WordPressBackend:
         if 300 <= response.status_code < 400:
             return
         match = _LOGIN_ERROR_RE.search(text or "")
-        reason = _plain(match.group(1)) if match else ""
+        reason = plain_text(match.group(1)) if match else ""
         if "could not be sent" in reason:
             raise CmsMailFailed(response.status_code, "retrieve_password_email_failure",
                                 f"WordPress could not send the password mail for user {user.uf_id}: {reason}")

@@ -22,9 +22,10 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
     CmsUser,
-    get_backend,
 )
-from cms_operators.wordpress import WordPressBackend, WordPressHook, fit_display_name, login_search_term
+from cms_operators.registry import get as get_cms_type
+from cms_operators.wordpress.backend import WordPressBackend, fit_display_name, login_search_term
+from cms_operators.wordpress.hook import WordPressHook
 from sandbox.wordpress import WordPressEmulator
 
 APP_PASSWORD = "abcd EFGH 1234 ijkl MNOP 5678"  # as in conftest.py
@@ -39,7 +40,7 @@ def quick_retries(monkeypatch):
 
 @pytest.fixture
 def backend(cms_conn) -> WordPressBackend:
-    return get_backend("wordpress", cms_conn)
+    return get_cms_type("wordpress").backend(cms_conn)
 
 
 def set_conn(monkeypatch, **fields):
@@ -72,14 +73,14 @@ def seed_users(wordpress, count, prefix="user"):
 
 def test_factory_gives_a_backend_without_network(monkeypatch):
     monkeypatch.delenv("AIRFLOW_CONN_CMS_DEFAULT", raising=False)
-    backend = get_backend("WordPress", "cms_default")  # no connection needed until the first call
+    backend = get_cms_type("WordPress").backend("cms_default")  # no connection needed until the first call
     assert isinstance(backend, CmsBackend)
-    assert (backend.name, backend.max_email_length, backend.max_username_length) == ("wordpress", 100, 60)
+    assert (backend.name, backend.rules.max_email_length, backend.rules.max_username_length) == ("wordpress", 100, 60)
 
 
 def test_factory_rejects_unknown_cms_types():
     with pytest.raises(CmsConfigError, match="'drupal' is not supported.*wordpress"):
-        get_backend("drupal", "cms_default")
+        get_cms_type("drupal")
 
 
 def test_missing_connection_names_it(monkeypatch):
@@ -124,7 +125,7 @@ def test_verify_accepts_the_usual_spellings(wordpress, monkeypatch, verify, expe
     set_conn(monkeypatch, host=wordpress.url, extra={"verify": verify})
     hook = WordPressHook("cms_default")
     hook.get_conn()
-    assert hook._verify is expected
+    assert hook.endpoint.verify is expected
 
 
 def test_verify_keeps_a_ca_bundle_path(wordpress, monkeypatch, tmp_path):
@@ -133,7 +134,7 @@ def test_verify_keeps_a_ca_bundle_path(wordpress, monkeypatch, tmp_path):
     set_conn(monkeypatch, host=wordpress.url, extra={"verify": str(bundle)})
     hook = WordPressHook("cms_default")
     hook.get_conn()
-    assert hook._verify == str(bundle)
+    assert hook.endpoint.verify == str(bundle)
 
 
 @pytest.mark.parametrize("verify", ["maybe", "/etc/ssl/no-such-bundle.pem", {"path": "x"}])
@@ -573,9 +574,9 @@ def test_no_secret_in_exceptions_or_logs(wordpress, monkeypatch, caplog):
 
 
 def test_sanitize_username_matches_what_wordpress_accepts(backend):
-    assert backend.sanitize_username("Zoë  Ångström") == "zoe.angstrom"
-    assert backend.sanitize_username("Jöhn O'Brien-Smith!") == "john.obrien-smith"
-    assert backend.sanitize_username("ÆØÅ") == "aeoa"
+    assert backend.rules.sanitize_username("Zoë  Ångström") == "zoe.angstrom"
+    assert backend.rules.sanitize_username("Jöhn O'Brien-Smith!") == "john.obrien-smith"
+    assert backend.rules.sanitize_username("ÆØÅ") == "aeoa"
 
 
 def test_login_search_term():

@@ -1,4 +1,4 @@
-"""hook_support: the connection checks and Retry-After parsing both hooks share."""
+"""transport: the connection checks and Retry-After parsing both hooks share."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-
-from hook_support import check_secret, parse_verify, retry_after_seconds, site_base_url
+from transport.policy import check_secret, parse_verify, retry_after_seconds, site_base_url
 
 
 class Refused(Exception):

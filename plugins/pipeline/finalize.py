@@ -24,6 +24,7 @@ from civicrm_hooks import queries
 from provisioning import journal, outcomes, report
 from provisioning.outcomes import Outcome
 from provisioning.settings import Settings
+from provisioning.vocabulary import Action, Source, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contac
             df[column] = default
     df["mail"] = df["mail"].astype(object)
     df["journal_activity_id"] = df["journal_activity_id"].astype(object)
-    missing = [cid for cid in df.loc[df["action"] != "none", "contact_id"] if cid not in by_contact]
+    missing = [cid for cid in df.loc[df["action"] != Action.NONE, "contact_id"] if cid not in by_contact]
     state = queries.linked_accounts(civicrm, missing, settings.domain_id) if missing else {}
     for i, row in df.iterrows():
-        if row["action"] == "none":
+        if row["action"] == Action.NONE:
             continue
         result = by_contact.get(row["contact_id"])
         if result is not None:
@@ -111,7 +112,7 @@ def record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.DataF
             succeeded.append(cid)
         elif outcome == Outcome.FAILED and attempt is not None and attempt >= settings.max_attempts:
             exhausted.append(cid)
-            opt_outs += [(cid, int(s.split(":")[1])) for s in row.sources if s.startswith("smart:")]
+            opt_outs += [(cid, number) for kind, number in map(parse_source, row.sources) if kind == Source.SMART]
             if not any(a["status"] == queries.RESET_STATUS for a in own):
                 markers.append(_activity_record(cid, source, {
                     "status": queries.RESET_STATUS, "subject": outcomes.reset_subject(attempt),

@@ -1,0 +1,86 @@
+"""Which CMS types exist: `cms_type` (and the Airflow connection type) -> its package.
+
+Adding a CMS is one package under cms_operators/ with a `CMS_TYPE` in its `__init__` and one line
+in `_PACKAGES` below. No Airflow import here and no network: the settings validate `cms_type`
+against this list, and the provider lists its connection types from it. Hooks and backends are
+imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from cms_operators.backend import CmsConfigError
+from provisioning.rules import AccountRules
+
+# one line per CMS: the package whose __init__ defines CMS_TYPE
+_PACKAGES = ("cms_operators.wordpress",)
+
+#: Connection types that name no CMS (documented before our own types existed): the CMS is wordpress
+#: unless the settings say otherwise.
+GENERIC_CONNECTION_TYPES = ("http", "https")
+DEFAULT_CMS_TYPE = "wordpress"
+
+
+@dataclass(frozen=True)
+class CmsType:
+    """One CMS type: its name (also its Airflow connection type), rules, hook, backend and form."""
+
+    name: str                 # the `cms_type` setting and the Airflow connection type
+    label: str                # shown to people: "WordPress"
+    rules: AccountRules
+    hook_class: str           # dotted path of its hook (BaseHook subclass)
+    backend_class: str        # dotted path of its CmsBackend; constructed with the connection id
+    connection: dict[str, Any] = field(default_factory=dict)  # provider-info extras: conn-fields, ui-field-behaviour
+
+    def backend(self, conn_id: str):
+        return _load(self.backend_class)(conn_id)
+
+    def hook(self):
+        return _load(self.hook_class)
+
+
+def _load(dotted: str):
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def cms_types() -> dict[str, CmsType]:
+    types = [importlib.import_module(package).CMS_TYPE for package in _PACKAGES]
+    return {t.name: t for t in types}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(cms_types())
+
+
+def get(name: str | None) -> CmsType:
+    """The CMS type called `name` (case and spaces ignored); CmsConfigError names the valid ones."""
+    key = (name or "").strip().lower()
+    known = cms_types()
+    if key not in known:
+        raise CmsConfigError(None, "unsupported_cms_type",
+                             f"CMS type {name!r} is not supported; set cms_type to one of: {', '.join(known)}")
+    return known[key]
+
+
+def for_connection(connection_type: str | None, configured: str | None, conn_id: str) -> CmsType:
+    """The CMS type a run uses: the connection's own type, checked against `cms_type` when that is set.
+
+    A connection of a generic type (http) leaves it to `cms_type`, and to wordpress when that is empty.
+    """
+    conn_kind = (connection_type or "").strip().lower()
+    wanted = (configured or "").strip().lower() or None
+    if conn_kind in cms_types():
+        if wanted and wanted != conn_kind:
+            raise CmsConfigError(
+                None, "cms_type_mismatch", f"The settings say cms_type: {wanted}, but connection '{conn_id}' is of type {conn_kind}: "
+                f"make them agree (or leave cms_type empty and the connection's type decides)")
+        return get(conn_kind)
+    if conn_kind and conn_kind not in GENERIC_CONNECTION_TYPES:
+        raise CmsConfigError(
+            None, "unsupported_connection_type", f"Connection '{conn_id}' is of type {conn_kind!r}, which names no CMS: give it one of the types "
+            f"{', '.join(cms_types())} (or http, with cms_type in the settings)")
+    return get(wanted or DEFAULT_CMS_TYPE)

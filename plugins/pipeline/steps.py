@@ -1,0 +1,236 @@
+"""The pipeline's steps as plain functions: a settings snapshot and hooks in, JSON-safe values out.
+
+No Airflow import: pipeline/tasks.py calls these from tasks, and each DAG wires those tasks with
+its own ids. Settings are read once per run, by the caller of `preflight`, and travel as the
+run snapshot it returns (`settings_of`, `triggers_of` read it back).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from transport.errors import ProvisioningError
+
+from civicrm_hooks import queries
+from civicrm_hooks.hook import CiviCRMError, CiviCRMUnavailable
+from cms_operators.backend import CmsAuthError, CmsBackend, CmsConfigError, CmsError, CmsUnavailable
+from cms_operators.registry import CmsType
+from pipeline import sources
+from pipeline.batch import BatchContext, create_batch
+from pipeline.finalize import OUTCOME_COLUMNS, finalize_run
+from provisioning import report
+from provisioning.plan import (
+    batch_label,
+    cms_users_frame,
+    contacts_frame,
+    links_frame,
+    make_batches,
+    plan_contacts,
+)
+from provisioning.settings import Settings
+from provisioning.usernames import candidate_usernames
+
+log = logging.getLogger(__name__)
+
+TIMED_OUT_KEY = "create_timed_out_at"
+
+
+class RunStopped(ProvisioningError):
+    """The run cannot go on (pre-flight problems, a CMS that refuses the connection): never retried."""
+
+
+# --- the run snapshot -------------------------------------------------------------------------
+
+def settings_of(run: dict) -> Settings:
+    return Settings.model_validate(run["settings"])
+
+
+def triggers_of(run: dict) -> queries.Triggers:
+    return queries.Triggers.from_dict(run["triggers"])
+
+
+# --- preflight --------------------------------------------------------------------------------
+
+class _Stop(Exception):
+    """Pre-flight has found what stops the CiviCRM checks; the CMS is still checked."""
+
+
+def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType, CmsBackend]], *,
+              dry_run: bool) -> dict:
+    """Both connections authenticate and can do their job; groups, tags and roles exist.
+
+    `open_cms` gives the CMS type (from the connection's type and `cms_type`) and its backend, or
+    raises a CmsError. Nothing about any contact is touched, so a failure here counts no attempt.
+    Transient errors are raised for a retry; everything else raises RunStopped listing every problem.
+    Returns the run snapshot the other steps take.
+    """
+    problems: dict[str, list[str]] = {}
+    triggers = None
+    missing: list[str] = []
+    where = f"CiviCRM (connection '{settings.civicrm_conn_id}')"
+    try:
+        lacking = queries.missing_permissions(civicrm)
+        if lacking:
+            problems.setdefault(where, []).extend(lacking)
+            raise _Stop
+        queries.probe_read_permissions(civicrm)
+        try:
+            triggers = queries.resolve_triggers(civicrm, settings)
+        except queries.TriggerError as exc:
+            problems.setdefault(where, []).extend(exc.problems)
+        missing = queries.ensure_option_values(civicrm, create=not dry_run)
+    except _Stop:
+        pass  # without those permissions the other checks would only repeat the same refusals
+    except CiviCRMUnavailable:
+        raise
+    except CiviCRMError as exc:
+        problems.setdefault(where, []).append(exc.message)
+    cms_where = f"CMS (connection '{settings.cms_conn_id}')"
+    kind = cms = None
+    try:
+        kind, backend = open_cms()
+        admin_roles = [role for role in settings.roles if kind.rules.is_admin_role(role)]
+        if admin_roles:
+            problems.setdefault(cms_where, []).extend(
+                f"role '{role}' administers {kind.label}: remove it from the roles setting" for role in admin_roles)
+        else:
+            cms = backend.preflight(list(settings.roles))
+    except CmsUnavailable:
+        raise
+    except CmsError as exc:
+        problems.setdefault(cms_where, []).extend(getattr(exc, "problems", None) or [exc.message])
+    if problems:
+        count = sum(len(items) for items in problems.values())
+        text = "\n".join(f"{place}:\n" + "\n".join(f"  - {item}" for item in items)
+                         for place, items in problems.items())
+        raise RunStopped(f"Pre-flight found {count} problem{'s' if count != 1 else ''}; nothing was done for any "
+                         f"contact:\n{text}")
+    log.info("pre-flight ok: CiviCRM via %r; %s", settings.civicrm_conn_id, cms)
+    log.info("triggers: static groups %s, smart groups %s, tags %s; history group %s, tag %s",
+             triggers.static_groups, triggers.smart_groups, triggers.tags,
+             triggers.history_group, triggers.history_tag)
+    if missing:
+        log.info("%s missing CiviCRM options: %s", "would create" if dry_run else "created", ", ".join(missing))
+    return {"settings": settings.model_dump(mode="json"), "cms_type": kind.name, "triggers": triggers.to_dict()}
+
+
+# --- extract ----------------------------------------------------------------------------------
+
+def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: str) -> dict:
+    """The source's contacts with what the plan needs, and the CMS accounts they could collide with."""
+    settings = settings_of(run)
+    members = sources.members(source, civicrm, triggers_of(run), settings.domain_id)
+    log.info("%d contacts are in a trigger group or carry a trigger tag", len(members))
+    contacts = queries.contact_details(civicrm, members, settings.domain_id)
+    history = queries.activity_history(civicrm, members, marker)
+    for contact in contacts:
+        contact["sources"] = members[contact["contact_id"]]
+        contact["attempts"] = history.attempts.get(contact["contact_id"], 0)
+        contact["journal"] = [entry.to_dict() for entry in history.journal.get(contact["contact_id"], [])]
+    log.info("%d of them are live contacts (trashed ones are left out); %d have more than one primary email",
+             len(contacts), sum(1 for c in contacts if c.get("email_note")))
+
+    emails = sorted({c["email"].strip() for c in contacts if c["email"] and c["email"].strip()})
+    # the names the plan may give (pattern, fallback pattern, user{id}), as the CMS will see them
+    candidates = sorted(set(candidate_usernames(
+        contacts, [settings.username_pattern, settings.username_fallback_pattern],
+        backend.rules.sanitize_username)) - {""})
+    # accounts an earlier run made but never linked are found by the names its journal recorded
+    journal_names = sorted({name for c in contacts if not c["uf_id"] for entry in c["journal"]
+                            for name in entry["usernames"]})
+    linked_ids = sorted({int(c["uf_id"]) for c in contacts if c["uf_id"]})
+    try:
+        users = backend.find_users(emails, candidates + journal_names)
+        logins = {u.uf_id: u.username for u in backend.users_by_id(linked_ids)}
+    except (CmsAuthError, CmsConfigError) as exc:
+        raise RunStopped(f"CMS connection {settings.cms_conn_id!r}: {exc.message}") from exc
+    for contact in contacts:
+        contact["cms_login"] = logins.get(int(contact["uf_id"])) if contact["uf_id"] else None
+    cms_users = [{"uf_id": u.uf_id, "username": u.username, "email": u.email, "roles": list(u.roles),
+                  "registered": u.registered, "is_admin": backend.is_admin(u)} for u in users]
+    links = queries.links_for(civicrm, settings.domain_id, uf_ids=[u.uf_id for u in users], uf_names=emails)
+    log.info("%d existing CMS accounts share an email or username with them; %d UFMatch rows point at those",
+             len(cms_users), len(links))
+    return {"contacts": contacts, "cms_users": cms_users, "links": links}
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int | None) -> dict:
+    """Dedupe and decide in pandas: `plan` (one row per contact) and `batches` (the rows to create/link)."""
+    settings = settings_of(run)
+    plan_df = plan_contacts(contacts_frame(extracted["contacts"]), cms_users_frame(extracted["cms_users"]),
+                            links_frame(extracted["links"]), settings, kind.rules, limit=limit)
+    planned = report.planned_outcomes(plan_df, dry_run=dry_run)
+    log.info("plan:\n%s", report.summary_table(planned))
+    if dry_run:
+        log.info("dry run: nothing will be written. %s", report.where_outcomes_are(dry_run=True))
+        log.info("%s", report.attention_table(planned, settings.log_attention_rows))
+        batches = []
+    else:
+        batches = make_batches(plan_df, settings.batch_size)
+        log.info("%d contacts to create or link, in %d batches of up to %d",
+                 sum(len(b) for b in batches), len(batches), settings.batch_size)
+    return {"plan": report.to_records(plan_df), "batches": batches,
+            "labels": [batch_label(batch) for batch in batches]}
+
+
+# --- create one batch -------------------------------------------------------------------------
+
+def create(run: dict, rows: list[dict], civicrm, backend: CmsBackend, *, marker: str, stamp: str,
+           final_try: bool, state) -> list[dict]:
+    """Create or link one batch; `state` keeps values across tries (get/set, Airflow's task state store)."""
+    return create_batch(rows, batch_context(settings_of(run), civicrm, backend, marker=marker, stamp=stamp,
+                                            final_try=final_try, state=state))
+
+
+def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: str, stamp: str, final_try: bool,
+                  state) -> BatchContext:
+    """What a batch needs, wired to the run's hooks."""
+
+    def write_journal(entries, subjects):
+        sources_ = {e.contact_id: settings.activity_source_contact_id or e.contact_id for e in entries}
+        return queries.save_journal(civicrm, entries, subject=subjects, stamp=stamp, source=sources_,
+                                    marker=marker)
+
+    return BatchContext(
+        backend=backend,
+        linked_accounts=lambda ids: queries.linked_accounts(civicrm, ids, settings.domain_id),
+        save_links=lambda links: queries.save_links(civicrm, links, settings.domain_id),
+        read_journal=lambda ids: queries.journal_for(civicrm, ids),
+        write_journal=write_journal,
+        links_for=lambda uf_ids: queries.links_for(civicrm, settings.domain_id, uf_ids=uf_ids),
+        marker=marker,
+        notify=settings.notify,
+        on_existing_email=settings.on_existing_email,
+        final_try=final_try,
+        client_timeout=backend.client_timeout(),
+        retry_delay=settings.retry_delay_seconds,
+        load_timed_out=lambda: state.get(TIMED_OUT_KEY),
+        store_timed_out=lambda when: state.set(TIMED_OUT_KEY, when),
+    )
+
+
+# --- finalize ---------------------------------------------------------------------------------
+
+def finalize(run: dict, civicrm, plan_rows: list[dict], labels: list[str], results: list | None, *,
+             dry_run: bool, marker: str, stamp: str) -> dict[str, Any]:
+    """Outcomes from the plan plus CiviCRM's state; activities, history and clean-up.
+
+    Returns `outcomes` (the per-contact table), `unfinished` (labels of batches that left no result)
+    and `counts` per outcome. May run twice for one run: everything it writes is checked first.
+    """
+    if dry_run:
+        planned = report.planned_outcomes(pd.DataFrame(plan_rows), dry_run=True)
+        log.info("dry run: wrote nothing.\n%s", report.summary_table(planned))
+        return {"outcomes": report.to_records(planned), "unfinished": [],
+                "counts": {"dry_run": True, "contacts": len(planned)}}
+    batches = [{"index": index, "label": label} for index, label in enumerate(labels)]
+    final, unfinished = finalize_run(civicrm, settings_of(run), triggers_of(run), plan_rows, batches, results,
+                                     marker=marker, stamp=stamp)
+    counts = final["outcome"].value_counts().to_dict()
+    return {"outcomes": report.to_records(final[OUTCOME_COLUMNS]), "unfinished": unfinished,
+            "counts": {"contacts": len(final), **{str(k): int(v) for k, v in counts.items()}}}
