@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast lint lock bench real-wordpress-start real-wordpress-stop clean
+.PHONY: venv demo test test-fast lint docs lock bench real-wordpress-start real-wordpress-stop clean
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ test-fast: venv
 
 lint: venv
 	$(BIN)/ruff check .
+
+# The README's settings table, from the schema's help texts (tests/docs checks it is current).
+docs: venv
+	PYTHONPATH=plugins $(BIN)/python -m provisioning.settings README.md
 
 lock: venv
 	$(BIN)/uv pip compile requirements.in --python-version 3.11 -o requirements.txt

@@ -46,6 +46,19 @@ _CRON_ITEM_RE = re.compile(r"^(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step
 TASK_TIMEOUT_MINUTES = {"preflight": 10, "extract": 60, "plan": 30, "create_accounts": 120, "finalize": 60}
 
 
+#: The settings file may group settings in these sections (each key keeps its name inside its
+#: section); every key may also be given at the top level, as before sections existed, but not both.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "connections": ("civicrm_conn_id", "cms_conn_id", "cms_type", "domain_id"),
+    "triggers": ("trigger_groups", "trigger_tags", "history_group", "history_tag"),
+    "accounts": ("username_pattern", "username_fallback_pattern", "roles", "notify", "on_existing_email"),
+    "attempts": ("max_attempts", "activity_source_contact_id"),
+    "tasks": ("batch_size", "retry_delay_seconds", "task_timeout_minutes", "log_attention_rows"),
+    "nightly": ("schedule", "timezone"),
+}
+SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
+
+
 class SettingsError(ValueError):
     """The settings file is missing, unreadable or has invalid values; the message says what to fix."""
 
@@ -182,6 +195,33 @@ class Settings(BaseModel):
         "UTC",
         description="Time zone the schedule is read in, as an IANA name such as `Europe/Berlin`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flatten_sections(cls, data: Any) -> Any:
+        """Sections (connections:, triggers:, ...) hold the same keys as the top level: lift them up."""
+        if not isinstance(data, dict):
+            return data
+        flat = {key: value for key, value in data.items() if key not in SECTIONS}
+        for section in SECTIONS:
+            if section not in data:
+                continue
+            keys = data[section]
+            if keys is None:
+                continue
+            if not isinstance(keys, dict):
+                raise ValueError(f"{section}: is a {type(keys).__name__}, not a section; write its settings "
+                                 f"indented below it ({', '.join(SECTIONS[section])})")
+            for key, value in keys.items():
+                if key not in SECTIONS[section]:
+                    home = SECTION_OF.get(key)
+                    hint = (f"it belongs in {home}:" if home else
+                            f"the settings of {section}: are {', '.join(SECTIONS[section])}")
+                    raise ValueError(f"{section}.{key}: unknown setting in this section; {hint}")
+                if key in flat:
+                    raise ValueError(f"{key}: given both at the top level and as {section}.{key}; keep one")
+                flat[key] = value
+        return flat
 
     @field_validator(
         "civicrm_conn_id",
@@ -454,8 +494,8 @@ def _short_repr(value: Any) -> str:
 
 def settings_reference_markdown() -> str:
     """A Markdown table of every setting: name, type, default and help text."""
-    rows = ["| Setting | Type | Default | Description |", "|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+    rows = ["| Section | Setting | Type | Default | Description |", "|---|---|---|---|---|"]
+    for name, field in sorted(Settings.model_fields.items(), key=lambda item: _section_order(item[0])):
         if field.default_factory is not None:
             default = field.default_factory()
         elif field.default is PydanticUndefined:
@@ -464,9 +504,14 @@ def settings_reference_markdown() -> str:
             default = field.default
         type_text = _type_text(field.annotation) + _bounds_text(field.metadata)
         rows.append(
-            f"| `{name}` | {_cell(type_text)} | {_cell(_default_text(default))} | {_cell(field.description or '')} |"
+            f"| `{SECTION_OF[name]}` | `{name}` | {_cell(type_text)} | {_cell(_default_text(default))} | {_cell(field.description or '')} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def _section_order(name: str) -> tuple[int, int]:
+    section = SECTION_OF[name]
+    return list(SECTIONS).index(section), SECTIONS[section].index(name)
 
 
 def _type_text(annotation: Any) -> str:

@@ -4,6 +4,8 @@ import pytest
 import yaml
 
 from provisioning.settings import (
+    SECTION_OF,
+    SECTIONS,
     SETTINGS_ENV_VAR,
     Settings,
     SettingsError,
@@ -42,6 +44,62 @@ def test_default_config_file_loads_with_the_sandbox_values():
     assert settings.username_pattern == "{first_name}.{last_name}"
     assert settings.roles == ["member"]
     assert settings.notify is True
+
+
+FLAT = """
+civicrm_conn_id: crm
+cms_conn_id: site
+domain_id: 2
+trigger_groups: [members]
+trigger_tags: [3]
+history_tag: has_login
+username_pattern: "{email_local}"
+roles: [member]
+notify: false
+max_attempts: 2
+batch_size: 50
+schedule: "@daily"
+timezone: Europe/Berlin
+"""
+
+SECTIONED = """
+connections: {civicrm_conn_id: crm, cms_conn_id: site, domain_id: 2}
+triggers:
+  trigger_groups: [members]
+  trigger_tags: [3]
+  history_tag: has_login
+accounts: {username_pattern: "{email_local}", roles: [member], notify: false}
+attempts: {max_attempts: 2}
+tasks: {batch_size: 50}
+nightly: {schedule: "@daily", timezone: Europe/Berlin}
+"""
+
+
+def test_settings_in_sections_mean_the_same_as_at_the_top_level():
+    assert parse_settings(SECTIONED) == parse_settings(FLAT)
+    assert parse_settings(SECTIONED).model_dump()["domain_id"] == 2
+    mixed = "triggers: {trigger_groups: [members]}\nroles: [member]\nnightly:\n"  # an empty section is fine
+    assert parse_settings(mixed).roles == ["member"]
+
+
+def test_every_setting_has_exactly_one_section():
+    assert sorted(SECTION_OF) == sorted(Settings.model_fields)
+    assert sum(len(keys) for keys in SECTIONS.values()) == len(Settings.model_fields)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("trigger_tags: [a]\ntriggers: {trigger_tags: [b]}", "trigger_tags: given both at the top level and as "
+                                                         "triggers.trigger_tags; keep one"),
+    ("triggers: {trigger_tags: [a], roles: [x]}", "triggers.roles: unknown setting in this section; it belongs "
+                                                  "in accounts:"),
+    ("triggers: {trigger_tags: [a], tagz: [b]}", "triggers.tagz: unknown setting in this section; the settings "
+                                                 "of triggers: are trigger_groups, trigger_tags"),
+    ("trigger_tags: [a]\naccounts: [member]", "accounts: is a list, not a section"),
+])
+def test_section_mistakes_name_the_key_and_what_to_do(text, fragment):
+    with pytest.raises(SettingsError, match="^Settings file <text>: ") as caught:
+        parse_settings(text)
+    assert fragment in str(caught.value)
 
 
 def test_settings_path_defaults_to_the_repository_config(monkeypatch):
@@ -91,7 +149,8 @@ def test_every_field_has_help_text_and_is_in_the_reference():
     assert len(lines) == 2 + len(Settings.model_fields)
     for name, field in Settings.model_fields.items():
         assert field.description and len(field.description) > 30, name
-        row = next(line for line in lines if line.startswith(f"| `{name}` |"))
+        row = next(line for line in lines if f"| `{name}` |" in line)
+        assert row.startswith(f"| `{SECTION_OF[name]}` | `{name}` |")
         assert field.description.replace("|", "\\|") in row
 
 
@@ -106,11 +165,9 @@ def test_every_field_has_help_text_and_is_in_the_reference():
     ],
 )
 def test_reference_shows_type_and_default(field, type_text, default_text):
-    row = next(
-        line for line in settings_reference_markdown().splitlines() if line.startswith(f"| `{field}` |")
-    )
+    row = next(line for line in settings_reference_markdown().splitlines() if f"| `{field}` |" in line)
     cells = [cell.strip() for cell in row.strip("|").split(" | ")]
-    assert cells[1:3] == [type_text, default_text]
+    assert cells[2:4] == [type_text, default_text]
 
 
 # --- valid values --------------------------------------------------------------------------------

@@ -371,19 +371,11 @@ def stack_problems(doc, conn_ids: dict[str, str] = DEFAULT_CONN_IDS, pool: str =
 
 
 def configured_conn_ids() -> dict[str, str]:
-    """civicrm_conn_id / cms_conn_id from config/cmsuser.yaml, else the settings' defaults."""
-    ids = dict(DEFAULT_CONN_IDS)
-    try:
-        from provisioning.settings import Settings
+    """civicrm_conn_id / cms_conn_id as config/cmsuser.yaml gives them (sections or not), through the loader."""
+    from provisioning.settings import load_settings
 
-        ids = {key: Settings.model_fields[key].default for key in DEFAULT_CONN_IDS}
-    except ImportError:
-        pass  # settings not written yet: the design's defaults above
-    settings_file = REPO / "config" / "cmsuser.yaml"
-    if settings_file.is_file():
-        data = yaml.safe_load(settings_file.read_text(encoding="utf-8")) or {}
-        ids.update({key: data[key] for key in DEFAULT_CONN_IDS if data.get(key)})
-    return ids
+    settings = load_settings(REPO / "config" / "cmsuser.yaml")
+    return {key: getattr(settings, key) for key in DEFAULT_CONN_IDS}
 
 
 def pools_in_code() -> set[str]:
