@@ -30,10 +30,20 @@ COPY --chown=airflow:root dags/ /opt/airflow/dags/
 COPY --chown=airflow:root plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:root config/ /opt/airflow/config/
 COPY --chown=airflow:root sandbox/ /opt/airflow/sandbox/
+COPY --chown=airflow:root pyproject.toml /opt/airflow/pyproject.toml
 
 WORKDIR /opt/airflow
 ENV CMSUSER_SETTINGS=/opt/airflow/config/cmsuser.yaml
 
+# The project as an Airflow provider (`cmsuser-airflow`): its entry point gives the UI the connection
+# types civicrm and wordpress, with their forms and Test button. Editable, so the installed package points
+# at /opt/airflow/plugins: the code exists once, and a bind mount of ./plugins (docker-compose.yaml) is
+# what runs. Its dependencies are already in the image; the constraints keep pip from moving anything.
+RUN pip install --no-cache-dir "apache-airflow==3.3.2" --editable /opt/airflow --constraint "${AIRFLOW_CONSTRAINTS_URL}"
+
 # Fail the build, not the first night's run, when the code does not import in this image.
 RUN PYTHONPATH=/opt/airflow/plugins python -c "import provisioning, civicrm_hooks, cms_operators" \
     && python -c "import sandbox"
+# ... and when Airflow does not list our connection types (provider not installed, or a hook that does
+# not import), with no PYTHONPATH: as the api-server, scheduler and workers will find them.
+RUN python -c "from airflow.providers_manager import ProvidersManager as P; from airflow.sdk.module_loading import import_string; types = {t['connection-type']: import_string(t['hook-class-name']) for t in P().providers['cmsuser-airflow'].data['connection-types']}; assert {'civicrm', 'wordpress'} <= set(types), types; print('provider cmsuser-airflow:', sorted(types))"

@@ -8,11 +8,14 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt
+# The project itself goes in editable (its modules stay in plugins/): the installed metadata carries the
+# `apache_airflow_provider` entry point, so Airflow lists the connection types civicrm and wordpress.
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python -e .
 	touch $(STAMP)
 
 demo: venv

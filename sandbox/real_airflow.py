@@ -141,6 +141,8 @@ class RealAirflow:
                 "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
+            # The UI's Test button (POST /api/v2/connections/test) runs the hook's test_connection()
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
                 f"postgresql+psycopg2://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
@@ -310,6 +312,11 @@ class RealAirflow:
         if answer.status_code not in accept_status:
             raise AirflowHarnessError(f"{method} {path} answered {answer.status_code}: {answer.text[:500]}")
         return answer.json() if answer.content else None
+
+    def test_connection(self, connection: dict) -> dict:
+        """What the UI's Test button gets for this connection form (`connection_id`, `conn_type`, host, ...):
+        {"status": bool, "message": str}, from the hook of its type, run in the api-server."""
+        return self._request("POST", "/api/v2/connections/test", json=connection)
 
     def trigger(self, dag_id: str = DAG_ID, conf: dict | None = None) -> str:
         """Trigger a run as the UI's Trigger button does (no logical date); returns its run id."""

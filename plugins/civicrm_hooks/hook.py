@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+
 from transport.errors import ProvisioningError
 from transport.hook import Endpoint, RestHook
 from transport.policy import plain_text

@@ -18,9 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from transport.errors import ProvisioningError
-
 from provisioning.rules import AccountRules
+from transport.errors import ProvisioningError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
-from transport.errors import ProvisioningError
 
 from civicrm_hooks import queries
 from civicrm_hooks.hook import CiviCRMError, CiviCRMUnavailable
@@ -32,6 +31,7 @@ from provisioning.plan import (
 )
 from provisioning.settings import Settings
 from provisioning.usernames import candidate_usernames
+from transport.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
 

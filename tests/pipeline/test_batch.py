@@ -11,7 +11,6 @@ import dataclasses
 import math
 
 import pytest
-from pipeline.batch import MAIL_CHUNK, USERNAME_TRIES, BatchContext, BatchIncomplete, create_batch
 
 from cms_operators.backend import (
     CmsAuthError,
@@ -25,6 +24,7 @@ from cms_operators.backend import (
     CmsUser,
 )
 from cms_operators.wordpress.rules import RULES
+from pipeline.batch import MAIL_CHUNK, USERNAME_TRIES, BatchContext, BatchIncomplete, create_batch
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
 from provisioning.plan import cms_users_frame, contacts_frame, links_frame, make_batches, plan_contacts

@@ -10,10 +10,10 @@ import logging
 
 import pandas as pd
 import pytest
-from pipeline.finalize import final_outcomes, record
 
 from civicrm_hooks import queries
 from civicrm_hooks.queries import Triggers
+from pipeline.finalize import final_outcomes, record
 from provisioning import outcomes
 from provisioning.plan import PLAN_COLUMNS
 from provisioning.settings import Settings

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
+
 from transport.policy import check_secret, parse_verify, retry_after_seconds, site_base_url
 
 

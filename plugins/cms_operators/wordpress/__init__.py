@@ -6,12 +6,8 @@ Airflow: the registry reads CMS_TYPE from here.
 """
 
 from cms_operators.registry import CmsType
+from cms_operators.wordpress.connection import CONNECTION
 from cms_operators.wordpress.rules import RULES
-
-try:
-    from cms_operators.wordpress.connection import CONNECTION
-except ImportError:  # pragma: no cover - written alongside; the form is optional for the pipeline
-    CONNECTION = {}
 
 CMS_TYPE = CmsType(
     name="wordpress",

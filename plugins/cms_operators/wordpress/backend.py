@@ -9,8 +9,6 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from transport.policy import plain_text
-
 from cms_operators.backend import (
     CmsAuthError,
     CmsConfigError,
@@ -24,6 +22,7 @@ from cms_operators.backend import (
 )
 from cms_operators.wordpress.hook import USERS_ROUTE, WordPressHook
 from cms_operators.wordpress.rules import MAX_EMAIL_LENGTH, MAX_USERNAME_LENGTH, RULES
+from transport.policy import plain_text
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 from typing import Any
 
 import requests
-from transport.hook import Endpoint, RestHook
-from transport.policy import plain_text, retry_after_seconds
 
 from cms_operators.backend import (
     CmsAuthError,
@@ -31,6 +29,8 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
 )
+from transport.hook import Endpoint, RestHook
+from transport.policy import plain_text, retry_after_seconds
 
 USERS_ROUTE = "/wp/v2/users"
 
