@@ -56,7 +56,7 @@ def main() -> int:
     os.environ["CMSUSER_SETTINGS"] = str(settings)
     started = time.monotonic()
     with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}) as sites:
-        civicrm, wordpress = sites.civicrm, sites.wordpress
+        civicrm, wordpress = sites.civicrm, sites.cms
         print(f"seeded {args.contacts} contacts, {len(wordpress_seed['users'])} existing accounts "
               f"in {time.monotonic() - started:.1f} s", flush=True)
         os.environ.update(sites.connection_env)

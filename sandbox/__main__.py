@@ -1,6 +1,7 @@
-"""Run an emulator on its own: `python -m sandbox civicrm|wordpress --seed FILE --port N`.
+"""Run an emulator on its own: `python -m sandbox civicrm|<cms_type> --seed FILE --port N`.
 
-Each emulator module exposes `add_cli(subparsers)`, which adds its subcommand and sets `func`.
+Each emulator module exposes `add_cli(subparsers)`, which adds its subcommand and sets `func`; the
+CMS emulators are those of sandbox/emulators.py.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ import argparse
 import importlib
 import sys
 
+from sandbox import emulators
+
 # Modules that contribute a subcommand, in the order `--help` lists them.
-EMULATOR_MODULES = ("sandbox.civicrm", "sandbox.wordpress")
+EMULATOR_MODULES = ("sandbox.civicrm", *emulators.cli_modules())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
-"""`make demo`: the nightly DAG once, against the sandbox CiviCRM and WordPress, then its outcomes.
+"""`make demo`: the nightly DAG once, against the sandbox CiviCRM and CMS, then its outcomes.
 
+The CMS is the emulator of the settings' `cms_type` (WordPress when the settings leave it empty).
 The emulators are seeded from sandbox/demo_seed.yaml (one contact per situation the pipeline
 handles) and get fresh random credentials, exactly as a site's connections would hold them.
 """
@@ -18,14 +19,18 @@ def main() -> int:
 
     import pandas as pd
 
+    from cms_operators import registry
     from provisioning import report
-    from sandbox.sites import started_sites
+    from provisioning.settings import load_settings
+    from sandbox.sites import DEFAULT_CMS_TYPE, started_sites
 
+    cms_type = load_settings().cms_type or DEFAULT_CMS_TYPE
+    label = registry.get(cms_type).label
     started = time.monotonic()
-    with started_sites() as sites:
-        civicrm, wordpress = sites.civicrm, sites.wordpress
+    with started_sites(cms_type=cms_type) as sites:
+        civicrm, cms = sites.civicrm, sites.cms
         os.environ.update(sites.connection_env)
-        print(f"sandbox CiviCRM at {civicrm.url}, WordPress at {wordpress.url}", flush=True)
+        print(f"sandbox CiviCRM at {civicrm.url}, {label} at {cms.url}", flush=True)
         local_airflow.init_db()
         run = local_airflow.run_nightly()
         outcomes = local_airflow.xcom(run.run_id, "finalize", key="outcomes") or []
@@ -35,8 +40,8 @@ def main() -> int:
             frame = pd.DataFrame(outcomes)
             print(report.outcome_table(frame, max_rows=len(frame)))
             print(report.summary_table(frame))
-        print(f"{len(civicrm.calls)} CiviCRM calls, {len(wordpress.calls)} WordPress calls, "
-              f"{len(wordpress.mails)} password mails, {time.monotonic() - started:.1f} s")
+        print(f"{len(civicrm.calls)} CiviCRM calls, {len(cms.calls)} {label} calls, "
+              f"{len(cms.mails)} password mails, {time.monotonic() - started:.1f} s")
         return 0 if str(run.state) in ("success", "DagRunState.SUCCESS") and outcomes else 1
 
 

@@ -1,6 +1,8 @@
-"""Both emulated sites, seeded and started with fresh random credentials, and the connections to them.
+"""The emulated CiviCRM and CMS, seeded and started with fresh random credentials, and the connections to them.
 
 One place for what the demo, the end-to-end tests, the real-Airflow tier and the benchmark all do.
+The CMS is the emulator of the settings' `cms_type` (sandbox/emulators.py), seeded from the seed's
+`<cms_type>:` section (`wordpress:` for WordPress).
 """
 
 from __future__ import annotations
@@ -10,27 +12,31 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from sandbox import local_airflow
+from sandbox import emulators, local_airflow
 from sandbox.civicrm import CiviCRMEmulator
-from sandbox.wordpress import WordPressEmulator
 
 DEMO_SEED = Path(__file__).with_name("demo_seed.yaml")
+DEFAULT_CMS_TYPE = "wordpress"
+CMS_LOGIN = "admin"  # the CMS API user's login
 
 
 @dataclass
 class Sites:
     civicrm: CiviCRMEmulator
-    wordpress: WordPressEmulator
+    cms: Any  # the emulator of cms_type, e.g. a WordPressEmulator
     secrets: dict[str, str]  # api_key, site_key, app_password: for leak checks, never for printing
+    cms_type: str = DEFAULT_CMS_TYPE
 
     @property
     def connection_env(self) -> dict[str, str]:
-        """AIRFLOW_CONN_CIVICRM_DEFAULT and AIRFLOW_CONN_CMS_DEFAULT for these two sites."""
+        """AIRFLOW_CONN_CIVICRM_DEFAULT and AIRFLOW_CONN_CMS_DEFAULT (of type cms_type) for these two sites."""
         return local_airflow.connection_env(self.civicrm.url, self.secrets["api_key"], self.secrets["site_key"],
-                                            self.wordpress.url, "admin", self.secrets["app_password"])
+                                            self.cms.url, CMS_LOGIN, self.secrets["app_password"],
+                                            cms_type=self.cms_type)
 
 
 def demo_seed() -> dict:
@@ -38,15 +44,18 @@ def demo_seed() -> dict:
 
 
 @contextmanager
-def started_sites(seed: dict | None = None, host: str = "127.0.0.1") -> Iterator[Sites]:
-    """Both emulators seeded (default: the demo seed) and listening on free ports; stopped on exit."""
+def started_sites(seed: dict | None = None, host: str = "127.0.0.1",
+                  cms_type: str = DEFAULT_CMS_TYPE) -> Iterator[Sites]:
+    """CiviCRM and the emulator of `cms_type`, seeded (default: the demo seed) and listening on free
+    ports; stopped on exit. The CMS's API user is `CMS_LOGIN` with the password secrets["app_password"]."""
+    cms_class = emulators.emulator_class(cms_type)
     seed = demo_seed() if seed is None else seed
     creds = {"api_key": secrets.token_hex(16), "site_key": secrets.token_hex(16),
              "app_password": secrets.token_hex(12)}
     with CiviCRMEmulator(api_key=creds["api_key"], site_key=creds["site_key"]) as civicrm, \
-            WordPressEmulator(login="admin", app_password=creds["app_password"]) as wordpress:
+            cms_class(login=CMS_LOGIN, app_password=creds["app_password"]) as cms:
         civicrm.seed(seed.get("civicrm", {}))
-        wordpress.seed(seed.get("wordpress", {}))
+        cms.seed(seed.get(cms_type, {}))
         civicrm.start(host)
-        wordpress.start(host)
-        yield Sites(civicrm, wordpress, creds)
+        cms.start(host)
+        yield Sites(civicrm, cms, creds, cms_type)

@@ -307,12 +307,12 @@ def test_a_form_saved_with_empty_extras_leaves_the_hooks_defaults(monkeypatch):
             "conn_type": "civicrm", "host": sites.civicrm.url, "password": creds["api_key"],
             "extra": {"site_key": creds["site_key"], "api4_url": None, "verify": None, "timeout": None}}))
         monkeypatch.setenv("AIRFLOW_CONN_CMS_FORM", json.dumps({
-            "conn_type": "wordpress", "host": sites.wordpress.url, "login": "admin", "password": creds["app_password"],
+            "conn_type": "wordpress", "host": sites.cms.url, "login": "admin", "password": creds["app_password"],
             "extra": {"rest_url": None, "verify": None, "timeout": None}}))
         civicrm, wordpress = CiviCRMHook("civicrm_form"), WordPressHook("cms_form")
         try:
             assert civicrm.test_connection()[0], civicrm.test_connection()
-            assert wordpress.test_connection() == (True, f"Authenticated as 'admin' at {sites.wordpress.url}/wp-json")
+            assert wordpress.test_connection() == (True, f"Authenticated as 'admin' at {sites.cms.url}/wp-json")
             assert (civicrm.timeout, wordpress.timeout) == (civicrm.default_timeout, wordpress.default_timeout)
             assert civicrm.endpoint.verify is True and wordpress.endpoint.verify is True
         finally:
@@ -345,7 +345,7 @@ def _test_bodies(sites) -> dict[str, dict]:
         "civicrm": civicrm,
         "civicrm, wrong key": {**civicrm, "password": "0" * 32},
         "civicrm as http": {**civicrm, "conn_type": "http"},
-        "wordpress": {"connection_id": "cms_ui", "conn_type": "wordpress", "host": sites.wordpress.url,
+        "wordpress": {"connection_id": "cms_ui", "conn_type": "wordpress", "host": sites.cms.url,
                       "login": "admin", "password": creds["app_password"]},
     }
 
@@ -361,7 +361,7 @@ def _check_test_answers(answers: dict[str, dict], sites, contact_gets: list[int]
     assert contact_gets == [200, 401], contact_gets
     assert answers["civicrm as http"]["status"] is False
     assert answers["wordpress"]["status"] is True
-    assert answers["wordpress"]["message"] == f"Authenticated as 'admin' at {sites.wordpress.url}/wp-json"
+    assert answers["wordpress"]["message"] == f"Authenticated as 'admin' at {sites.cms.url}/wp-json"
     for name, answer in answers.items():
         for secret in creds.values():
             assert secret not in json.dumps(answer), f"{name}: a secret in the answer"

@@ -106,8 +106,16 @@ class CmsBackend(Protocol):
         ...
 
     def create_user(self, *, username: str, email: str, first_name: str, last_name: str,
-                    display_name: str, roles: list[str], locale: str | None = None) -> CmsUser:
-        """Create one account with a random password nobody sees. Never retried here."""
+                    display_name: str, roles: list[str], locale: str | None = None,
+                    fields: dict[str, str] | None = None) -> CmsUser:
+        """Create one account with a random password nobody sees. Never retried here.
+
+        `locale` is the contact's preferred language (e.g. en_US), set where the site has it;
+        `fields` are extra user fields (CMS field name -> value), for CMSs that have them."""
+        ...
+
+    def user_field_names(self) -> set[str] | None:
+        """The extra user fields the site has (for the `user_fields` setting); None: this CMS has none."""
         ...
 
     def send_password_mail(self, user: CmsUser) -> None:

@@ -32,11 +32,12 @@ class CmsType:
     label: str                # shown to people: "WordPress"
     rules: AccountRules
     hook_class: str           # dotted path of its hook (BaseHook subclass)
-    backend_class: str        # dotted path of its CmsBackend; constructed with the connection id
+    backend_class: str        # dotted path of its CmsBackend: Backend(conn_id, settings=None)
     connection: dict[str, Any] = field(default_factory=dict)  # provider-info extras: conn-fields, ui-field-behaviour
 
-    def backend(self, conn_id: str):
-        return _load(self.backend_class)(conn_id)
+    def backend(self, conn_id: str, settings=None):
+        """The backend for connection `conn_id`; `settings` give CMS-specific ones (e.g. admin_groups)."""
+        return _load(self.backend_class)(conn_id, settings=settings)
 
     def hook(self):
         return _load(self.hook_class)

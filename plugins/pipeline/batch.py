@@ -271,7 +271,8 @@ class _Batch:
                 user = backend.create_user(
                     username=username, email=row["email"], first_name=row.get("first_name") or "",
                     last_name=row.get("last_name") or "", display_name=row.get("display_name") or "",
-                    roles=list(row.get("roles") or []), locale=row.get("locale"))
+                    roles=list(row.get("roles") or []), locale=row.get("locale"),
+                    fields=row.get("user_fields") or None)
                 self.s.reached_cms = True
                 self.s.entries[cid] = self.s.entries[cid].created(user.uf_id, user.username)
                 self.s.ours.add(cid)

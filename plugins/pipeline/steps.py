@@ -98,6 +98,9 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
                 f"role '{role}' administers {kind.label}: remove it from the roles setting" for role in admin_roles)
         else:
             cms = backend.preflight(list(settings.roles))
+        problems.setdefault(cms_where, []).extend(_user_field_problems(settings, kind, backend))
+        if not problems[cms_where]:
+            del problems[cms_where]
     except CmsUnavailable:
         raise
     except CmsError as exc:
@@ -115,6 +118,17 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
     if missing:
         log.info("%s missing CiviCRM options: %s", "would create" if dry_run else "created", ", ".join(missing))
     return {"settings": settings.model_dump(mode="json"), "cms_type": kind.name, "triggers": triggers.to_dict()}
+
+
+def _user_field_problems(settings: Settings, kind: CmsType, backend: CmsBackend) -> list[str]:
+    """Each configured user field the site does not have (read only when user_fields is set)."""
+    if not settings.user_fields:
+        return []
+    known = backend.user_field_names()
+    if known is None:
+        return [f"user_fields: {kind.label} has no user fields; remove the setting"]
+    return [f"user field '{name}' does not exist on the {kind.label} site; user fields there: "
+            f"{', '.join(sorted(known)) or 'none'}" for name in settings.user_fields if name not in known]
 
 
 # --- extract ----------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def run_stamp(context, settings: Settings) -> str:
 def _cms(run: dict):
     kind = registry.get(run["cms_type"])
     settings = steps.settings_of(run)
-    return kind, kind.backend(settings.cms_conn_id)
+    return kind, kind.backend(settings.cms_conn_id, settings)
 
 
 def stops_cleanly(function):
@@ -90,7 +90,7 @@ def preflight(params=None) -> dict:
         except Exception:  # a missing connection: the backend's first call names it
             conn_type = None
         kind = registry.for_connection(conn_type, settings.cms_type, settings.cms_conn_id)
-        return kind, kind.backend(settings.cms_conn_id)
+        return kind, kind.backend(settings.cms_conn_id, settings)
 
     return steps.preflight(settings, CiviCRMHook(settings.civicrm_conn_id), open_cms, dry_run=params["dry_run"])
 

@@ -19,7 +19,7 @@ from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
 from provisioning.rules import AccountRules
 from provisioning.settings import Settings
-from provisioning.usernames import candidate_usernames, suffix_base, unique_usernames
+from provisioning.usernames import candidate_usernames, render_usernames, suffix_base, unique_usernames
 from provisioning.vocabulary import BATCH_ACTIONS, Action, OnExistingEmail
 
 CONTACT_COLUMNS = [
@@ -56,6 +56,7 @@ PLAN_COLUMNS = [
     "last_name",
     "display_name",
     "locale",
+    "user_fields",
     "do_not_email",
     "sources",
     "attempts",
@@ -372,7 +373,9 @@ def plan_contacts(
         "first_name": _text(contacts["first_name"]),
         "last_name": _text(contacts["last_name"]),
         "display_name": _text(contacts["display_name"]),
-        "locale": _none_if_blank(_text(contacts["preferred_language"])),
+        "locale": (_none_if_blank(_text(contacts["preferred_language"])) if settings.sync_preferred_language
+                   else np.full(count, None, dtype=object)),
+        "user_fields": _user_fields(contacts, action, settings.user_fields),
         "do_not_email": contacts["do_not_email"].map(_truthy).to_numpy(dtype=bool),
         "sources": contacts["sources"].map(_as_list),
         "attempts": attempts,
@@ -430,6 +433,16 @@ def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, usern
         username[row], uf_id[row], journal_activity_id[row] = name, account_id, entry.activity_id
     decide(_mask(len(undecided), adopted), Outcome.CREATED,
            lambda row: why.adopted_from_journal(adopted[row][2].sent), action_value=LINK)
+
+
+def _user_fields(contacts: pd.DataFrame, action: np.ndarray, patterns: dict[str, str]) -> list[dict | None]:
+    """Per contact to create, the configured extra user fields rendered from its own fields ('' left out)."""
+    if not patterns:
+        return [None] * len(contacts)
+    records = contacts.to_dict("records")
+    rendered = {name: render_usernames(pattern, records) for name, pattern in patterns.items()}
+    return [{name: values[row].strip() for name, values in rendered.items() if values[row].strip()}
+            if action[row] == CREATE else None for row in range(len(contacts))]
 
 
 def _none_if_blank(text: pd.Series) -> np.ndarray:

@@ -51,7 +51,8 @@ TASK_TIMEOUT_MINUTES = {"preflight": 10, "extract": 60, "plan": 30, "create_acco
 SECTIONS: dict[str, tuple[str, ...]] = {
     "connections": ("civicrm_conn_id", "cms_conn_id", "cms_type", "domain_id"),
     "triggers": ("trigger_groups", "trigger_tags", "history_group", "history_tag"),
-    "accounts": ("username_pattern", "username_fallback_pattern", "roles", "notify", "on_existing_email"),
+    "accounts": ("username_pattern", "username_fallback_pattern", "roles", "notify", "on_existing_email",
+                 "sync_preferred_language", "user_fields", "admin_groups"),
     "attempts": ("max_attempts", "activity_source_contact_id"),
     "tasks": ("batch_size", "retry_delay_seconds", "task_timeout_minutes", "log_attention_rows"),
     "nightly": ("schedule", "timezone"),
@@ -145,6 +146,22 @@ class Settings(BaseModel):
         description="What to do when a CMS account with the contact's email already exists: `link` "
         "connects the contact to it (never for administrators, or accounts linked to another "
         "contact), `fail` records a failed attempt instead.",
+    )
+    sync_preferred_language: bool = Field(
+        True,
+        description="Give new accounts the contact's preferred language (WordPress: `locale`; Drupal: "
+        "`preferred_langcode`, with `en_US` cut to `en`), only when the site has that language enabled.",
+    )
+    user_fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra fields of new accounts, for CMSs with user fields (Drupal, Drupal 7, Backdrop): "
+        "CMS field name -> pattern with the same tokens as `username_pattern`, e.g. "
+        "`{field_full_name: \"{first_name} {last_name}\"}`. Pre-flight checks that each field exists on the site.",
+    )
+    admin_groups: list[int | str] = Field(
+        default_factory=list,
+        description="Joomla: user groups (id or title) whose members count as administrators besides Super "
+        "Users, Administrator and their child groups; such accounts are never linked to a contact.",
     )
     max_attempts: int = Field(
         4,
@@ -262,6 +279,23 @@ class Settings(BaseModel):
         if ref is None or (isinstance(ref, str) and not ref.strip()):
             return None
         return _check_ref(ref)
+
+    @field_validator("user_fields")
+    @classmethod
+    def _check_user_fields(cls, fields: dict[str, str]) -> dict[str, str]:
+        for name, pattern in fields.items():
+            if not name.strip():
+                raise ValueError("has an empty field name; give the CMS's field name, e.g. field_full_name")
+            try:
+                pattern_parts(pattern)
+            except PatternError as error:
+                raise ValueError(f"{name}: {error}") from None
+        return {name.strip(): pattern for name, pattern in fields.items()}
+
+    @field_validator("admin_groups")
+    @classmethod
+    def _check_admin_groups(cls, refs: list[int | str]) -> list[int | str]:
+        return [_check_ref(ref) for ref in refs]
 
     @field_validator("username_pattern", "username_fallback_pattern")
     @classmethod
@@ -528,6 +562,8 @@ def _type_text(annotation: Any) -> str:
         return f"{text} or empty" if optional else text
     if origin is list:
         return f"list of ({_type_text(args[0])})" if args else "list"
+    if origin is dict:
+        return f"mapping of {_type_text(args[0])} to {_type_text(args[1])}" if args else "mapping"
     return {int: "integer", str: "text", bool: "true/false"}.get(
         annotation, getattr(annotation, "__name__", str(annotation))
     )
@@ -550,6 +586,8 @@ def _default_text(default: Any) -> str:
         return "empty"
     if isinstance(default, bool):
         return "true" if default else "false"
+    if isinstance(default, dict):
+        return "{" + ", ".join(f"{key}: {value}" for key, value in default.items()) + "}"
     if isinstance(default, list):
         return "[" + ", ".join(f'"{item}"' if isinstance(item, str) else str(item) for item in default) + "]"
     return f'"{default}"' if isinstance(default, str) else str(default)

@@ -73,7 +73,7 @@ def sandbox(airflow_db, monkeypatch, tmp_path):
             monkeypatch.setenv(key, value)
         settings_file = tmp_path / "cmsuser.yaml"
         monkeypatch.setenv("CMSUSER_SETTINGS", str(settings_file))
-        box = Sandbox(sites.civicrm, sites.wordpress, settings_file, sites.secrets)
+        box = Sandbox(sites.civicrm, sites.cms, settings_file, sites.secrets)
         box.configure()
         yield box
 

@@ -90,6 +90,17 @@ def test_connections_of_type_http_work_as_documented_before_our_own_types(sandbo
     assert {cid: row["outcome"] for cid, row in outcomes.items()} == {cid: o for cid, (o, _) in EXPECTED.items()}
 
 
+def test_user_fields_on_a_cms_without_them_stop_the_run_in_preflight(sandbox):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline import tasks
+
+    sandbox.configure(user_fields={"field_full_name": "{first_name} {last_name}"})
+    with pytest.raises(AirflowFailException, match="user_fields: WordPress has no user fields; remove the setting"):
+        tasks.preflight.function(params={"dry_run": False})
+    assert not [c for c in sandbox.wordpress.calls if c.method == "POST" and c.status == 201]  # nobody created
+
+
 def test_the_connection_type_picks_the_cms_and_cms_type_must_agree(sandbox, monkeypatch):
     import os
 

@@ -91,7 +91,7 @@ def stack(tmp_path_factory):
     settings_file = home / "cmsuser.yaml"
     settings_file.write_text(yaml.safe_dump({**BASE_SETTINGS, "retry_delay_seconds": 1, "batch_size": 5}))
     with started_sites(DEMO) as sites:
-        civicrm, wordpress, creds = sites.civicrm, sites.wordpress, sites.secrets
+        civicrm, wordpress, creds = sites.civicrm, sites.cms, sites.secrets
         env = {**sites.connection_env, "CMSUSER_SETTINGS": str(settings_file)}
         cms = json.loads(env["AIRFLOW_CONN_CMS_DEFAULT"])
         cms.setdefault("extra", {})["timeout"] = CLIENT_TIMEOUT  # keeps the wait after a killed try short

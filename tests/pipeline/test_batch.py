@@ -91,11 +91,12 @@ class FakeCms:
             raise errors.pop(0)
         return self.users.get(email.lower())
 
-    def create_user(self, *, username, email, first_name, last_name, display_name, roles, locale=None):
+    def create_user(self, *, username, email, first_name, last_name, display_name, roles, locale=None,
+                    fields=None):
         self.calls.append(("create_user", username, email))
         self.created_with.append({"username": username, "email": email, "first_name": first_name,
                                   "last_name": last_name, "display_name": display_name, "roles": roles,
-                                  "locale": locale})
+                                  "locale": locale, "fields": fields})
         queued = self.answers.get(email.lower())
         answer = queued.pop(0) if queued else None
         if isinstance(answer, CmsError):
@@ -289,7 +290,17 @@ def test_create_sends_the_planned_fields(world):
     world.run(batch_of(person(1, "Zoë", "Ångström", email="zoe@example.org", preferred_language="de_DE")))
     assert world.cms.created_with == [{"username": "zoe.angstrom", "email": "zoe@example.org", "first_name": "Zoë",
                                        "last_name": "Ångström", "display_name": "Zoë Ångström",
-                                       "roles": ["subscriber", "member"], "locale": "de_DE"}]
+                                       "roles": ["subscriber", "member"], "locale": "de_DE", "fields": None}]
+
+
+def test_create_sends_rendered_user_fields_and_no_locale_when_language_sync_is_off(world):
+    contacts = [person(1, "Zoë", "Ångström", email="zoe@example.org", preferred_language="de_DE")]
+    settings = Settings(trigger_groups=["g"], roles=["member"], sync_preferred_language=False,
+                        user_fields={"field_full_name": "{first_name} {last_name}", "field_id": "c{contact_id}"})
+    plan = plan_contacts(contacts_frame(contacts), cms_users_frame([]), links_frame(), settings, RULES)
+    world.run(make_batches(plan, 10)[0])
+    (sent,) = world.cms.created_with
+    assert (sent["locale"], sent["fields"]) == (None, {"field_full_name": "Zoë Ångström", "field_id": "c1"})
 
 
 def test_link_rows_need_no_cms_call(world):

@@ -64,6 +64,7 @@ def plan_row(contact_id, action, outcome, reason, username, uf_id=None, *, sourc
             "reason": reason, "username": username, "username_base": username if action == "create" else "",
             "uf_id": uf_id, "roles": ["subscriber"] if action == "create"
             else [], "first_name": "", "last_name": "", "display_name": f"Contact {contact_id}", "locale": None,
+            "user_fields": None,
             "do_not_email": False, "sources": list(sources), "attempts": attempts,
             "uf_name": username if outcome == "already_linked" else None,
             "journal_activity_id": journal_activity_id, "exhausted": exhausted}

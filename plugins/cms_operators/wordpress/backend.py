@@ -70,7 +70,8 @@ class WordPressBackend:
     name = "wordpress"
     rules = RULES
 
-    def __init__(self, conn_id: str = WordPressHook.default_conn_name, *, hook: WordPressHook | None = None):
+    def __init__(self, conn_id: str = WordPressHook.default_conn_name, *, hook: WordPressHook | None = None,
+                 settings=None):  # WordPress needs no CMS-specific settings
         self.conn_id = conn_id
         self.hook = hook or WordPressHook(cms_conn_id=conn_id)
         self._locales: set[str] | None = None
@@ -294,15 +295,22 @@ class WordPressBackend:
                        email=str(row.get("email") or ""), roles=tuple(row.get("roles") or ()),
                        registered=row.get("registered_date") or None)
 
+    def user_field_names(self) -> None:
+        """WordPress users have no extra fields the REST API writes (user meta needs a plugin)."""
+        return None
+
     def is_admin(self, user: CmsUser) -> bool:
         return self.rules.is_admin(user.uf_id, user.roles)
 
     # ------------------------------------------------------------------ create
 
     def create_user(self, *, username: str, email: str, first_name: str, last_name: str, display_name: str,
-                    roles: list[str], locale: str | None = None) -> CmsUser:
+                    roles: list[str], locale: str | None = None, fields: dict[str, str] | None = None) -> CmsUser:
         """POST /wp/v2/users once (never repeated here: the caller looks up by email after any doubt).
         Empty `roles` means the site's default role. A locale the site does not have is left out."""
+        if fields:  # pre-flight refuses user_fields for WordPress; never drop them silently
+            raise CmsConfigError(None, "no_user_fields", "WordPress has no user fields; remove user_fields "
+                                                         "from the settings")
         email = (email or "").strip()
         if not email:
             raise CmsRejected(None, "no_email", f"cannot create WordPress user '{username}' without an email")

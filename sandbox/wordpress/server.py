@@ -1,0 +1,187 @@
+"""WordPressEmulator: its settings and state, the request entry point (`handle`) and the HTTP server."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .faults import (
+    Call,
+    FaultInjection,
+    _decode_body_for_record,
+    _injected_response,
+    _Injection,
+    _redacted_headers,
+)
+from .lostpassword import LoginPage
+from .responses import _CRITICAL_ERROR_MESSAGE, _json_response, _Response
+from .rest import RestApi
+from .store import UserStore
+
+
+class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage):
+    """A WordPress 6.1 site's users, reachable over HTTP on loopback. See the package docstring.
+
+    Its parts: UserStore (users, seed, seed_file), FaultInjection (inject, clear_faults, calls,
+    reset_calls), RestApi (the REST routes), LoginPage (wp-login.php and the site's pages).
+    """
+
+    def __init__(
+        self,
+        login: str = "admin",
+        app_password: str = "abcd EFGH 1234 ijkl MNOP 5678",
+        *,
+        admin_email: str = "admin@example.test",
+        roles: tuple[str, ...] | list[str] = ("administrator", "editor", "author", "contributor",
+                                              "subscriber", "member"),
+        mail_works: bool = True,
+        api_user_roles: tuple[str, ...] = ("administrator",),
+        app_passwords_available: bool = True,
+        locales: tuple[str, ...] = ("", "en_US"),
+        site_name: str = "WordPress emulator",
+        illegal_logins: tuple[str, ...] = (),
+    ):
+        self.login = login
+        self._app_password_key = self._password_key(app_password)
+        self.admin_email = admin_email
+        self.roles = list(roles)
+        self.mail_works = mail_works
+        self.app_passwords_available = app_passwords_available
+        self.locales = tuple(locales)
+        self.site_name = site_name
+        # The illegal_user_logins filter (security plugins often ban "admin").
+        self.illegal_logins = {name.lower() for name in illegal_logins}
+        self.calls: list[Call] = []
+        self.mails: list[dict] = []
+        self._lock = threading.RLock()
+        self._injections: list[_Injection] = []
+        self._users: dict[int, dict] = {}
+        self._by_login: dict[str, int] = {}
+        self._by_email: dict[str, int] = {}
+        self._slugs: set[str] = set()
+        self._next_id = 1
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.url = ""
+        self._store_user({"username": login, "email": admin_email, "roles": list(api_user_roles),
+                          "has_published_posts": True, "url": ""})
+
+    def __repr__(self) -> str:
+        return f"WordPressEmulator(url={self.url!r}, login={self.login!r}, users={len(self._users)})"
+
+    # ------------------------------------------------------------------ public API (more in the parts)
+
+    @property
+    def rest_url(self) -> str:
+        return self.url + "/wp-json"
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        if self._server is not None:
+            return self.url
+        emulator = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.emulator = emulator
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        bound_host, bound_port = self._server.server_address[:2]
+        self.url = f"http://{bound_host}:{bound_port}"
+        server = self._server
+        # A short poll interval keeps stop() quick (tests start and stop many emulators).
+        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
+                                        name="wordpress-emulator", daemon=True)
+        self._thread.start()
+        return self.url
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> WordPressEmulator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ request handling
+
+    def handle(self, method: str, raw_path: str, query: dict, body_bytes: bytes,
+               headers: dict) -> tuple[_Response, Call, _Injection | None]:
+        """Route one request; returns the response, its call record and the injection that applies."""
+        route = self._rest_route(raw_path, query)
+        injection = self._take_injection(method, raw_path, route, body_bytes)
+        call = Call(method=method, path=raw_path, query=dict(query), body=None,
+                    headers=_redacted_headers(headers))
+        with self._lock:
+            self.calls.append(call)
+        if injection is not None and injection.delay:
+            time.sleep(injection.delay)
+        if injection is not None and injection.status is not None and not injection.lose_answer:
+            response = _injected_response(injection)
+            call.body = _decode_body_for_record(body_bytes, headers)
+            call.status = response.status
+            return response, call, injection
+        try:
+            if route is not None:
+                response = self._handle_rest(method, route, query, body_bytes, headers, call)
+            else:
+                response = self._handle_site(method, raw_path, query, body_bytes, headers, call)
+        except Exception:  # a bug in the emulator: answer like WordPress's fatal-error handler
+            traceback.print_exc(file=sys.stderr)
+            response = _json_response(500, {"code": "internal_server_error",
+                                            "message": _CRITICAL_ERROR_MESSAGE, "data": {"status": 500},
+                                            "additional_errors": []})
+        if call.body is None:
+            call.body = _decode_body_for_record(body_bytes, headers)
+        call.status = response.status
+        call.lost = bool(injection and injection.lose_answer)
+        return response, call, injection
+
+
+class _Handler(BaseHTTPRequestHandler):
+    emulator: WordPressEmulator
+    server_version = "WordPressEmulator/6.1"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
+        pass
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        response, _call, injection = self.emulator.handle(self.command, parts.path or "/", query, body, headers)
+        if injection is not None and injection.lose_answer:
+            # The request was carried out; the caller never hears about it.
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        self.send_response(response.status)
+        for name, value in response.headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
