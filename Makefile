@@ -18,8 +18,9 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e .
 	touch $(STAMP)
 
+# CMS=joomla make demo: the same run against another CMS's emulator (default: the settings' cms_type)
 demo: venv
-	$(BIN)/python -m sandbox.demo
+	CMS=$(CMS) $(BIN)/python -m sandbox.demo
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

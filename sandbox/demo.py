@@ -1,6 +1,7 @@
 """`make demo`: the nightly DAG once, against the sandbox CiviCRM and CMS, then its outcomes.
 
-The CMS is the emulator of the settings' `cms_type` (WordPress when the settings leave it empty).
+The CMS is the emulator named by $CMS (`CMS=joomla make demo`), else the settings' `cms_type`
+(WordPress when the settings leave it empty); the CMS connection is of that type, so it decides.
 The emulators are seeded from sandbox/demo_seed.yaml (one contact per situation the pipeline
 handles) and get fresh random credentials, exactly as a site's connections would hold them.
 """
@@ -24,7 +25,7 @@ def main() -> int:
     from provisioning.settings import load_settings
     from sandbox.sites import DEFAULT_CMS_TYPE, started_sites
 
-    cms_type = load_settings().cms_type or DEFAULT_CMS_TYPE
+    cms_type = os.environ.get("CMS", "").strip().lower() or load_settings().cms_type or DEFAULT_CMS_TYPE
     label = registry.get(cms_type).label
     started = time.monotonic()
     with started_sites(cms_type=cms_type) as sites:

@@ -34,7 +34,8 @@ def configure(home: Path, *, fresh: bool = False) -> None:
 
 
 def connection_env(civicrm_url: str, api_key: str, site_key: str | None, wordpress_url: str, login: str,
-                   app_password: str, *, cms_type: str = "wordpress", generic: bool = False) -> dict[str, str]:
+                   app_password: str, *, cms_type: str = "wordpress", generic: bool = False,
+                   cms_extra: dict | None = None) -> dict[str, str]:
     """AIRFLOW_CONN_* values for the two connections, in Airflow's JSON form.
 
     Of the project's own connection types (civicrm, and the CMS's type, which picks the CMS), or of
@@ -42,7 +43,7 @@ def connection_env(civicrm_url: str, api_key: str, site_key: str | None, wordpre
     civicrm = {"conn_type": "http" if generic else "civicrm", "host": civicrm_url, "password": api_key,
                "extra": {"site_key": site_key} if site_key else {}}
     cms = {"conn_type": "http" if generic else cms_type, "host": wordpress_url, "login": login,
-           "password": app_password}
+           "password": app_password, **({"extra": cms_extra} if cms_extra else {})}
     return {"AIRFLOW_CONN_CIVICRM_DEFAULT": json.dumps(civicrm), "AIRFLOW_CONN_CMS_DEFAULT": json.dumps(cms)}
 
 

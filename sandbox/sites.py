@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,17 @@ CMS_LOGIN = "admin"  # the CMS API user's login
 class Sites:
     civicrm: CiviCRMEmulator
     cms: Any  # the emulator of cms_type, e.g. a WordPressEmulator
-    secrets: dict[str, str]  # api_key, site_key, app_password: for leak checks, never for printing
+    secrets: dict[str, str]  # api_key, site_key, app_password (the CMS secret): for leak checks, never printed
     cms_type: str = DEFAULT_CMS_TYPE
+    cms_connection: dict = field(default_factory=dict)  # host, login, password, extra of the CMS connection
 
     @property
     def connection_env(self) -> dict[str, str]:
         """AIRFLOW_CONN_CIVICRM_DEFAULT and AIRFLOW_CONN_CMS_DEFAULT (of type cms_type) for these two sites."""
+        cms = self.cms_connection
         return local_airflow.connection_env(self.civicrm.url, self.secrets["api_key"], self.secrets["site_key"],
-                                            self.cms.url, CMS_LOGIN, self.secrets["app_password"],
-                                            cms_type=self.cms_type)
+                                            cms["host"], cms.get("login") or "", cms["password"],
+                                            cms_type=self.cms_type, cms_extra=cms.get("extra"))
 
 
 def demo_seed() -> dict:
@@ -48,14 +50,16 @@ def started_sites(seed: dict | None = None, host: str = "127.0.0.1",
                   cms_type: str = DEFAULT_CMS_TYPE) -> Iterator[Sites]:
     """CiviCRM and the emulator of `cms_type`, seeded (default: the demo seed) and listening on free
     ports; stopped on exit. The CMS's API user is `CMS_LOGIN` with the password secrets["app_password"]."""
-    cms_class = emulators.emulator_class(cms_type)
+    emulator = emulators.package(cms_type)
     seed = demo_seed() if seed is None else seed
     creds = {"api_key": secrets.token_hex(16), "site_key": secrets.token_hex(16),
              "app_password": secrets.token_hex(12)}
     with CiviCRMEmulator(api_key=creds["api_key"], site_key=creds["site_key"]) as civicrm, \
-            cms_class(login=CMS_LOGIN, app_password=creds["app_password"]) as cms:
+            emulator.sandbox_site(creds["app_password"]) as cms:
         civicrm.seed(seed.get("civicrm", {}))
         cms.seed(seed.get(cms_type, {}))
         civicrm.start(host)
         cms.start(host)
-        yield Sites(civicrm, cms, creds, cms_type)
+        connection = emulator.sandbox_connection(cms)
+        creds["app_password"] = connection["password"]  # the CMS's own, where it makes it (Joomla's token)
+        yield Sites(civicrm, cms, creds, cms_type, connection)

@@ -49,3 +49,5 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 from sandbox.civicrm.testing import real_civicrm  # noqa: E402,F401  the session's real CiviCRM, for every tier
+from sandbox.drupal.testing import real_drupal  # noqa: E402,F401  the session's real Drupal 10, for every tier
+from sandbox.joomla.testing import real_joomla  # noqa: E402,F401  the session's real Joomla 5, for every tier

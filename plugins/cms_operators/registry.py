@@ -16,7 +16,7 @@ from cms_operators.backend import CmsConfigError
 from provisioning.rules import AccountRules
 
 # one line per CMS: the package whose __init__ defines CMS_TYPE
-_PACKAGES = ("cms_operators.wordpress",)
+_PACKAGES = ("cms_operators.wordpress", "cms_operators.joomla", "cms_operators.drupal")
 
 #: Connection types that name no CMS (documented before our own types existed): the CMS is wordpress
 #: unless the settings say otherwise.

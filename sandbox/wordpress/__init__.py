@@ -31,11 +31,24 @@ from .php import is_email, sanitize_text_field, sanitize_title, sanitize_user_st
 from .server import WordPressEmulator
 from .store import CORE_ROLES
 
+
+def sandbox_site(secret: str, login: str = "admin") -> WordPressEmulator:
+    """A fresh site for the sandbox: its API user `login` has the application password `secret`."""
+    return WordPressEmulator(login=login, app_password=secret)
+
+
+def sandbox_connection(site: WordPressEmulator) -> dict:
+    """The CMS connection's fields for a started site (sandbox/emulators.py)."""
+    return {"host": site.url, "login": site.login, "password": site.app_password}
+
+
 __all__ = [
     "CORE_ROLES",
     "Call",
     "WordPressEmulator",
     "add_cli",
+    "sandbox_connection",
+    "sandbox_site",
     "is_email",
     "sanitize_text_field",
     "sanitize_title",

@@ -47,6 +47,7 @@ class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage):
         illegal_logins: tuple[str, ...] = (),
     ):
         self.login = login
+        self.app_password = app_password  # what the sandbox puts in the CMS connection
         self._app_password_key = self._password_key(app_password)
         self.admin_email = admin_email
         self.roles = list(roles)

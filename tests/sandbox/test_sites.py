@@ -29,7 +29,7 @@ def test_the_default_cms_is_wordpress_seeded_from_its_section():
 
 def test_the_seed_section_is_the_cms_type(monkeypatch):
     # Any registered cms_type is read from its own section: here WordPress's emulator under another name.
-    monkeypatch.setitem(emulators.EMULATORS, "example", "sandbox.wordpress:WordPressEmulator")
+    monkeypatch.setitem(emulators.EMULATORS, "example", "sandbox.wordpress")
     seed = {"civicrm": {}, "wordpress": {"users": [{"username": "not.me", "email": "not.me@example.org"}]},
             "example": {"users": [{"username": "ex.ample", "email": "ex.ample@example.org"}]}}
     with started_sites(seed, cms_type="example") as sites:

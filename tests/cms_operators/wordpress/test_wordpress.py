@@ -79,8 +79,8 @@ def test_factory_gives_a_backend_without_network(monkeypatch):
 
 
 def test_factory_rejects_unknown_cms_types():
-    with pytest.raises(CmsConfigError, match="'drupal' is not supported.*wordpress"):
-        get_cms_type("drupal")
+    with pytest.raises(CmsConfigError, match="'typo3' is not supported.*wordpress"):
+        get_cms_type("typo3")
 
 
 def test_missing_connection_names_it(monkeypatch):

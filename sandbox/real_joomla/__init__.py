@@ -1,0 +1,216 @@
+"""A real Joomla 5.3 on PHP's built-in server and MariaDB, one per test session (start.sh / stop.sh).
+
+    site = RealJoomla.start()      # a fresh site from the archive in ../shared/thirdparty (~3 s)
+    site.reset()                   # back to the state right after the install, between tests
+    site.stop()                    # stops the server and deletes the site
+
+What start.sh sets up (install.php): the "User - Joomla!" plugin's mail_to_user off, an "API
+clients" group with API Login on the site and Create on com_users (nothing else), that group in
+the token plugin's allowed groups, the API user in it with a token, a token for the Super User
+(seeding only). Mails are captured by PHP's sendmail_path (capture-mail.sh) into the session's
+mail folder; `mails()` reads them back. The archive is a test fixture, extracted into the
+session's own folder, never into the project.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ARCHIVE = "joomla-5.3.1-b38a0b456105.tar.gz"
+
+# Tables whose rows tests add, by their id column; reset() deletes the rows above the install's.
+_RESET_BY_ID = {"users": "id", "action_logs": "id", "user_notes": "id", "usergroups": "id"}
+# Rows that belong to users: deleted for every user above the install's.
+_USER_TABLES = ("user_usergroup_map", "user_profiles", "user_keys", "user_mfa", "session")
+
+
+def thirdparty_dir() -> Path:
+    """Where the archives are: $CMSUSER_THIRDPARTY, else ../shared/thirdparty beside the project."""
+    configured = os.environ.get("CMSUSER_THIRDPARTY", "").strip()
+    return Path(configured) if configured else REPO.parent / "shared" / "thirdparty"
+
+
+def unavailable() -> str | None:
+    """Why a real Joomla cannot be started here (None: it can)."""
+    archive = thirdparty_dir() / ARCHIVE
+    if not archive.is_file():
+        return (f"the Joomla archive {ARCHIVE} is not in {thirdparty_dir()} (set CMSUSER_THIRDPARTY to the "
+                "folder holding the third-party archives)")
+    if os.geteuid() != 0:
+        return "installing a real Joomla needs root (apt packages, a MariaDB database and user)"
+    return None
+
+
+@dataclass
+class RealJoomla:
+    """One running site, described by the JSON start.sh writes (tokens included: never print it)."""
+
+    state: dict
+    json_path: Path
+    baseline: dict[str, int] = field(default_factory=dict)
+    started_seconds: float = 0.0
+
+    def __repr__(self) -> str:  # the state holds tokens and passwords
+        return f"RealJoomla(base_url={self.base_url!r})"
+
+    @classmethod
+    def start(cls, timeout: float = 600) -> RealJoomla:
+        folder = Path(tempfile.mkdtemp(prefix="cmsuser-real-joomla-"))
+        json_path = folder / "joomla.json"
+        started = time.monotonic()
+        done = subprocess.run([str(HERE / "start.sh"), "--json", str(json_path)], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "CMSUSER_THIRDPARTY": str(thirdparty_dir())})
+        if done.returncode != 0:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RuntimeError(f"sandbox/real_joomla/start.sh failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        site = cls(json.loads(json_path.read_text()), json_path)
+        site.started_seconds = time.monotonic() - started
+        site.baseline = site._max_ids()
+        return site
+
+    def stop(self) -> None:
+        subprocess.run([str(HERE / "stop.sh"), "--purge", str(self.json_path)], capture_output=True, text=True,
+                       timeout=120, check=False)
+        shutil.rmtree(self.state["session_dir"], ignore_errors=True)
+        shutil.rmtree(self.json_path.parent, ignore_errors=True)
+
+    # --- what clients need --------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self.state["base_url"]
+
+    @property
+    def api_url(self) -> str:
+        """The API root: <site>/api/index.php (routes like /v1/users follow)."""
+        return self.state["api_url"]
+
+    @property
+    def api_token(self) -> str:
+        return self.state["api_token"]
+
+    @property
+    def admin_token(self) -> str:
+        """The Super User's token: for seeding only (e.g. Super User accounts), never for the code under test."""
+        return self.state["admin"]["token"]
+
+    @property
+    def api_user(self) -> dict:
+        """{"id", "login", "email", "group", "group_id"} of the API user."""
+        return dict(self.state["api_user"])
+
+    @property
+    def admin_user_id(self) -> int:
+        return int(self.state["admin"]["id"])
+
+    def connection(self, **extra) -> str:
+        """AIRFLOW_CONN_CMS_DEFAULT for the API user (connection type joomla)."""
+        return json.dumps({"conn_type": "joomla", "host": self.base_url, "password": self.api_token,
+                           "extra": extra})
+
+    # --- mails -------------------------------------------------------------------------------
+
+    def mails(self) -> list[dict]:
+        """Every mail Joomla handed to sendmail, oldest first: {"to", "subject", "body", "raw"}."""
+        folder = Path(self.state["mail_dir"])
+        found = []
+        for path in sorted(folder.glob("*.eml")) if folder.is_dir() else []:
+            raw = path.read_bytes()
+            message = email.message_from_bytes(raw, policy=email.policy.default)
+            part = message.get_body(preferencelist=("plain", "html")) if message.is_multipart() else message
+            body = part.get_content() if part is not None else ""
+            found.append({"to": str(message.get("To", "")), "subject": str(message.get("Subject", "")),
+                          "body": body, "raw": raw.decode("utf-8", "replace")})
+        return found
+
+    def clear_mails(self) -> None:
+        folder = Path(self.state["mail_dir"])
+        for path in folder.glob("*.eml") if folder.is_dir() else []:
+            path.unlink(missing_ok=True)
+
+    # --- switches tests use ------------------------------------------------------------------
+
+    def set_mail_to_user(self, on: bool) -> None:
+        """The "User - Joomla!" plugin option mail_to_user (Joomla's default is on)."""
+        self._plugin_param("user", "joomla", "mail_to_user", "1" if on else "0")
+
+    def set_api_can_create(self, allowed: bool) -> None:
+        """Give or take the API group's Create permission on com_users."""
+        group = str(self.state["api_user"]["group_id"])
+        p = self.prefix
+        path = f'$."core.create"."{group}"'
+        change = f"JSON_SET(rules, '{path}', 1)" if allowed else f"JSON_REMOVE(rules, '{path}')"
+        self.sql(f"UPDATE {p}assets SET rules = {change} WHERE name = 'com_users'")
+
+    def set_token_enabled(self, enabled: bool) -> None:
+        user_id = int(self.state["api_user"]["id"])
+        self.sql(f"UPDATE {self.prefix}user_profiles SET profile_value = '{1 if enabled else 0}' "
+                 f"WHERE user_id = {user_id} AND profile_key = 'joomlatoken.enabled'")
+
+    def set_api_language(self, tag: str | None) -> None:
+        """Answer the API in another installed language (configuration.php `$language`), or the default."""
+        config = Path(self.state["site_dir"]) / "configuration.php"
+        lines = [line for line in config.read_text().splitlines() if "public $language = " not in line]
+        if tag:
+            lines.insert(lines.index("class JConfig {") + 1, f"\tpublic $language = '{tag}';")
+        config.write_text("\n".join(lines) + "\n")
+
+    def add_group(self, title: str, parent_id: int = 1) -> int:
+        """A user group below `parent_id`, placed in Joomla's nested set as its own code would; its id."""
+        p = self.prefix
+        quoted = title.replace("\\", "\\\\").replace("'", "''")
+        out = self.sql(
+            f"SELECT @r := rgt FROM {p}usergroups WHERE id = {int(parent_id)}; "
+            f"UPDATE {p}usergroups SET rgt = rgt + 2 WHERE rgt >= @r; "
+            f"UPDATE {p}usergroups SET lft = lft + 2 WHERE lft > @r; "
+            f"INSERT INTO {p}usergroups (parent_id, lft, rgt, title) VALUES ({int(parent_id)}, @r, @r + 1, '{quoted}'); "
+            "SELECT LAST_INSERT_ID()")
+        return int(out.split()[-1])
+
+    def _plugin_param(self, folder: str, element: str, name: str, value: str) -> None:
+        self.sql(f"UPDATE {self.prefix}extensions SET params = JSON_SET(params, '$.{name}', '{value}') "
+                 f"WHERE type = 'plugin' AND folder = '{folder}' AND element = '{element}'")
+
+    # --- state --------------------------------------------------------------------------------
+
+    @property
+    def prefix(self) -> str:
+        return self.state["db"]["prefix"]
+
+    def sql(self, statement: str) -> str:
+        db = self.state["db"]
+        done = subprocess.run(["mysql", "--protocol=tcp", "-h", db["host"], "-P", str(db["port"]), "-u", "root",
+                               "-N", "-B", db["name"], "-e", statement], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"mysql on {db['name']} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def _max_ids(self) -> dict[str, int]:
+        query = " UNION ALL ".join(f"SELECT '{t}', COALESCE(MAX({c}), 0) FROM {self.prefix}{t}"
+                                   for t, c in _RESET_BY_ID.items())
+        return {name: int(value) for name, value in (line.split("\t") for line in self.sql(query).splitlines())}
+
+    def reset(self) -> None:
+        """Users, groups and logs tests added gone; mails gone; the install's switches back."""
+        p = self.prefix
+        users = self.baseline["users"]
+        statements = [f"DELETE FROM {p}{t} WHERE {'userid' if t == 'session' else 'user_id'} > {users}"
+                      for t in _USER_TABLES]
+        statements += [f"DELETE FROM {p}{t} WHERE {c} > {self.baseline[t]}" for t, c in _RESET_BY_ID.items()]
+        self.sql("; ".join(statements))
+        self.set_mail_to_user(False)
+        self.set_api_can_create(True)
+        self.set_token_enabled(True)
+        self.set_api_language(None)
+        self.clear_mails()
