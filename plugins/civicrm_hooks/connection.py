@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from transport.form import transport_fields
+
 #: The Airflow connection type, the hook that serves it and its name in the UI (the hook's `hook_name`).
 CONN_TYPE = "civicrm"
 HOOK_CLASS = "civicrm_hooks.hook.CiviCRMHook"
@@ -42,16 +44,6 @@ CONNECTION: dict[str, Any] = {
                            "{entity}/{action}. When set, it is used instead of the Site URL.",
             "schema": {"type": ["string", "null"]},
         },
-        "verify": {
-            "label": "TLS verification",
-            "description": "true (the default when empty) checks the site's certificate; false skips the check "
-                           "(test sites only); or the path of a CA bundle that exists where the tasks run.",
-            "schema": {"type": ["boolean", "string", "null"]},
-        },
-        "timeout": {
-            "label": "Timeout (seconds)",
-            "description": "How long to wait for each answer from CiviCRM; default 60.",
-            "schema": {"type": ["number", "null"], "minimum": 1},
-        },
+        **transport_fields("CiviCRM", 60),
     },
 }

@@ -32,10 +32,12 @@ import unicodedata
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from sandbox.httpserver import LoopbackServer
 
 JSONAPI = "application/vnd.api+json"
 PAGE_MAX = 50
@@ -124,8 +126,13 @@ class _Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-class DrupalEmulator:
+class DrupalEmulator(LoopbackServer):
     """A Drupal 10.5 site's users over JSON:API on loopback. See the module docstring."""
+
+    @property
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler  # defined below
+    thread_name = "drupal-emulator"
 
     def __init__(self, login: str = "cmsuser_api", password: str = "api-password", *,
                  token: str | None = None, api_permissions: tuple[str, ...] = ("administer users",
@@ -146,8 +153,6 @@ class DrupalEmulator:
         self.roles: dict[str, dict] = {}
         self._users: dict[int, dict] = {}
         self._next_uid = 1
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
         for role in DEFAULT_ROLES:
             self._store_role(dict(role))
@@ -226,40 +231,6 @@ class DrupalEmulator:
         with self._lock:
             self._injections.clear()
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if self._server is not None:
-            return self.url
-
-        class Handler(_Handler):
-            pass
-
-        Handler.emulator = self
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        bound_host, bound_port = self._server.server_address[:2]
-        self.url = f"http://{bound_host}:{bound_port}"
-        server = self._server
-        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
-                                        name="drupal-emulator", daemon=True)
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> DrupalEmulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ store
 

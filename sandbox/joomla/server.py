@@ -29,10 +29,11 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from sandbox.httpserver import LoopbackServer
 from sandbox.joomla.store import API_GROUP, SUPER_USERS, SaveRefused, Store, page_start
 
 JSONAPI = "application/vnd.api+json; charset=utf-8"
@@ -75,7 +76,7 @@ class _Injection:
         return path == self.path
 
 
-class JoomlaEmulator:
+class JoomlaEmulator(LoopbackServer):
     """One Joomla site's users over HTTP on loopback. See the module docstring.
 
     The Super User (id 42, "admin") and the API user (id 43, "airflow_api", group "API clients" with
@@ -83,6 +84,11 @@ class JoomlaEmulator:
     `admin_token`). Switches: `store.mail_to_user`, `store.language`, `set_api_can_create()`,
     `store.reset_count`.
     """
+
+    @property
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler  # defined below
+    thread_name = "joomla-emulator"
 
     def __init__(self, *, language: str = "en-GB", mail_to_user: bool = False, site_name: str = "Joomla emulator"):
         self.store = Store(language=language, mail_to_user=mail_to_user, site_name=site_name)
@@ -97,8 +103,6 @@ class JoomlaEmulator:
         self._lock = threading.RLock()
         self._injections: list[_Injection] = []
         self._sessions: dict[str, str] = {}  # session cookie -> form token
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
         self._baseline = (copy.deepcopy(self.store.users), copy.deepcopy(self.store.groups))
 
@@ -172,39 +176,6 @@ class JoomlaEmulator:
 
         self.seed(read_seed(path, "joomla"))
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if self._server is not None:
-            return self.url
-
-        class Handler(_Handler):
-            emulator = self
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        bound_host, bound_port = self._server.server_address[:2]
-        self.url = f"http://{bound_host}:{bound_port}"
-        server = self._server
-        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
-                                        name="joomla-emulator", daemon=True)
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> JoomlaEmulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ requests
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import realsite
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 ARCHIVE = "civicrm-5.76.2-wordpress-4b55d645d98c.tar.gz"
 
 # Tables whose rows tests add; reset() deletes every row above the install's own (ids grow).
@@ -31,21 +29,9 @@ _RESET_TABLES = ("civicrm_activity_contact", "civicrm_activity", "civicrm_entity
 _CACHE_TABLES = ("civicrm_cache", "civicrm_acl_cache", "civicrm_acl_contact_cache")
 
 
-def thirdparty_dir() -> Path:
-    """Where the archives are: $CMSUSER_THIRDPARTY, else ../shared/thirdparty beside the project."""
-    configured = os.environ.get("CMSUSER_THIRDPARTY", "").strip()
-    return Path(configured) if configured else REPO.parent / "shared" / "thirdparty"
-
-
 def unavailable() -> str | None:
     """Why a real CiviCRM cannot be started here (None: it can)."""
-    archive = thirdparty_dir() / ARCHIVE
-    if not archive.is_file():
-        return (f"the CiviCRM archive {ARCHIVE} is not in {thirdparty_dir()} (set CMSUSER_THIRDPARTY to the "
-                "folder holding the third-party archives)")
-    if os.geteuid() != 0:
-        return "installing a real CiviCRM needs root (apt packages, /etc/wordpress)"
-    return None
+    return realsite.unavailable(ARCHIVE, "CiviCRM", "apt packages, /etc/wordpress")
 
 
 @dataclass
@@ -58,25 +44,14 @@ class RealCiviCRM:
 
     @classmethod
     def start(cls, timeout: float = 600) -> RealCiviCRM:
-        folder = Path(tempfile.mkdtemp(prefix="cmsuser-real-civicrm-"))
-        json_path = folder / "civicrm.json"
-        started = time.monotonic()
-        done = subprocess.run([str(HERE / "start.sh"), "--json", str(json_path)], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, "CMSUSER_THIRDPARTY": str(thirdparty_dir())})
-        if done.returncode != 0:
-            raise RuntimeError(f"sandbox/real_civicrm/start.sh failed (exit {done.returncode}):\n"
-                               f"{done.stderr[-3000:]}")
-        site = cls(json.loads(json_path.read_text()), json_path)
-        site.started_seconds = time.monotonic() - started
+        state, json_path, seconds = realsite.start(HERE, "civicrm", timeout)
+        site = cls(state, json_path)
+        site.started_seconds = seconds
         site.baseline = site._max_ids()
         return site
 
     def stop(self) -> None:
-        subprocess.run([str(HERE / "stop.sh"), "--purge", str(self.json_path)], capture_output=True, text=True,
-                       timeout=120, check=False)
-        # what a last in-flight request wrote after the purge (the mail log) goes too
-        shutil.rmtree(self.state["session_dir"], ignore_errors=True)
-        shutil.rmtree(self.json_path.parent, ignore_errors=True)
+        realsite.stop(HERE, self.state, self.json_path)
 
     # --- what clients need --------------------------------------------------------------------
 

@@ -21,15 +21,13 @@ import email
 import email.policy
 import json
 import os
-import shutil
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import realsite
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 ARCHIVE = "drupal-10.5.5-recommended-project-0745a9761a13.tar.gz"
 #: The API user's permissions on a fresh site: what the pipeline needs (see start.sh).
 API_PERMISSIONS = ("administer users", "administer permissions")
@@ -38,21 +36,9 @@ _CACHE_TABLES = ("cache_entity", "cache_jsonapi_normalizations", "cache_dynamic_
 _USER_TABLES = ("user__roles", "user__field_member_number", "user__user_picture", "users_data", "users_field_data")
 
 
-def thirdparty_dir() -> Path:
-    """Where the archives are: $CMSUSER_THIRDPARTY, else ../shared/thirdparty beside the project."""
-    configured = os.environ.get("CMSUSER_THIRDPARTY", "").strip()
-    return Path(configured) if configured else REPO.parent / "shared" / "thirdparty"
-
-
 def unavailable() -> str | None:
     """Why a real Drupal cannot be started here (None: it can)."""
-    archive = thirdparty_dir() / ARCHIVE
-    if not archive.is_file():
-        return (f"the Drupal archive {ARCHIVE} is not in {thirdparty_dir()} (set CMSUSER_THIRDPARTY to the "
-                "folder holding the third-party archives)")
-    if os.geteuid() != 0:
-        return "installing a real Drupal needs root (apt packages, a MariaDB database and user)"
-    return None
+    return realsite.unavailable(ARCHIVE, "Drupal", "apt packages, a MariaDB database and user")
 
 
 @dataclass
@@ -70,24 +56,14 @@ class RealDrupal:
 
     @classmethod
     def start(cls, timeout: float = 900) -> RealDrupal:
-        folder = Path(tempfile.mkdtemp(prefix="cmsuser-real-drupal-json-"))
-        json_path = folder / "drupal.json"
-        started = time.monotonic()
-        done = subprocess.run([str(HERE / "start.sh"), "--json", str(json_path)], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, "CMSUSER_THIRDPARTY": str(thirdparty_dir())})
-        if done.returncode != 0:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise RuntimeError(f"sandbox/real_drupal/start.sh failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        site = cls(json.loads(json_path.read_text()), json_path)
-        site.started_seconds = time.monotonic() - started
+        state, json_path, seconds = realsite.start(HERE, "drupal", timeout)
+        site = cls(state, json_path)
+        site.started_seconds = seconds
         site.baseline_uid = int(site.sql("SELECT MAX(uid) FROM users").strip() or 0)
         return site
 
     def stop(self) -> None:
-        subprocess.run([str(HERE / "stop.sh"), "--purge", str(self.json_path)], capture_output=True, text=True,
-                       timeout=120, check=False)
-        shutil.rmtree(self.state["session_dir"], ignore_errors=True)
-        shutil.rmtree(self.json_path.parent, ignore_errors=True)
+        realsite.stop(HERE, self.state, self.json_path)
 
     # --- what clients need --------------------------------------------------------------------
 

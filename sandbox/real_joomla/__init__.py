@@ -17,16 +17,13 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-import os
-import shutil
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandbox import realsite
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 ARCHIVE = "joomla-5.3.1-b38a0b456105.tar.gz"
 
 # Tables whose rows tests add, by their id column; reset() deletes the rows above the install's.
@@ -35,21 +32,9 @@ _RESET_BY_ID = {"users": "id", "action_logs": "id", "user_notes": "id", "usergro
 _USER_TABLES = ("user_usergroup_map", "user_profiles", "user_keys", "user_mfa", "session")
 
 
-def thirdparty_dir() -> Path:
-    """Where the archives are: $CMSUSER_THIRDPARTY, else ../shared/thirdparty beside the project."""
-    configured = os.environ.get("CMSUSER_THIRDPARTY", "").strip()
-    return Path(configured) if configured else REPO.parent / "shared" / "thirdparty"
-
-
 def unavailable() -> str | None:
     """Why a real Joomla cannot be started here (None: it can)."""
-    archive = thirdparty_dir() / ARCHIVE
-    if not archive.is_file():
-        return (f"the Joomla archive {ARCHIVE} is not in {thirdparty_dir()} (set CMSUSER_THIRDPARTY to the "
-                "folder holding the third-party archives)")
-    if os.geteuid() != 0:
-        return "installing a real Joomla needs root (apt packages, a MariaDB database and user)"
-    return None
+    return realsite.unavailable(ARCHIVE, "Joomla", "apt packages, a MariaDB database and user")
 
 
 @dataclass
@@ -66,24 +51,14 @@ class RealJoomla:
 
     @classmethod
     def start(cls, timeout: float = 600) -> RealJoomla:
-        folder = Path(tempfile.mkdtemp(prefix="cmsuser-real-joomla-"))
-        json_path = folder / "joomla.json"
-        started = time.monotonic()
-        done = subprocess.run([str(HERE / "start.sh"), "--json", str(json_path)], capture_output=True, text=True,
-                              timeout=timeout, env={**os.environ, "CMSUSER_THIRDPARTY": str(thirdparty_dir())})
-        if done.returncode != 0:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise RuntimeError(f"sandbox/real_joomla/start.sh failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-        site = cls(json.loads(json_path.read_text()), json_path)
-        site.started_seconds = time.monotonic() - started
+        state, json_path, seconds = realsite.start(HERE, "joomla", timeout)
+        site = cls(state, json_path)
+        site.started_seconds = seconds
         site.baseline = site._max_ids()
         return site
 
     def stop(self) -> None:
-        subprocess.run([str(HERE / "stop.sh"), "--purge", str(self.json_path)], capture_output=True, text=True,
-                       timeout=120, check=False)
-        shutil.rmtree(self.state["session_dir"], ignore_errors=True)
-        shutil.rmtree(self.json_path.parent, ignore_errors=True)
+        realsite.stop(HERE, self.state, self.json_path)
 
     # --- what clients need --------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ import sys
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from sandbox.httpserver import LoopbackServer
 
 from .faults import (
     Call,
@@ -24,12 +26,17 @@ from .rest import RestApi
 from .store import UserStore
 
 
-class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage):
+class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage, LoopbackServer):
     """A WordPress 6.1 site's users, reachable over HTTP on loopback. See the package docstring.
 
     Its parts: UserStore (users, seed, seed_file), FaultInjection (inject, clear_faults, calls,
     reset_calls), RestApi (the REST routes), LoginPage (wp-login.php and the site's pages).
     """
+
+    @property
+    def handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler  # defined below
+    thread_name = "wordpress-emulator"
 
     def __init__(
         self,
@@ -66,8 +73,6 @@ class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage):
         self._by_email: dict[str, int] = {}
         self._slugs: set[str] = set()
         self._next_id = 1
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
         self.url = ""
         self._store_user({"username": login, "email": admin_email, "roles": list(api_user_roles),
                           "has_published_posts": True, "url": ""})
@@ -81,42 +86,6 @@ class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage):
     def rest_url(self) -> str:
         return self.url + "/wp-json"
 
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        if self._server is not None:
-            return self.url
-        emulator = self
-
-        class Handler(_Handler):
-            pass
-
-        Handler.emulator = emulator
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        bound_host, bound_port = self._server.server_address[:2]
-        self.url = f"http://{bound_host}:{bound_port}"
-        server = self._server
-        # A short poll interval keeps stop() quick (tests start and stop many emulators).
-        self._thread = threading.Thread(target=lambda: server.serve_forever(poll_interval=0.05),
-                                        name="wordpress-emulator", daemon=True)
-        self._thread.start()
-        return self.url
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> WordPressEmulator:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ request handling
 

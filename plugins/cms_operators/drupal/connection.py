@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from transport.form import transport_fields
+
 CONNECTION: dict[str, Any] = {
     "ui-field-behaviour": {
         "hidden-fields": ["schema", "port"],
@@ -29,16 +31,6 @@ CONNECTION: dict[str, Any] = {
             "description": "Optional: the JSON:API base path when the site changed it (default /jsonapi).",
             "schema": {"type": ["string", "null"]},
         },
-        "verify": {
-            "label": "TLS verification",
-            "description": "true (the default when empty) checks the site's certificate; false skips the check "
-                           "(test sites only); or the path of a CA bundle that exists where the tasks run.",
-            "schema": {"type": ["boolean", "string", "null"]},
-        },
-        "timeout": {
-            "label": "Timeout (seconds)",
-            "description": "How long to wait for each answer from Drupal; default 30.",
-            "schema": {"type": ["number", "null"], "minimum": 1},
-        },
+        **transport_fields("Drupal", 30),
     },
 }

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from transport.form import transport_fields
+
 CONNECTION: dict[str, Any] = {
     "ui-field-behaviour": {
         # the scheme and port belong in the host URL
@@ -30,16 +32,6 @@ CONNECTION: dict[str, Any] = {
                            "https://www.example.org/?rest_route= on sites without pretty permalinks.",
             "schema": {"type": ["string", "null"]},
         },
-        "verify": {
-            "label": "TLS verification",
-            "description": "true (the default when empty) checks the site's certificate; false skips the check "
-                           "(test sites only); or the path of a CA bundle that exists where the tasks run.",
-            "schema": {"type": ["boolean", "string", "null"]},
-        },
-        "timeout": {
-            "label": "Timeout (seconds)",
-            "description": "How long to wait for each answer from WordPress; default 30.",
-            "schema": {"type": ["number", "null"], "minimum": 1},
-        },
+        **transport_fields("WordPress", 30),
     },
 }
