@@ -1,18 +1,55 @@
 """Serving an emulator on loopback: start on a free port, stop, use as a context manager.
 
-The CMS emulators share this; each sets `handler_class` (a BaseHTTPRequestHandler whose requests
-go to the class attribute `emulator`) and `thread_name`.
+The CMS emulators share this. Each sets `server_version` and `thread_name` and answers requests in
+`answer(method, path, query_pairs, body, headers) -> (status, headers, body, lost)`, where `lost`
+means the request was carried out but the answer is never sent (the connection is dropped).
 """
 
 from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from typing import Any, Self
+from urllib.parse import parse_qsl, urlsplit
+
+
+class EmulatorHandler(BaseHTTPRequestHandler):
+    """Hands every request to the emulator's `answer` and writes what it says (or drops the connection)."""
+
+    emulator: Any
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
+        pass
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, out_headers, payload, lost = self.emulator.answer(
+            self.command, parts.path or "/", parse_qsl(parts.query, keep_blank_values=True), body, headers)
+        if lost:  # the request was carried out; the caller never hears about it
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
+        self.send_response(status)
+        for name, value in out_headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
 
 
 class LoopbackServer:
-    handler_class: type[BaseHTTPRequestHandler]
+    server_version = "Emulator"
     thread_name = "emulator"
     url = ""
     _server: ThreadingHTTPServer | None = None
@@ -22,7 +59,8 @@ class LoopbackServer:
         """Listen on `host`:`port` (0: a free port) in a thread; returns (and sets) `url`."""
         if self._server is not None:
             return self.url
-        handler = type(self.handler_class.__name__, (self.handler_class,), {"emulator": self})
+        handler = type(f"{type(self).__name__}Handler", (EmulatorHandler,),
+                       {"emulator": self, "server_version": self.server_version})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         bound_host, bound_port = self._server.server_address[:2]

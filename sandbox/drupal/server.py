@@ -32,10 +32,9 @@ import unicodedata
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 from sandbox.httpserver import LoopbackServer
 
@@ -129,9 +128,7 @@ class _Response:
 class DrupalEmulator(LoopbackServer):
     """A Drupal 10.5 site's users over JSON:API on loopback. See the module docstring."""
 
-    @property
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
-        return _Handler  # defined below
+    server_version = "DrupalEmulator/10.5"
     thread_name = "drupal-emulator"
 
     def __init__(self, login: str = "cmsuser_api", password: str = "api-password", *,
@@ -295,6 +292,11 @@ class DrupalEmulator(LoopbackServer):
             return user, True
         self._failed_logins[key] = self._failed_logins.get(key, 0) + 1
         return None, True
+
+    def answer(self, method: str, path: str, query: list, body: bytes, headers: dict) -> tuple:
+        """One HTTP request, for sandbox.httpserver."""
+        response, _call, injection = self.handle(method, path, query, body, headers)
+        return response.status, response.headers, response.body, bool(injection and injection.lose_answer)
 
     def handle(self, method: str, path: str, query: list[tuple[str, str]], body: bytes,
                headers: dict) -> tuple[_Response, Call, _Injection | None]:
@@ -663,36 +665,3 @@ def _record_body(body: bytes) -> Any:
         attributes["pass"] = "<redacted>"
     return parsed
 
-
-class _Handler(BaseHTTPRequestHandler):
-    emulator: DrupalEmulator
-    server_version = "DrupalEmulator/10.5"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
-        pass
-
-    def _serve(self) -> None:
-        parts = urlsplit(self.path)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        response, _call, injection = self.emulator.handle(self.command, parts.path or "/", query, body, headers)
-        if injection is not None and injection.lose_answer:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(2)
-            except OSError:
-                pass
-            return
-        self.send_response(response.status)
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve

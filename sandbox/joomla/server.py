@@ -29,9 +29,8 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode
 
 from sandbox.httpserver import LoopbackServer
 from sandbox.joomla.store import API_GROUP, SUPER_USERS, SaveRefused, Store, page_start
@@ -85,9 +84,7 @@ class JoomlaEmulator(LoopbackServer):
     `store.reset_count`.
     """
 
-    @property
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
-        return _Handler  # defined below
+    server_version = "JoomlaEmulator/5.3"
     thread_name = "joomla-emulator"
 
     def __init__(self, *, language: str = "en-GB", mail_to_user: bool = False, site_name: str = "Joomla emulator"):
@@ -178,6 +175,11 @@ class JoomlaEmulator(LoopbackServer):
 
 
     # ------------------------------------------------------------------ requests
+
+    def answer(self, method: str, path: str, query: list, body: bytes, headers: dict) -> tuple:
+        """One HTTP request, for sandbox.httpserver."""
+        status, out_headers, payload, injection = self.handle(method, path, dict(query), body, headers)
+        return status, out_headers, payload, bool(injection and injection.lose_answer)
 
     def handle(self, method: str, path: str, query: dict, body: bytes, headers: dict
                ) -> tuple[int, list[tuple[str, str]], bytes, _Injection | None]:
@@ -379,37 +381,3 @@ def _redacted(body: bytes, headers: dict) -> Any:
         return data
     return dict(parse_qsl(text, keep_blank_values=True))
 
-
-class _Handler(BaseHTTPRequestHandler):
-    emulator: JoomlaEmulator
-    server_version = "JoomlaEmulator/5.3"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
-        pass
-
-    def _serve(self) -> None:
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        status, out_headers, payload, injection = self.emulator.handle(self.command, parts.path or "/", query,
-                                                                      body, headers)
-        if injection is not None and injection.lose_answer:
-            self.close_connection = True
-            try:
-                self.connection.shutdown(2)
-            except OSError:
-                pass
-            return
-        self.send_response(status)
-        for name, value in out_headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve

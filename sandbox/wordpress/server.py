@@ -6,9 +6,6 @@ import sys
 import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from sandbox.httpserver import LoopbackServer
 
@@ -33,9 +30,7 @@ class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage, LoopbackS
     reset_calls), RestApi (the REST routes), LoginPage (wp-login.php and the site's pages).
     """
 
-    @property
-    def handler_class(self) -> type[BaseHTTPRequestHandler]:
-        return _Handler  # defined below
+    server_version = "WordPressEmulator/6.1"
     thread_name = "wordpress-emulator"
 
     def __init__(
@@ -89,6 +84,11 @@ class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage, LoopbackS
 
     # ------------------------------------------------------------------ request handling
 
+    def answer(self, method: str, path: str, query: list, body: bytes, headers: dict) -> tuple:
+        """One HTTP request, for sandbox.httpserver."""
+        response, _call, injection = self.handle(method, path, dict(query), body, headers)
+        return response.status, response.headers, response.body, bool(injection and injection.lose_answer)
+
     def handle(self, method: str, raw_path: str, query: dict, body_bytes: bytes,
                headers: dict) -> tuple[_Response, Call, _Injection | None]:
         """Route one request; returns the response, its call record and the injection that applies."""
@@ -121,37 +121,3 @@ class WordPressEmulator(UserStore, FaultInjection, RestApi, LoginPage, LoopbackS
         call.lost = bool(injection and injection.lose_answer)
         return response, call, injection
 
-
-class _Handler(BaseHTTPRequestHandler):
-    emulator: WordPressEmulator
-    server_version = "WordPressEmulator/6.1"
-    sys_version = ""
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
-        pass
-
-    def _serve(self) -> None:
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        response, _call, injection = self.emulator.handle(self.command, parts.path or "/", query, body, headers)
-        if injection is not None and injection.lose_answer:
-            # The request was carried out; the caller never hears about it.
-            self.close_connection = True
-            try:
-                self.connection.shutdown(2)
-            except OSError:
-                pass
-            return
-        self.send_response(response.status)
-        for name, value in response.headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(response.body)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
