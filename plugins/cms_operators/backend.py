@@ -121,3 +121,43 @@ class CmsBackend(Protocol):
     def send_password_mail(self, user: CmsUser) -> None:
         """Ask the CMS to mail the user a link to set their password."""
         ...
+
+    def close(self) -> None:
+        """Release what the backend holds open (HTTP session, SSH session); the tasks call it at the end."""
+        ...
+
+
+@dataclass(frozen=True)
+class NewUser:
+    """One account to create: the arguments of CmsBackend.create_user, for the bulk path."""
+
+    username: str
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    display_name: str = ""
+    roles: tuple[str, ...] = ()
+    locale: str | None = None
+    fields: dict[str, str] | None = None
+
+
+@runtime_checkable
+class BulkBackend(Protocol):
+    """Optional, for CMSs where one call per account is dear (Backdrop: a PHP start per bee call).
+
+    The batch sends `bulk_size` creates at a time. Each create in a call stands alone (made whole, or
+    not at all) and can be found by email afterwards, so a call that dies half-way leaves nothing the
+    next try cannot find and link.
+    """
+
+    bulk_size: int
+
+    def create_users(self, requests: list[NewUser]) -> list[CmsUser | CmsError]:
+        """One answer per request, in order: the account made, or why not (a CmsError of the request).
+
+        Raises CmsUnavailable, CmsAuthError or CmsConfigError only when the whole call failed."""
+        ...
+
+    def send_password_mails(self, users: list[CmsUser]) -> dict[int, CmsError]:
+        """The password-set mail for each account; returns uf_id -> error for those not sent."""
+        ...

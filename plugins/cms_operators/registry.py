@@ -18,9 +18,9 @@ from provisioning.rules import AccountRules
 # one line per CMS: the package whose __init__ defines CMS_TYPE
 _PACKAGES = ("cms_operators.wordpress", "cms_operators.joomla", "cms_operators.drupal")
 
-#: Connection types that name no CMS (documented before our own types existed): the CMS is wordpress
-#: unless the settings say otherwise.
-GENERIC_CONNECTION_TYPES = ("http", "https")
+#: Connection types that name no CMS (Airflow's own http and ssh): the settings' cms_type says which
+#: CMS they carry, and each CMS type lists the ones it accepts (`generic_connection_types`). Without a
+#: cms_type, an http connection means wordpress (documented before our own types existed).
 DEFAULT_CMS_TYPE = "wordpress"
 
 
@@ -34,6 +34,8 @@ class CmsType:
     hook_class: str           # dotted path of its hook (BaseHook subclass)
     backend_class: str        # dotted path of its CmsBackend: Backend(conn_id, settings=None)
     connection: dict[str, Any] = field(default_factory=dict)  # provider-info extras: conn-fields, ui-field-behaviour
+    # Airflow connection types that name no CMS but may carry this one when cms_type says so
+    generic_connection_types: tuple[str, ...] = ("http", "https")
 
     def backend(self, conn_id: str, settings=None):
         """The backend for connection `conn_id`; `settings` give CMS-specific ones (e.g. admin_groups)."""
@@ -67,21 +69,43 @@ def get(name: str | None) -> CmsType:
     return known[key]
 
 
+def generic_connection_types() -> tuple[str, ...]:
+    """Connection types that name no CMS (e.g. http, ssh): cms_type says which CMS they carry."""
+    return tuple(dict.fromkeys(t for kind in cms_types().values() for t in kind.generic_connection_types))
+
+
 def for_connection(connection_type: str | None, configured: str | None, conn_id: str) -> CmsType:
     """The CMS type a run uses: the connection's own type, checked against `cms_type` when that is set.
 
-    A connection of a generic type (http) leaves it to `cms_type`, and to wordpress when that is empty.
+    A connection of a generic type (http, ssh) leaves it to `cms_type`; an http one without it means
+    wordpress. The CMS must accept that connection type (Backdrop's bee needs ssh, the others http).
     """
     conn_kind = (connection_type or "").strip().lower()
     wanted = (configured or "").strip().lower() or None
-    if conn_kind in cms_types():
+    known = cms_types()
+    if conn_kind in known:
         if wanted and wanted != conn_kind:
             raise CmsConfigError(
                 None, "cms_type_mismatch", f"The settings say cms_type: {wanted}, but connection '{conn_id}' is of type {conn_kind}: "
                 f"make them agree (or leave cms_type empty and the connection's type decides)")
         return get(conn_kind)
-    if conn_kind and conn_kind not in GENERIC_CONNECTION_TYPES:
+    generic = generic_connection_types()
+    if conn_kind and conn_kind not in generic:
         raise CmsConfigError(
             None, "unsupported_connection_type", f"Connection '{conn_id}' is of type {conn_kind!r}, which names no CMS: give it one of the types "
-            f"{', '.join(cms_types())} (or http, with cms_type in the settings)")
-    return get(wanted or DEFAULT_CMS_TYPE)
+            f"{', '.join(known)} (or {' or '.join(generic)}, with cms_type in the settings)")
+    if wanted is None and conn_kind:
+        carriers = [kind for kind in known.values() if conn_kind in kind.generic_connection_types]
+        wanted = DEFAULT_CMS_TYPE if any(k.name == DEFAULT_CMS_TYPE for k in carriers) else \
+            (carriers[0].name if len(carriers) == 1 else None)
+        if wanted is None:
+            raise CmsConfigError(
+                None, "cms_type_missing", f"Connection '{conn_id}' is of type {conn_kind}, which several CMS types use "
+                f"({', '.join(k.name for k in carriers)}): set cms_type in the settings")
+    kind = get(wanted or DEFAULT_CMS_TYPE)
+    if conn_kind and conn_kind not in kind.generic_connection_types:
+        raise CmsConfigError(
+            None, "connection_type_mismatch", f"The settings say cms_type: {kind.name}, which cannot use connection '{conn_id}' of "
+            f"type {conn_kind}: give the connection the type {kind.name}"
+            + (f" (or {' or '.join(kind.generic_connection_types)})" if kind.generic_connection_types else ""))
+    return kind

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cms_operators.backend import (
+    BulkBackend,
     CmsAuthError,
     CmsBackend,
     CmsConfigError,
@@ -37,6 +38,7 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
     CmsUser,
+    NewUser,
 )
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
@@ -75,6 +77,13 @@ class BatchContext:
     load_timed_out: Callable[[], str | None] = lambda: None
     store_timed_out: Callable[[str], None] = lambda when: None
     sleep: Callable[[float], None] = time.sleep
+
+
+def _new_user(row: dict, username: str | None = None) -> NewUser:
+    return NewUser(username=username or row["username"], email=row["email"], first_name=row.get("first_name") or "",
+                   last_name=row.get("last_name") or "", display_name=row.get("display_name") or "",
+                   roles=tuple(row.get("roles") or ()), locale=row.get("locale"),
+                   fields=row.get("user_fields") or None)
 
 
 def _result(row: dict, outcome: Outcome, reason: str, *, uf_id=None, username=None, mail=None) -> dict:
@@ -220,10 +229,63 @@ class _Batch:
             planned.append(entry.sending([row["username"]], now))
         # Recorded before anything is posted: from here on a kill leaves a trace the next try reads.
         self.write_entries(planned, {r["contact_id"]: outcomes.journal_subject(r["username"]) for r in rows})
+        if isinstance(self.ctx.backend, BulkBackend):
+            rows = self.create_in_bulk(rows)
         for n, row in enumerate(rows, 1):
             self.one(row)
             if n % 50 == 0:
                 log.info("batch progress: %d/%d creates", n, len(rows))
+
+    def create_in_bulk(self, rows: list[dict]) -> list[dict]:
+        """Many creates per call (BulkBackend); returns the rows the one-by-one path must finish: those
+        whose answer was a conflict or a doubt, which that path resolves with suffixes and look-ups."""
+        backend = self.ctx.backend
+        size = max(1, int(backend.bulk_size))
+        left: list[dict] = []
+        for start in range(0, len(rows), size):
+            chunk = rows[start:start + size]
+            try:
+                answers = backend.create_users([_new_user(row) for row in chunk])
+            except CmsUnavailable as exc:
+                self.bulk_call_failed(chunk, exc)
+                continue
+            self.s.reached_cms = True
+            for row, answer in zip(chunk, answers, strict=True):
+                cid = row["contact_id"]
+                if isinstance(answer, CmsUser):
+                    self.s.entries[cid] = self.s.entries[cid].created(answer.uf_id, answer.username)
+                    self.s.ours.add(cid)
+                    self.linked(row, answer, Outcome.CREATED, outcomes.reason_created())
+                elif isinstance(answer, (CmsDuplicateLogin, CmsDuplicateEmail, CmsUnavailable)) or (
+                        isinstance(answer, CmsRejected) and answer.status == 500):
+                    left.append(row)
+                else:
+                    self.s.results[cid] = _result(row, Outcome.FAILED, outcomes.cms_rejected(answer.message))
+            log.info("batch progress: %d/%d creates sent in bulk", min(start + size, len(rows)), len(rows))
+        return left
+
+    def bulk_call_failed(self, chunk: list[dict], exc: CmsUnavailable) -> None:
+        """A bulk call died (connection dropped, timeout): any of its creates may have been made. After a
+        timeout the call may still be running, so the next try looks (after waiting it out); otherwise
+        look now, and leave the rest for the next try, which looks again before it sends anything."""
+        for row in chunk:
+            self.s.transient[row["contact_id"]] = exc
+        if exc.code == "timeout":
+            self.ctx.store_timed_out(journal.now_utc())
+            return
+        if exc.status == 429 or exc.retry_after is not None:
+            self.pause(exc)
+            return
+        try:
+            found = self.ctx.backend.find_users([row["email"] for row in chunk], [])
+        except CmsUnavailable:
+            return
+        by_email = {user.email.strip().lower(): user for user in found}
+        for row in chunk:
+            user = by_email.get(row["email"].strip().lower())
+            if user is not None:
+                self.s.reached_cms = True
+                self.found(row, user, outcomes.found_after_doubt())
 
     def this_run_entry(self, contact_id: int) -> JournalEntry:
         """The entry this run keeps for the contact: the one an earlier try wrote, or a new one."""
@@ -268,11 +330,8 @@ class _Batch:
         retried_500 = False
         for _ in range(USERNAME_TRIES):
             try:
-                user = backend.create_user(
-                    username=username, email=row["email"], first_name=row.get("first_name") or "",
-                    last_name=row.get("last_name") or "", display_name=row.get("display_name") or "",
-                    roles=list(row.get("roles") or []), locale=row.get("locale"),
-                    fields=row.get("user_fields") or None)
+                request = _new_user(row, username)
+                user = backend.create_user(**{**vars(request), "roles": list(request.roles)})
                 self.s.reached_cms = True
                 self.s.entries[cid] = self.s.entries[cid].created(user.uf_id, user.username)
                 self.s.ours.add(cid)
@@ -381,16 +440,36 @@ class _Batch:
         for start in range(0, len(due), MAIL_CHUNK):
             chunk = due[start:start + MAIL_CHUNK]
             self.write_entries([self.entry_for(cid, user).with_mail(journal.MAIL_SENDING) for cid, user in chunk])
+            try:
+                failed = self.send_mails([user for _, user in chunk])
+            except CmsError as exc:  # a bulk call that died: which mails went out is unknown, none is resent
+                log.warning("the password mails of %d accounts are in doubt: %s", len(chunk), exc.message)
+                for contact_id, _ in chunk:
+                    self.s.results[contact_id]["mail"] = outcomes.mail_in_doubt(exc.message)
+                continue
             finished = []
             for contact_id, user in chunk:
-                try:
-                    self.ctx.backend.send_password_mail(user)
+                exc = failed.get(user.uf_id)
+                if exc is None:
                     self.s.results[contact_id]["mail"] = outcomes.MAIL_SENT
                     finished.append(self.s.entries[contact_id].with_mail(journal.MAIL_SENT))
-                except CmsError as exc:
+                else:
                     self.s.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
                     finished.append(self.s.entries[contact_id].with_mail(""))  # none went out
             self.write_entries(finished)
+
+    def send_mails(self, users: list[CmsUser]) -> dict[int, CmsError]:
+        """Each account's password mail; uf_id -> why not, for those the CMS did not send."""
+        backend = self.ctx.backend
+        if isinstance(backend, BulkBackend):
+            return backend.send_password_mails(users)
+        failed = {}
+        for user in users:
+            try:
+                backend.send_password_mail(user)
+            except CmsError as exc:
+                failed[user.uf_id] = exc
+        return failed
 
     def entries_of(self, contact_id: int) -> list[JournalEntry]:
         """The contact's journal as read at the start, plus what this try has written since."""

@@ -89,7 +89,7 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
     except CiviCRMError as exc:
         problems.setdefault(where, []).append(exc.message)
     cms_where = f"CMS (connection '{settings.cms_conn_id}')"
-    kind = cms = None
+    kind = cms = backend = None
     try:
         kind, backend = open_cms()
         admin_roles = [role for role in settings.roles if kind.rules.is_admin_role(role)]
@@ -105,6 +105,9 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
         raise
     except CmsError as exc:
         problems.setdefault(cms_where, []).extend(getattr(exc, "problems", None) or [exc.message])
+    finally:
+        if backend is not None:
+            backend.close()
     if problems:
         count = sum(len(items) for items in problems.values())
         text = "\n".join(f"{place}:\n" + "\n".join(f"  - {item}" for item in items)

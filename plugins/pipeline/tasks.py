@@ -8,6 +8,7 @@ No task logs its return value (`show_return_value_in_logs=False`): the values ho
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from datetime import timedelta
@@ -52,10 +53,16 @@ def run_stamp(context, settings: Settings) -> str:
     return pd.Timestamp(when).tz_convert(settings.timezone).strftime("%Y-%m-%d %H:%M:%S")
 
 
+@contextlib.contextmanager
 def _cms(run: dict):
+    """The run's CMS backend, closed (its HTTP or SSH session released) when the step is done."""
     kind = registry.get(run["cms_type"])
     settings = steps.settings_of(run)
-    return kind, kind.backend(settings.cms_conn_id, settings)
+    backend = kind.backend(settings.cms_conn_id, settings)
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def stops_cleanly(function):
@@ -100,9 +107,9 @@ def preflight(params=None) -> dict:
 def extract(run: dict, source: dict) -> dict:
     """The contact source's contacts, with what the plan needs."""
     settings = steps.settings_of(run)
-    _, backend = _cms(run)
-    return steps.extract(run, CiviCRMHook(settings.civicrm_conn_id), backend, source,
-                         marker=run_marker(get_current_context()))
+    with _cms(run) as backend:
+        return steps.extract(run, CiviCRMHook(settings.civicrm_conn_id), backend, source,
+                             marker=run_marker(get_current_context()))
 
 
 @task(retries=2, retry_policy=RUN_LEVEL_POLICY, show_return_value_in_logs=False)
@@ -110,8 +117,7 @@ def extract(run: dict, source: dict) -> dict:
 def plan(run: dict, extracted: dict, params=None) -> list[dict]:
     """Dedupe and decide; each batch goes under its own XCom key of this task, only labels are returned."""
     ti = get_current_context()["ti"]
-    kind, _ = _cms(run)
-    planned = steps.plan(run, extracted, kind, dry_run=params["dry_run"], limit=params.get("limit"))
+    planned = steps.plan(run, extracted, registry.get(run["cms_type"]), dry_run=params["dry_run"], limit=params.get("limit"))
     ti.xcom_push(key="plan", value=planned["plan"])
     descriptors = []
     for index, (batch, label) in enumerate(zip(planned["batches"], planned["labels"], strict=True)):
@@ -129,12 +135,12 @@ def create_accounts(run: dict, batch: dict, task_state_store=None) -> list[dict]
     context["batch_label"] = batch["label"]
     ti = context["ti"]
     settings = steps.settings_of(run)
-    _, backend = _cms(run)
     rows = ti.xcom_pull(task_ids=batch["plan_task"], key=f"batch_{batch['index']}")
     log.info("%s: try %d of %d", batch["label"], ti.try_number, ti.max_tries + 1)
-    results = steps.create(run, rows, CiviCRMHook(settings.civicrm_conn_id), backend,
-                           marker=run_marker(context), stamp=run_stamp(context, settings),
-                           final_try=ti.try_number > ti.max_tries, state=task_state_store)
+    with _cms(run) as backend:  # one CMS session (HTTP or SSH) for the whole batch
+        results = steps.create(run, rows, CiviCRMHook(settings.civicrm_conn_id), backend,
+                               marker=run_marker(context), stamp=run_stamp(context, settings),
+                               final_try=ti.try_number > ti.max_tries, state=task_state_store)
     counts = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
     log.info("%s done: %s", batch["label"], ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return results

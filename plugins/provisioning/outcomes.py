@@ -170,6 +170,11 @@ def exhausted_earlier(attempts: int) -> str:
             "taking the contact off its triggers); taken off now, no new attempt")
 
 
+def mail_in_doubt(detail: str) -> str:
+    return (f"the request for the password email broke off ({detail}), so it may not have gone out; not sent "
+            "again (a second email would void the first link): ask the CMS to resend if needed")
+
+
 def mail_failed(detail: str) -> str:
     return f"the account exists but the email to set a password could not be sent: {detail}"
 

@@ -52,7 +52,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "connections": ("civicrm_conn_id", "cms_conn_id", "cms_type", "domain_id"),
     "triggers": ("trigger_groups", "trigger_tags", "history_group", "history_tag"),
     "accounts": ("username_pattern", "username_fallback_pattern", "roles", "notify", "on_existing_email",
-                 "sync_preferred_language", "user_fields", "admin_groups"),
+                 "sync_preferred_language", "user_fields", "admin_groups", "admin_roles"),
     "attempts": ("max_attempts", "activity_source_contact_id"),
     "tasks": ("batch_size", "retry_delay_seconds", "task_timeout_minutes", "log_attention_rows"),
     "nightly": ("schedule", "timezone"),
@@ -162,6 +162,12 @@ class Settings(BaseModel):
         default_factory=list,
         description="Joomla: user groups (id or title) whose members count as administrators besides Super "
         "Users, Administrator and their child groups; such accounts are never linked to a contact.",
+    )
+    admin_roles: list[str] = Field(
+        default_factory=list,
+        description="Drupal 7 and Backdrop: role names whose holders count as administrators besides user 1 "
+        "(empty: the site's administrator role, `administrator`); such accounts are never linked to a "
+        "contact, and these roles are refused in `roles`.",
     )
     max_attempts: int = Field(
         4,
@@ -326,6 +332,14 @@ class Settings(BaseModel):
             return key
         return value
 
+    @field_validator("admin_roles")
+    @classmethod
+    def _check_admin_roles(cls, roles: list[str]) -> list[str]:
+        cleaned = [role.strip() for role in roles]
+        if any(not role for role in cleaned):
+            raise ValueError("contains an empty role; give role names such as administrator")
+        return list(dict.fromkeys(cleaned))
+
     @field_validator("roles")
     @classmethod
     def _check_roles(cls, roles: list[str]) -> list[str]:
@@ -339,8 +353,9 @@ class Settings(BaseModel):
         # Every triggered contact would get full control of the site: never what is meant. Without a
         # cms_type the connection decides later, so every supported CMS's administrator roles count.
         kinds = [registry.get(self.cms_type)] if self.cms_type else list(registry.cms_types().values())
+        named = {role.lower() for role in self.admin_roles}
         for role in self.roles:
-            if any(kind.rules.is_admin_role(role) for kind in kinds):
+            if role.lower() in named or any(kind.rules.is_admin_role(role) for kind in kinds):
                 raise ValueError(f"roles: '{role}' is not allowed for automatically created accounts (it "
                                  "administers the site); use a lesser role")
         return self

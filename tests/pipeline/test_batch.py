@@ -829,3 +829,132 @@ def test_an_account_linked_by_an_earlier_try_without_its_mail_is_mailed_now(worl
     assert world.cms.calls == [("send_password_mail", 500)]  # nothing to read back: the journal knew it
     assert results[3]["mail"] is None
     assert [e.mail for e in world.journal.of(1)] == ["sent"]
+
+
+# ------------------------------------------------------------------------- many creates per call
+
+
+class FakeBulkCms(FakeCms):
+    """A CMS that takes many creates per call (as Backdrop's bee does), each standing alone.
+
+    `die_after` makes the next bulk call create that many accounts and then break off (the SSH
+    connection dropped); `timeout_after` the same, but as a timeout (the call may still be running).
+    """
+
+    bulk_size = 2
+
+    def __init__(self):
+        super().__init__()
+        self.die_after: int | None = None
+        self.timeout_after: int | None = None
+        self.mail_call_dies = False
+
+    def create_users(self, requests):
+        self.calls.append(("create_users", tuple(r.email for r in requests)))
+        answers = []
+        for n, request in enumerate(requests):
+            for limit, code in ((self.die_after, None), (self.timeout_after, "timeout")):
+                if limit is not None and n == limit:
+                    self.die_after = self.timeout_after = None
+                    raise CmsUnavailable(None, code, "the SSH connection dropped")
+            try:
+                answers.append(self.create_user(**{**vars(request), "roles": list(request.roles)}))
+            except CmsError as exc:
+                answers.append(exc)
+        return answers
+
+    def send_password_mails(self, users):
+        self.calls.append(("send_password_mails", tuple(u.uf_id for u in users)))
+        if self.mail_call_dies:
+            self.mailed.extend(u.uf_id for u in users[:1])  # one went out before the call broke off
+            raise CmsUnavailable(None, None, "the SSH connection dropped")
+        failed = {}
+        for user in users:
+            try:
+                self.send_password_mail(user)
+            except CmsError as exc:
+                failed[user.uf_id] = exc
+        return failed
+
+    def find_users(self, emails, usernames):
+        self.calls.append(("find_users", tuple(emails)))
+        return [self.users[e.lower()] for e in emails if e.lower() in self.users]
+
+
+@pytest.fixture
+def bulk_world() -> World:
+    world = World()
+    world.cms = FakeBulkCms()
+    return world
+
+
+def test_a_bulk_backend_gets_its_creates_in_chunks_and_its_mails_in_one_call(bulk_world):
+    rows = batch_of(ADA, GRACE, ALAN)
+    results = bulk_world.run(rows)
+
+    assert [r["outcome"] for r in results] == ["created"] * 3
+    assert [r["mail"] for r in results] == [outcomes.MAIL_SENT] * 3
+    assert [c[0] for c in bulk_world.cms.calls if c[0] in ("create_users", "send_password_mails")] == \
+        ["create_users", "create_users", "send_password_mails"]
+    assert [len(c[1]) for c in bulk_world.cms.calls if c[0] == "create_users"] == [2, 1]
+    assert sorted(bulk_world.cms.mailed) == sorted(r["uf_id"] for r in results)
+    assert len(bulk_world.civicrm.rows) == 3
+
+
+def test_a_conflict_in_a_bulk_call_is_finished_one_by_one_with_a_suffix(bulk_world):
+    bulk_world.cms.add_user("ada.lovelace", "someone.else@example.org")
+    [result] = bulk_world.run(batch_of(ADA))
+    assert (result["outcome"], result["username"]) == ("created", "ada.lovelace2")
+    assert bulk_world.cms.creates("ada@example.org") == ["ada.lovelace", "ada.lovelace", "ada.lovelace2"]
+
+
+def test_a_rejection_in_a_bulk_call_is_that_contacts_failure_alone(bulk_world):
+    bulk_world.cms.script("grace@example.org", CmsRejected(400, "invalid_email", "The email is not valid."))
+    results = by_id(bulk_world.run(batch_of(ADA, GRACE)))
+    assert results[1]["outcome"] == "created"
+    assert results[2]["outcome"] == "failed" and "The email is not valid." in results[2]["reason"]
+    assert bulk_world.cms.count("create_user", "grace@example.org") == 1  # not sent twice
+
+
+def test_a_bulk_call_that_breaks_off_links_what_it_made_and_the_retry_makes_the_rest_once(bulk_world):
+    rows = batch_of(ADA, GRACE, ALAN)
+    bulk_world.cms.bulk_size = 3
+    bulk_world.cms.die_after = 2  # Ada and Grace are made, then the connection drops
+
+    with pytest.raises(BatchIncomplete, match="1 of 3 contacts"):
+        bulk_world.run(rows)
+    assert set(bulk_world.civicrm.rows) == {1, 2}  # found by email at once, linked as ours
+    assert ("find_users", ("ada@example.org", "grace@example.org", "alan@example.org")) in bulk_world.cms.calls
+
+    results = by_id(bulk_world.run(rows))  # Airflow's retry
+    assert {cid: r["outcome"] for cid, r in results.items()} == {1: "created", 2: "created", 3: "created"}
+    for email in ("ada@example.org", "grace@example.org", "alan@example.org"):
+        assert len(bulk_world.cms.creates(email)) == 1
+    assert sorted(bulk_world.cms.mailed) == sorted(r["uf_id"] for r in results.values())
+
+
+def test_a_bulk_call_that_timed_out_is_not_looked_up_until_the_retry_has_waited_it_out(bulk_world):
+    rows = batch_of(ADA, GRACE)
+    bulk_world.cms.timeout_after = 1
+    with pytest.raises(BatchIncomplete):
+        bulk_world.run(rows)
+    assert bulk_world.cms.count("find_users") == 0 and bulk_world.timed_out is not None
+    assert bulk_world.civicrm.rows == {}
+
+    results = bulk_world.run(rows, client_timeout=30.0)
+    assert [r["outcome"] for r in results] == ["created", "created"]
+    assert bulk_world.sleeps and bulk_world.sleeps[0] > 0  # waited for the slow create before looking
+    assert len(bulk_world.cms.creates("ada@example.org")) == 1
+
+
+def test_a_bulk_mail_call_that_breaks_off_leaves_the_mails_in_doubt_and_never_resends(bulk_world):
+    rows = batch_of(ADA, GRACE)
+    bulk_world.cms.mail_call_dies = True
+    results = bulk_world.run(rows)
+    assert [r["outcome"] for r in results] == ["created", "created"]
+    assert all(r["mail"].startswith("the request for the password email broke off") for r in results)
+
+    bulk_world.cms.mail_call_dies = False
+    again = bulk_world.run(rows)  # a clear in the UI: the mails stay unsent rather than doubled
+    assert [r["mail"] for r in again] == [outcomes.MAIL_UNKNOWN] * 2
+    assert bulk_world.cms.count("send_password_mails") == 1

@@ -542,6 +542,9 @@ class DrupalBackend:
             return None
         return next((code for code in candidates if code in enabled), None)
 
+    def close(self) -> None:
+        self.hook.close()
+
     # ------------------------------------------------------------------ mail
 
     def send_password_mail(self, user: CmsUser) -> None:
@@ -560,4 +563,3 @@ class DrupalBackend:
             raise CmsConfigError(exc.status, exc.code, f"Drupal refused the password mail request for user "
                                                        f"{user.uf_id} ({exc.message}); /user/password must be "
                                                        "open to anonymous visitors") from None
-

@@ -517,6 +517,11 @@ class JoomlaBackend:
                                                               f"{lookup.message}")
         return CmsRejected(exc.status, exc.code, f"{exc.message} [username '{username}']")
 
+    def close(self) -> None:
+        self.hook.close()
+        if self._site_form is not None:
+            self._site_form.close()
+
     # ------------------------------------------------------------------ mail
 
     def send_password_mail(self, user: CmsUser) -> None:

@@ -350,6 +350,9 @@ class WordPressBackend:
                 self._locales = set()
         return self._locales or set()
 
+    def close(self) -> None:
+        self.hook.close()
+
     # ------------------------------------------------------------------ mail
 
     def send_password_mail(self, user: CmsUser) -> None:
