@@ -73,8 +73,35 @@ def start_drupal() -> BenchSite:
                      lambda: len(site.mails()), login=site.api_login, started_seconds=site.started_seconds)
 
 
+def start_drupal7() -> BenchSite:
+    from sandbox import real_drupal7
+
+    problem = real_drupal7.unavailable()
+    if problem:
+        raise SystemExit(f"cannot start a real Drupal 7: {problem}")
+    site = real_drupal7.RealDrupal7.start()
+    return BenchSite("drupal7", f"Drupal {site.state.get('drupal_version', '7')} + Services 3.20", site.base_url,
+                     site.api_password, ["member"], site.reset, site.stop, lambda: len(site.mails()),
+                     login=site.api_login, extra={"endpoint": site.endpoint}, started_seconds=site.started_seconds)
+
+
+def start_backdrop() -> BenchSite:
+    from sandbox import real_backdrop
+
+    problem = real_backdrop.unavailable()
+    if problem:
+        raise SystemExit(f"cannot start a real Backdrop: {problem}")
+    site = real_backdrop.RealBackdrop.start()
+    # bee over SSH: no HTTP requests to count (the calls column shows 0); the port rides in the extras
+    return BenchSite("backdrop", f"Backdrop {site.state.get('backdrop_version', '1.28')} via bee over SSH",
+                     site.host, "", ["member"], site.reset, site.stop, lambda: len(site.mails()),
+                     login=site.ssh_user, extra={**site.extra(), "port": site.port},
+                     started_seconds=site.started_seconds)
+
+
 #: --cms name -> a function starting that real CMS
-STARTERS: dict[str, Callable[[], BenchSite]] = {"joomla": start_joomla, "drupal": start_drupal}
+STARTERS: dict[str, Callable[[], BenchSite]] = {"joomla": start_joomla, "drupal": start_drupal,
+                                                "drupal7": start_drupal7, "backdrop": start_backdrop}
 
 
 class CallCounter:

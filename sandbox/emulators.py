@@ -22,6 +22,8 @@ EMULATORS: dict[str, str] = {
     "wordpress": "sandbox.wordpress",
     "joomla": "sandbox.joomla",
     "drupal": "sandbox.drupal",
+    "backdrop": "sandbox.backdrop",
+    "drupal7": "sandbox.drupal7",
 }
 
 

@@ -48,6 +48,8 @@ def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
+from sandbox.backdrop.testing import real_backdrop  # noqa: E402,F401  the session's real Backdrop behind its sshd
 from sandbox.civicrm.testing import real_civicrm  # noqa: E402,F401  the session's real CiviCRM, for every tier
 from sandbox.drupal.testing import real_drupal  # noqa: E402,F401  the session's real Drupal 10, for every tier
+from sandbox.drupal7.testing import real_drupal7  # noqa: E402,F401  the session's real Drupal 7, for every tier
 from sandbox.joomla.testing import real_joomla  # noqa: E402,F401  the session's real Joomla 5, for every tier

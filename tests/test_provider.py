@@ -172,10 +172,15 @@ def test_each_form_fits_its_hook(conn_type):
     assert set(getattr(hook, "secret_extras", ())) <= password_fields
     # the standard fields: only real ones, nothing said about a hidden one, host/password always shown
     hidden = set(ui["hidden-fields"])
-    assert hidden <= STANDARD_FIELDS and {"schema", "port"} <= hidden and not {"host", "password"} & hidden
+    assert hidden <= STANDARD_FIELDS and "schema" in hidden and not {"host", "password"} & hidden
     assert set(ui["relabeling"]) <= STANDARD_FIELDS - hidden
     assert set(ui["placeholders"]) <= STANDARD_FIELDS - hidden
-    assert ui["relabeling"]["host"] == "Site URL" and ui["placeholders"]["host"].startswith("https://")
+    kind = registry.cms_types().get(conn_type)
+    if kind is not None and "ssh" in kind.generic_connection_types:  # a server reached over SSH, on its port
+        assert "port" not in hidden and ui["relabeling"]["host"].startswith("SSH host")
+    else:  # a site URL carries its scheme and port
+        assert "port" in hidden
+        assert ui["relabeling"]["host"] == "Site URL" and ui["placeholders"]["host"].startswith("https://")
 
 
 # ------------------------------------------------------------------------------ installed and discovered

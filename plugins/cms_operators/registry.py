@@ -16,7 +16,9 @@ from cms_operators.backend import CmsConfigError
 from provisioning.rules import AccountRules
 
 # one line per CMS: the package whose __init__ defines CMS_TYPE
-_PACKAGES = ("cms_operators.wordpress", "cms_operators.joomla", "cms_operators.drupal")
+_PACKAGES = ("cms_operators.wordpress", "cms_operators.joomla", "cms_operators.drupal",
+             "cms_operators.backdrop",
+             "cms_operators.drupal7")
 
 #: Connection types that name no CMS (Airflow's own http and ssh): the settings' cms_type says which
 #: CMS they carry, and each CMS type lists the ones it accepts (`generic_connection_types`). Without a

@@ -44,36 +44,27 @@ def test_an_unknown_cms_type_names_the_supported_ones():
         registry.get("typo3")
 
 
-@pytest.fixture
-def with_an_ssh_cms(monkeypatch):
-    """The registry as it is, plus a CMS reached over Airflow's ssh connection type (as Backdrop is)."""
-    wordpress = registry.get("wordpress")
-    over_ssh = registry.CmsType(name="sshcms", label="SSH CMS", rules=wordpress.rules, hook_class="x.Hook",
-                                backend_class="x.Backend", generic_connection_types=("ssh",))
-    known = {**registry.cms_types(), "sshcms": over_ssh}
-    monkeypatch.setattr(registry, "cms_types", lambda: known)
-
-
-def test_an_ssh_connection_carries_the_cms_that_takes_ssh(with_an_ssh_cms):
+def test_an_ssh_connection_carries_backdrop():
     assert registry.generic_connection_types() == ("http", "https", "ssh")
-    assert registry.for_connection("ssh", None, "cms_default").name == "sshcms"
-    assert registry.for_connection("ssh", "sshcms", "cms_default").name == "sshcms"
+    assert registry.for_connection("ssh", None, "cms_default").name == "backdrop"
+    assert registry.for_connection("ssh", "backdrop", "cms_default").name == "backdrop"
+    assert registry.for_connection("backdrop", None, "cms_default").name == "backdrop"
     assert registry.for_connection("http", None, "cms_default").name == "wordpress"
 
 
-def test_a_cms_refuses_a_generic_connection_type_it_cannot_use(with_an_ssh_cms):
-    with pytest.raises(CmsConfigError, match="cms_type: sshcms, which cannot use connection 'cms_main' of type "
-                                             "http: give the connection the type sshcms \\(or ssh\\)"):
-        registry.for_connection("http", "sshcms", "cms_main")
+def test_a_cms_refuses_a_generic_connection_type_it_cannot_use():
+    with pytest.raises(CmsConfigError, match="cms_type: backdrop, which cannot use connection 'cms_main' of type "
+                                             "http: give the connection the type backdrop \\(or ssh\\)"):
+        registry.for_connection("http", "backdrop", "cms_main")
     with pytest.raises(CmsConfigError, match="cms_type: wordpress, which cannot use connection 'cms_main' of type ssh"):
         registry.for_connection("ssh", "wordpress", "cms_main")
 
 
-def test_a_generic_type_several_cms_types_take_needs_cms_type(with_an_ssh_cms, monkeypatch):
+def test_a_generic_type_several_cms_types_take_needs_cms_type(monkeypatch):
     known = registry.cms_types()
-    second = registry.CmsType(name="sshcms2", label="Another", rules=known["sshcms"].rules, hook_class="x.Hook",
+    second = registry.CmsType(name="sshcms", label="Another", rules=known["backdrop"].rules, hook_class="x.Hook",
                               backend_class="x.Backend", generic_connection_types=("ssh",))
-    monkeypatch.setattr(registry, "cms_types", lambda: {**known, "sshcms2": second})
-    with pytest.raises(CmsConfigError, match="several CMS types use \\(sshcms, sshcms2\\): set cms_type"):
+    monkeypatch.setattr(registry, "cms_types", lambda: {**known, "sshcms": second})
+    with pytest.raises(CmsConfigError, match="several CMS types use \\(backdrop, sshcms\\): set cms_type"):
         registry.for_connection("ssh", None, "cms_main")
-    assert registry.for_connection("ssh", "sshcms2", "cms_main").name == "sshcms2"
+    assert registry.for_connection("ssh", "sshcms", "cms_main").name == "sshcms"
