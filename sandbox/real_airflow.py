@@ -325,7 +325,17 @@ class RealAirflow:
         return run["dag_run_id"]
 
     def run_state(self, dag_id: str, run_id: str) -> str:
-        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        # a loaded machine can make the api-server answer one poll with a 500 "Database error" (its
+        # metadata session lost a race with the scheduler): ask again, a few times, before giving up
+        for attempt in range(3):
+            try:
+                return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+            except AirflowHarnessError as exc:
+                if attempt == 2 or "answered 500" not in str(exc):
+                    raise
+                print(f"api-server hiccup while polling {run_id}, asking again: {str(exc)[:200]}", flush=True)
+                time.sleep(2)
+        raise AssertionError("unreachable")
 
     def wait(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
         """Poll until the run is success or failed; prints the task states whenever they change."""

@@ -10,12 +10,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from sandbox import realsite
 from sandbox.backdrop.site import BackdropEmulator
 
 #: The mark of the real tier's tests. pyproject.toml (shared, --strict-markers) does not register
@@ -35,28 +35,7 @@ def backdrop_conn(backdrop, monkeypatch):
     return "cms_default"
 
 
-@pytest.fixture(scope="session")
-def real_backdrop():
-    """The session's real Backdrop behind its private sshd (started once; stopped and deleted at the end)."""
-    from sandbox import real_backdrop as real
-
-    problem = real.unavailable()
-    if problem:
-        if os.environ.get("CMSUSER_REQUIRE_REAL") == "1":
-            pytest.fail(f"real Backdrop tier: {problem}; CMSUSER_REQUIRE_REAL=1 requires it")
-        pytest.skip(f"real Backdrop tier: {problem}")
-    try:
-        site = real.RealBackdrop.start()
-    except RuntimeError as exc:
-        if os.environ.get("CMSUSER_REQUIRE_REAL") == "1":
-            pytest.fail(f"real Backdrop tier did not start: {exc}")
-        pytest.skip(f"real Backdrop tier did not start: {exc}")
-    print(f"\nreal Backdrop {site.state.get('backdrop_version')} up in {site.started_seconds:.1f}s behind sshd "
-          f"{site.host}:{site.port}", flush=True)
-    try:
-        yield site
-    finally:
-        site.stop()
+real_backdrop = realsite.session_fixture("real_backdrop", "RealBackdrop")
 
 
 def drop_after_items(count: int) -> None:

@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
+from sandbox import realsite
 from sandbox.drupal7.server import API_PERMISSIONS, Drupal7Emulator
 
 EMULATOR_PASSWORD = "api-password"
@@ -44,28 +44,7 @@ def drupal7_conn(drupal7, monkeypatch):
     return "cms_default"
 
 
-@pytest.fixture(scope="session")
-def real_drupal7():
-    """The session's real Drupal 7 (started once; stopped and deleted at the end)."""
-    from sandbox import real_drupal7 as real
-
-    problem = real.unavailable()
-    if problem:
-        if os.environ.get("CMSUSER_REQUIRE_REAL") == "1":
-            pytest.fail(f"real Drupal 7 tier: {problem}; CMSUSER_REQUIRE_REAL=1 requires it")
-        pytest.skip(f"real Drupal 7 tier: {problem}")
-    try:
-        site = real.RealDrupal7.start()
-    except RuntimeError as exc:
-        if os.environ.get("CMSUSER_REQUIRE_REAL") == "1":
-            pytest.fail(f"real Drupal 7 tier did not start: {exc}")
-        pytest.skip(f"real Drupal 7 tier did not start: {exc}")
-    print(f"\nreal Drupal {site.state.get('drupal_version')} up in {site.started_seconds:.1f}s at {site.base_url}",
-          flush=True)
-    try:
-        yield site
-    finally:
-        site.stop()
+real_drupal7 = realsite.session_fixture("real_drupal7", "RealDrupal7")
 
 
 @dataclass

@@ -14,12 +14,12 @@ Import them into a test module: `from sandbox.joomla.testing import joomla, joom
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
+from sandbox import realsite
 from sandbox.joomla.server import JoomlaEmulator
 
 
@@ -39,28 +39,7 @@ def joomla_conn(joomla, monkeypatch):
     return "cms_default"
 
 
-@pytest.fixture(scope="session")
-def real_joomla():
-    """The session's real Joomla (started once; stopped and deleted at the end)."""
-    from sandbox import real_joomla as real
-
-    problem = real.unavailable()
-    if problem:
-        if os.environ.get("CMSUSER_REQUIRE_REAL") == "1":
-            pytest.fail(f"real Joomla tier: {problem}; CMSUSER_REQUIRE_REAL=1 requires it")
-        pytest.skip(f"real Joomla tier: {problem}")
-    try:
-        site = real.RealJoomla.start()
-    except RuntimeError as exc:
-        if os.environ.get("CMSUSER_REQUIRE_REAL") == "1":
-            pytest.fail(f"real Joomla tier did not start: {exc}")
-        pytest.skip(f"real Joomla tier did not start: {exc}")
-    print(f"\nreal Joomla {site.state.get('joomla_version')} up in {site.started_seconds:.1f}s at {site.base_url}",
-          flush=True)
-    try:
-        yield site
-    finally:
-        site.stop()
+real_joomla = realsite.session_fixture("real_joomla", "RealJoomla")
 
 
 @dataclass

@@ -10,15 +10,13 @@ besides `editor` and `administrator` (the site's admin role, config user_admin_r
 `field_member_number` (text); the language module with English and French; bee beside the site; an
 OS user `cmsbee_<hex>` that owns the site and logs in by key only, to a private sshd on a free
 loopback port with its own host key; PHP's sendmail_path for that user (PHP_INI_SCAN_DIR, set by the
-sshd) is capture-mail.sh, writing each mail into the session's mail folder.
+sshd) is sandbox/capture-mail.sh, writing each mail into the session's mail folder.
 
 The archives are test fixtures: extracted into the session's own folder, never into the project.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import subprocess
 from dataclasses import dataclass
@@ -44,28 +42,24 @@ def unavailable() -> str | None:
     return problem
 
 
-@dataclass
-class RealBackdrop:
-    """One running site, described by the JSON start.sh writes (the client key included: never print it)."""
+@dataclass(repr=False)
+class RealBackdrop(realsite.RealSite):
+    """One running site (realsite.RealSite: start, stop, mails, sql), reached by SSH: the client key is in
+    its state, and it has no base_url or API user of its own."""
 
-    state: dict
-    json_path: Path
+    folder = HERE
+    label = "Backdrop"
+
     baseline_uid: int = 0
-    started_seconds: float = 0.0
 
     def __repr__(self) -> str:
         return f"RealBackdrop(ssh={self.address!r})"
 
-    @classmethod
-    def start(cls, timeout: float = 900) -> RealBackdrop:
-        state, json_path, seconds = realsite.start(HERE, "backdrop", timeout)
-        site = cls(state, json_path)
-        site.started_seconds = seconds
-        site.baseline_uid = int(site.sql("SELECT MAX(uid) FROM users").strip() or 0)
-        return site
+    def _started(self) -> None:
+        self.baseline_uid = self._max_uid()
 
-    def stop(self) -> None:
-        realsite.stop(HERE, self.state, self.json_path)
+    def _where(self) -> str:
+        return f"behind sshd {self.host}:{self.port}"
 
     # --- what clients need --------------------------------------------------------------------
 
@@ -113,40 +107,7 @@ class RealBackdrop:
         return json.dumps({"conn_type": conn_type, "host": self.host, "port": self.port, "login": self.ssh_user,
                            "extra": self.extra(**extra)})
 
-    # --- mails captured from PHP's mail() ------------------------------------------------------
-
-    @property
-    def mail_dir(self) -> Path:
-        return Path(self.state["mail_dir"])
-
-    def mails(self) -> list[dict]:
-        """Every mail the site sent since the last reset, oldest first: to, subject, body, headers."""
-        found = []
-        for path in sorted(self.mail_dir.glob("*.eml")):
-            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            body = message.get_body(preferencelist=("plain",)) if message.is_multipart() else message
-            found.append({"to": str(message.get("To", "")), "subject": str(message.get("Subject", "")),
-                          "body": body.get_content() if body is not None else "",
-                          "headers": {k: str(v) for k, v in message.items()}, "file": path.name})
-        return found
-
-    def set_mail_works(self, works: bool) -> None:
-        """While the flag file exists, the capture script fails and PHP's mail() returns false."""
-        flag = self.mail_dir / "fail"
-        if works:
-            flag.unlink(missing_ok=True)
-        else:
-            flag.touch()
-
     # --- state --------------------------------------------------------------------------------
-
-    def sql(self, statement: str) -> str:
-        db = self.state["db"]
-        done = subprocess.run(["mysql", "--protocol=tcp", "-h", db["host"], "-P", str(db["port"]), "-u", "root",
-                               "-N", "-B", db["name"], "-e", statement], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"mysql on {db['name']} failed: {done.stderr.strip()}")
-        return done.stdout
 
     def bee(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
         """bee run locally as the site's OS user (seeding and checks, never the code under test)."""
@@ -201,5 +162,4 @@ class RealBackdrop:
         statements += [f"TRUNCATE {table}" for table in _CACHE_TABLES if table in tables]
         statements.append("DELETE FROM flood")
         self.sql("; ".join(statements))
-        for path in self.mail_dir.glob("*"):
-            path.unlink(missing_ok=True)
+        self.clear_mails()

@@ -16,73 +16,29 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-THIRDPARTY=${CMSUSER_THIRDPARTY:-$(cd "$HERE/../../.." && pwd)/shared/thirdparty}
+TAG=real-backdrop
+SBX_PREFIX=backdrop_sbx_
+. "$HERE/../realsite.sh"
 ARCHIVE=${REAL_BACKDROP_ARCHIVE:-$THIRDPARTY/backdrop-1.28.x-dev-266a5018c5e6.tar.gz}
 BEE_ARCHIVE=${REAL_BACKDROP_BEE_ARCHIVE:-$THIRDPARTY/bee-1.x-c0c14fed2dc7.tar.gz}
 DIR=${REAL_BACKDROP_DIR:-}
 JSON_OUT=${REAL_BACKDROP_JSON:-}
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --dir) DIR=$2; shift 2 ;;
-    --json) JSON_OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "start.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+start_args "$@"
 
-HOST=127.0.0.1
-DB_HOST=127.0.0.1
-DB_PORT=3306
 ADMIN_LOGIN=admin
 ADMIN_EMAIL=admin@example.test
-REGISTRY=/var/tmp/cmsuser-real-backdrop   # one file per live site: its database -> its session folder
-export DEBIAN_FRONTEND=noninteractive
-
-t0=$(date +%s.%N)
-log() { echo "[real-backdrop] $*" >&2; }
-die() { log "$*"; exit 1; }
-elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-random_secret() { head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "${1:-24}"; }
-db_admin() { mysql --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root "$@"; }
-db_up() { mysqladmin --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root ping >/dev/null 2>&1; }
-free_port() { php -r '$s = stream_socket_server("tcp://127.0.0.1:0"); echo explode(":", stream_socket_get_name($s, false))[1];'; }
-state_merge() { (umask 077; php -r '$f = $argv[1]; $s = is_file($f) ? json_decode(file_get_contents($f), true) : [];
-  $s = array_replace_recursive($s, json_decode(stream_get_contents(STDIN), true));
-  file_put_contents("$f.tmp", json_encode($s, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) . "\n"); rename("$f.tmp", $f);' "$STATE"); }
 
 # --- (1) packages, only when something is missing ----------------------------------------------
-missing=()
-for pkg in mariadb-server mariadb-client php8.2-cli php8.2-mysql php8.2-gd php8.2-xml php8.2-mbstring \
-           php8.2-curl php8.2-opcache openssh-server openssh-client; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt_log=$(mktemp "${TMPDIR:-/tmp}/real-backdrop-apt.XXXXXX")
-  { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$apt_log" 2>&1 \
-    || die "apt-get install failed, see $apt_log"
-  rm -f "$apt_log"
-fi
+need_packages mariadb-server mariadb-client php8.2-cli php8.2-mysql php8.2-gd php8.2-xml php8.2-mbstring \
+  php8.2-curl php8.2-opcache openssh-server openssh-client
 [ -f "$ARCHIVE" ] || die "the Backdrop archive is not at $ARCHIVE (set CMSUSER_THIRDPARTY)"
 [ -f "$BEE_ARCHIVE" ] || die "the bee archive is not at $BEE_ARCHIVE (set CMSUSER_THIRDPARTY)"
 
 # --- (2) MariaDB: started here only when it is not running --------------------------------------
-started_mariadb=false
-if ! db_up; then
-  log "starting MariaDB"
-  (service mariadb start || service mysql start) >/dev/null 2>&1 || true
-  for _ in $(seq 60); do db_up && break; sleep 0.5; done
-  db_up || die "MariaDB is not answering on $DB_HOST:$DB_PORT"
-  started_mariadb=true
-fi
+mariadb_up
 
 # --- (3) the session folder and names -------------------------------------------------------------
-if [ -z "$DIR" ]; then
-  base=/dev/shm
-  [ -n "${TMPDIR:-}" ] && base=$TMPDIR
-  [ -w "$base" ] || base=/tmp
-  DIR=$(mktemp -d "$base/cmsuser-real-backdrop-XXXXXX")
-fi
+[ -n "$DIR" ] || DIR=$(new_session_dir)
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 chmod 0711 "$DIR"   # the site's OS user passes through to its own folders; state.json stays root's
@@ -94,8 +50,8 @@ MAIL_DIR="$DIR/mails"
 SSH_DIR="$DIR/ssh"
 PHP_INI_DIR="$DIR/php"
 
-suffix=$(head -c 5 /dev/urandom | od -An -tx1 | tr -d ' \n')
-DB_NAME="backdrop_sbx_$suffix"
+suffix=$(random_hex 5)
+DB_NAME="$SBX_PREFIX$suffix"
 DB_USER=$DB_NAME
 DB_PASSWORD=$(random_secret 24)
 ADMIN_PASSWORD=$(random_secret 20)
@@ -112,8 +68,7 @@ php -r '[$_, $dir, $host, $port, $db, $dbpw, $dbhost, $dbport, $al, $ae, $ap, $o
     "mail_dir" => "$dir/mails", "installed" => false,
   ]);' "$DIR" "$HOST" "$PORT" "$DB_NAME" "$DB_PASSWORD" "$DB_HOST" "$DB_PORT" "$ADMIN_LOGIN" "$ADMIN_EMAIL" \
     "$ADMIN_PASSWORD" "$OS_USER" | state_merge
-mkdir -p "$REGISTRY"
-printf '%s\n%s\n' "$DIR" "$OS_USER" >"$REGISTRY/$DB_NAME"
+registry_add "$DB_NAME" "$DIR" "$OS_USER"
 
 # --- (4) the trees: Backdrop and bee, extracted into the session folder --------------------------------
 log "extracting Backdrop and bee ($(elapsed) s)"
@@ -123,11 +78,7 @@ tar -xzf "$BEE_ARCHIVE" -C "$BEE" --strip-components=1 --no-same-owner
 mkdir -p "$SITE/files"
 
 # --- (5) database and its own user ----------------------------------------------------------------------
-db_admin <<SQL
-CREATE DATABASE \`$DB_NAME\` DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
-CREATE USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
-GRANT ALL PRIVILEGES ON \`$DB_NAME\`.* TO '$DB_USER'@'127.0.0.1';
-SQL
+create_db "$DB_NAME" "$DB_USER" "$DB_PASSWORD" utf8mb4_general_ci
 
 # --- (6) the OS user: owns the site, logs in by key only ---------------------------------------------------
 # usermod -p '*': no password can match, yet the account is not locked (sshd refuses locked ones).
@@ -152,9 +103,10 @@ configured=$(cd "$SITE" && php -d memory_limit=512M "$HERE/configure.php" 2>>"$D
   || { tail -n 30 "$DIR/install.log" >&2; die "configure.php failed, see $DIR/install.log"; }
 printf '%s' "$configured" | state_merge
 
-# PHP CLI of the SSH user (what bee runs): mails to the capture script, opcache's file cache on
+# PHP CLI of the SSH user (what bee runs): mails to the capture script (--umask 022: the mail files
+# stay readable by all, as they were), opcache's file cache on
 cat >"$PHP_INI_DIR/cmsuser.ini" <<INI
-sendmail_path = "$HERE/capture-mail.sh $MAIL_DIR"
+sendmail_path = "$CAPTURE_MAIL --umask 022 $MAIL_DIR"
 opcache.enable_cli = 1
 opcache.file_cache = "$DIR/opcache"
 memory_limit = 512M
@@ -214,16 +166,11 @@ for _ in $(seq 30); do
   sleep 0.2
 done
 case "$answer" in
-  *"ready:$HERE/capture-mail.sh"*) ;;
+  *"ready:$CAPTURE_MAIL"*) ;;
   *) tail -n 20 "$DIR/install.log" >&2; tail -n 20 "$SSH_DIR/sshd.log" >&2
      die "bee over SSH did not answer as expected (got: ${answer:0:300})" ;;
 esac
 echo '{"installed": true}' | state_merge
 
 log "ready: ssh $OS_USER@$HOST -p $PORT, site $SITE ($(elapsed) s)"
-if [ -n "$JSON_OUT" ]; then
-  (umask 077; cp "$STATE" "$JSON_OUT.tmp" && mv "$JSON_OUT.tmp" "$JSON_OUT")
-  echo "$OS_USER@$HOST:$PORT"
-else
-  cat "$STATE"
-fi
+hand_over "$OS_USER@$HOST:$PORT"

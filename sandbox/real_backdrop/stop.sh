@@ -11,23 +11,11 @@
 # Touches nothing that a state file or that record does not name.
 set -euo pipefail
 
-ORPHANS=false
+TAG=real-backdrop
+SBX_PREFIX=backdrop_sbx_
+. "$(dirname "${BASH_SOURCE[0]}")/../realsite.sh"
 TARGET=${REAL_BACKDROP_DIR:-}
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --purge) shift ;;
-    --orphans) ORPHANS=true; shift ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    -*) echo "stop.sh: unknown option $1" >&2; exit 2 ;;
-    *) TARGET=$1; shift ;;
-  esac
-done
-REGISTRY=/var/tmp/cmsuser-real-backdrop
-DB_HOST=127.0.0.1
-DB_PORT=3306
-log() { echo "[real-backdrop] $*" >&2; }
-db_admin() { mysql --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root "$@"; }
-db_up() { mysqladmin --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root ping >/dev/null 2>&1; }
+PURGE=true   # no warm start: the site's OS user and sshd go with it
 
 # The sshd start.sh started: its pid, checked against the command line naming this session's config.
 stop_sshd() {
@@ -52,61 +40,18 @@ drop_user() {
   log "removed OS user $user"
 }
 
-drop_db() {
-  local db_name=$1
-  if [[ "$db_name" =~ ^backdrop_sbx_[0-9a-f]+$ ]]; then
-    if db_up; then
-      db_admin -e "DROP DATABASE IF EXISTS \`$db_name\`; DROP USER IF EXISTS '$db_name'@'127.0.0.1';"
-      log "dropped database and user $db_name"
-    else
-      log "MariaDB is down: database $db_name and its user were NOT dropped"
-      return 1
-    fi
-  else
-    log "not dropping '$db_name': not a name start.sh makes"
-  fi
+stop_session() {
+  stop_sshd "$(state_get ssh.pid)" "$(state_get ssh.config)"
+  drop_user "$(state_get ssh.user)"
 }
 
-if $ORPHANS; then
-  found=0
-  for record in "$REGISTRY"/backdrop_sbx_*; do
-    [ -f "$record" ] || continue
-    dir=$(sed -n 1p "$record")
-    user=$(sed -n 2p "$record")
-    [ -f "$dir/state.json" ] && continue
-    found=$((found + 1))
-    for pid in $(pgrep -x sshd || true); do
-      stop_sshd "$pid" "$dir/ssh/sshd_config"
-    done
-    drop_user "$user"
-    drop_db "$(basename "$record")" && rm -f "$record"
-    log "purged the orphaned site of $dir"
+# An orphan's sshd (found by its config's path) and OS user (the record's second line).
+stop_orphan() {
+  local dir=$1 pid
+  for pid in $(pgrep -x sshd || true); do
+    stop_sshd "$pid" "$dir/ssh/sshd_config"
   done
-  [ "$found" -gt 0 ] || log "no orphaned sites"
-  exit 0
-fi
+  drop_user "$2"
+}
 
-[ -n "$TARGET" ] || { log "which session? give its folder (see --help)"; exit 2; }
-if [ -f "$TARGET" ]; then
-  TARGET=$(php -r 'echo json_decode(file_get_contents($argv[1]), true)["session_dir"] ?? "";' "$TARGET")
-fi
-STATE="$TARGET/state.json"
-if [ ! -f "$STATE" ]; then
-  log "no session in '$TARGET' (no state.json): nothing to stop"
-  exit 0
-fi
-DIR=$(cd "$TARGET" && pwd)
-state_get() { php -r '$s = json_decode(file_get_contents($argv[1]), true); $v = $s;
-  foreach (explode(".", $argv[2]) as $k) { $v = is_array($v) ? ($v[$k] ?? null) : null; }
-  echo is_bool($v) ? ($v ? "1" : "0") : (string) $v;' "$STATE" "$1"; }
-stop_sshd "$(state_get ssh.pid)" "$(state_get ssh.config)"
-drop_user "$(state_get ssh.user)"
-db_name=$(state_get db.name)
-started_mariadb=$(state_get started_mariadb)
-drop_db "$db_name" && rm -f "$REGISTRY/$db_name"
-rm -rf "$DIR"
-log "removed the site of $DIR"
-if [ "$started_mariadb" = "1" ] && db_up; then
-  mysqladmin --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root shutdown \
-    && log "stopped MariaDB (this session's start.sh had started it)"
-fi
+stop_main "$@"

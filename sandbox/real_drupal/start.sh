@@ -19,23 +19,15 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-THIRDPARTY=${CMSUSER_THIRDPARTY:-$(cd "$HERE/../../.." && pwd)/shared/thirdparty}
+TAG=real-drupal
+SBX_PREFIX=drupal_sbx_
+. "$HERE/../realsite.sh"
 ARCHIVE=${REAL_DRUPAL_ARCHIVE:-$THIRDPARTY/drupal-10.5.5-recommended-project-0745a9761a13.tar.gz}
 DIR=${REAL_DRUPAL_DIR:-}
 JSON_OUT=${REAL_DRUPAL_JSON:-}
 WORKERS=${REAL_DRUPAL_WORKERS:-4}
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --dir) DIR=$2; shift 2 ;;
-    --json) JSON_OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "start.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+start_args "$@"
 
-HOST=127.0.0.1
-DB_HOST=127.0.0.1
-DB_PORT=3306
 ADMIN_LOGIN=admin
 ADMIN_EMAIL=admin@example.test
 API_LOGIN=cmsuser_api
@@ -45,81 +37,25 @@ API_ROLE=cmsuser_api
 # removes each in turn): 'administer users' creates accounts, sets status and roles and filters on
 # mail; 'administer permissions' reads the roles (their UUIDs, is_admin) from JSON:API.
 API_PERMISSIONS=("administer users" "administer permissions")
-if [ -n "${REAL_DRUPAL_API_PERMISSIONS:-}" ]; then
-  IFS=',' read -r -a wanted <<<"$REAL_DRUPAL_API_PERMISSIONS"
-  API_PERMISSIONS=()
-  for p in "${wanted[@]}"; do p=$(echo "$p" | sed 's/^ *//; s/ *$//'); [ -n "$p" ] && API_PERMISSIONS+=("$p"); done
-fi
-REGISTRY=/var/tmp/cmsuser-real-drupal   # one file per live site: its database -> its session folder
-export DEBIAN_FRONTEND=noninteractive
-
-t0=$(date +%s.%N)
-log() { echo "[real-drupal] $*" >&2; }
-die() { log "$*"; exit 1; }
-elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-random_secret() { head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "${1:-24}"; }
-db_admin() { mysql --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root "$@"; }
-db_up() { mysqladmin --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root ping >/dev/null 2>&1; }
-port_free() { php -r 'exit(@stream_socket_server("tcp://127.0.0.1:" . $argv[1]) ? 0 : 1);' "$1"; }
-free_port() { php -r '$s = stream_socket_server("tcp://127.0.0.1:0"); echo explode(":", stream_socket_get_name($s, false))[1];'; }
-state_get() { php -r '$s = json_decode(file_get_contents($argv[1]), true); $v = $s;
-  foreach (explode(".", $argv[2]) as $k) { $v = is_array($v) ? ($v[$k] ?? null) : null; }
-  echo is_bool($v) ? ($v ? "1" : "0") : (is_array($v) ? json_encode($v) : (string) $v);' "$STATE" "$1"; }
-state_merge() { (umask 077; php -r '$f = $argv[1]; $s = is_file($f) ? json_decode(file_get_contents($f), true) : [];
-  $s = array_replace_recursive($s, json_decode(stream_get_contents(STDIN), true));
-  file_put_contents("$f.tmp", json_encode($s, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) . "\n"); rename("$f.tmp", $f);' "$STATE"); }
+[ -z "${REAL_DRUPAL_API_PERMISSIONS:-}" ] || set_permissions "$REAL_DRUPAL_API_PERMISSIONS"
 
 # --- (1) packages, only when something is missing ----------------------------------------------
-missing=()
-for pkg in mariadb-server mariadb-client php8.2-cli php8.2-mysql php8.2-gd php8.2-xml php8.2-mbstring \
-           php8.2-curl php8.2-opcache curl; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt_log=$(mktemp "${TMPDIR:-/tmp}/real-drupal-apt.XXXXXX")
-  { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$apt_log" 2>&1 \
-    || die "apt-get install failed, see $apt_log"
-  rm -f "$apt_log"
-fi
+need_packages mariadb-server mariadb-client php8.2-cli php8.2-mysql php8.2-gd php8.2-xml php8.2-mbstring \
+  php8.2-curl php8.2-opcache curl
 [ -f "$ARCHIVE" ] || die "the Drupal archive is not at $ARCHIVE (set CMSUSER_THIRDPARTY)"
 
 # --- (2) MariaDB: started here only when it is not running --------------------------------------
-started_mariadb=false
-if ! db_up; then
-  log "starting MariaDB"
-  (service mariadb start || service mysql start) >/dev/null 2>&1 || true
-  for _ in $(seq 60); do db_up && break; sleep 0.5; done
-  db_up || die "MariaDB is not answering on $DB_HOST:$DB_PORT"
-  started_mariadb=true
-fi
+mariadb_up
 
 # --- (3) the session folder -----------------------------------------------------------------------
-fresh=true
-if [ -n "$DIR" ] && [ -f "$DIR/state.json" ]; then
-  STATE="$DIR/state.json"
-  [ "$(state_get installed)" = 1 ] && fresh=false
-fi
-if $fresh; then
-  if [ -z "$DIR" ]; then
-    base=/dev/shm
-    [ -n "${TMPDIR:-}" ] && base=$TMPDIR
-    [ -w "$base" ] || base=/tmp
-    DIR=$(mktemp -d "$base/cmsuser-real-drupal-XXXXXX")
-  fi
-  mkdir -p "$DIR"
-  chmod 0700 "$DIR"
-fi
-DIR=$(cd "$DIR" && pwd)
-STATE="$DIR/state.json"
+open_session
 SITE="$DIR/site"
 WEB="$SITE/web"
 MAIL_DIR="$DIR/mails"
 
 if $fresh; then
   PORT=$(free_port)
-  suffix=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  DB_NAME="drupal_sbx_$suffix"
+  DB_NAME="$SBX_PREFIX$(random_hex 6)"
   DB_USER=$DB_NAME
   DB_PASSWORD=$(random_secret 24)
   ADMIN_PASSWORD=$(random_secret 20)
@@ -138,8 +74,7 @@ if $fresh; then
     ]);' "$DIR" "$HOST" "$PORT" "$DB_NAME" "$DB_PASSWORD" "$DB_HOST" "$DB_PORT" "$ADMIN_LOGIN" "$ADMIN_EMAIL" \
       "$ADMIN_PASSWORD" "$API_LOGIN" "$API_EMAIL" "$API_PASSWORD" "$API_ROLE" "$permissions_json" "$MAIL_DIR" \
     | state_merge
-  mkdir -p "$REGISTRY"
-  printf '%s\n' "$DIR" >"$REGISTRY/$DB_NAME"
+  registry_add "$DB_NAME" "$DIR"
 
   # --- (4) the tree: extracted into the session folder, with a fresh settings.php and files/ --------
   log "extracting Drupal ($(elapsed) s)"
@@ -151,25 +86,14 @@ if $fresh; then
   mkdir -p "$WEB/sites/default/files" "$DIR/private" "$DIR/tmp"
 
   # --- (5) database and its own user ----------------------------------------------------------------
-  db_admin <<SQL
-CREATE DATABASE \`$DB_NAME\` DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
-CREATE USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
-GRANT ALL PRIVILEGES ON \`$DB_NAME\`.* TO '$DB_USER'@'127.0.0.1';
-SQL
+  create_db "$DB_NAME" "$DB_USER" "$DB_PASSWORD" utf8mb4_general_ci
 
   # --- (6) install (core's installer) and configure (modules, roles, API user) ----------------------
-  run_step() {
-    local step=$1
-    (cd "$WEB" && TMPDIR="$DIR/tmp" REAL_DRUPAL_RESULT="$DIR/install-$step.json" REAL_DRUPAL_HOST="$HOST:$PORT" \
-      php -d memory_limit=512M "$HERE/install.php" "$step") >>"$DIR/install.log" 2>&1 \
-      || { tail -n 30 "$DIR/install.log" >&2; die "install step '$step' failed, see $DIR/install.log"; }
-    cat "$DIR/install-$step.json"
-    rm -f "$DIR/install-$step.json"
-  }
+  ENV_PREFIX=REAL_DRUPAL   # install.php's environment
   log "installing Drupal, standard profile ($(elapsed) s)"
   REAL_DRUPAL_DB_NAME="$DB_NAME" REAL_DRUPAL_DB_USER="$DB_USER" REAL_DRUPAL_DB_PASSWORD="$DB_PASSWORD" \
     REAL_DRUPAL_DB_HOST="$DB_HOST" REAL_DRUPAL_DB_PORT="$DB_PORT" REAL_DRUPAL_ADMIN_LOGIN="$ADMIN_LOGIN" \
-    REAL_DRUPAL_ADMIN_EMAIL="$ADMIN_EMAIL" REAL_DRUPAL_ADMIN_PASSWORD="$ADMIN_PASSWORD" run_step install >/dev/null
+    REAL_DRUPAL_ADMIN_EMAIL="$ADMIN_EMAIL" REAL_DRUPAL_ADMIN_PASSWORD="$ADMIN_PASSWORD" install_step install >/dev/null
   {
     echo ""
     echo "// Written by sandbox/real_drupal/start.sh for session $DIR."
@@ -180,7 +104,7 @@ SQL
   log "configuring JSON:API, roles and the API user ($(elapsed) s)"
   configured=$(REAL_DRUPAL_API_ROLE="$API_ROLE" REAL_DRUPAL_API_PERMISSIONS="$permissions_json" \
     REAL_DRUPAL_API_LOGIN="$API_LOGIN" REAL_DRUPAL_API_EMAIL="$API_EMAIL" REAL_DRUPAL_API_PASSWORD="$API_PASSWORD" \
-    run_step configure)
+    install_step configure)
   printf '%s' "$configured" | php -r '$c = json_decode(stream_get_contents(STDIN), true);
     echo json_encode(["api_user" => ["uid" => $c["api_user_id"], "uuid" => $c["api_user_uuid"]],
       "roles" => $c["roles"], "languages" => $c["languages"], "drupal_version" => $c["drupal_version"]]);' \
@@ -188,41 +112,19 @@ SQL
 fi
 
 PORT=$(state_get port)
-DB_NAME=$(state_get db.name)
 API_LOGIN=$(state_get api_user.login)
 API_PASSWORD=$(state_get api_user.password)
 URL="http://$HOST:$PORT"
 
 # --- (7) the PHP built-in server: its own session and process group ---------------------------------
-pid=$(state_get pgid)
-if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-S $HOST:$PORT "; then
-  log "already running (process group $pid)"
-else
-  port_free "$PORT" || die "port $PORT (this site's port) is in use by something else"
-  rm -f "$DIR/php-server.pid"
-  mkdir -p "$MAIL_DIR"
-  # sendmail_path: PHP's mail() hands every message to the capture script (nothing is delivered).
-  # Drupal finds its files relative to the working directory (php -S does not change into -t), so the
-  # server runs from web/. The subshell execs into setsid (no shell of this script stays behind) and
-  # its output goes to the log (nothing holds this script's stdout open).
-  (cd "$WEB" && PHP_CLI_SERVER_WORKERS="$WORKERS" exec setsid sh -c 'echo $$ >"$1"; shift; exec php "$@"' \
-      sh "$DIR/php-server.pid" -d opcache.enable_cli=1 -d memory_limit=512M \
-      -d "sendmail_path=$HERE/capture-mail.sh $MAIL_DIR" -d "upload_tmp_dir=$DIR/tmp" \
-      -S "$HOST:$PORT" -t "$WEB" "$WEB/.ht.router.php") >>"$DIR/php-server.log" 2>&1 </dev/null &
-  for _ in $(seq 50); do [ -s "$DIR/php-server.pid" ] && break; sleep 0.1; done
-  pid=$(cat "$DIR/php-server.pid")
-  printf '{"pgid": %d, "started_at": "%s", "started_mariadb": %s}' "$pid" "$(date -Is)" "$started_mariadb" | state_merge
-fi
+serve_drupal "$WEB/.ht.router.php"
 
 # --- (8) the API user can read JSON:API as itself (meta.links.me) before the site is handed over -------
-code=000
-for _ in $(seq 100); do
-  code=$(printf 'user = "%s:%s"\n' "$API_LOGIN" "$API_PASSWORD" \
-    | curl -s -K - --max-time 30 -o "$DIR/check.json" -w '%{http_code}' "$URL/jsonapi" || true)
-  [ "$code" = 000 ] || break
-  kill -0 "$pid" 2>/dev/null || die "the PHP server exited; see $DIR/php-server.log"
-  sleep 0.1
-done
+api_check() {
+  printf 'user = "%s:%s"\n' "$API_LOGIN" "$API_PASSWORD" \
+    | curl -s -K - --max-time 30 -o "$DIR/check.json" -w '%{http_code}' "$URL/jsonapi"
+}
+await_answer api_check
 if [ "$code" != 200 ] || ! grep -q '"me"' "$DIR/check.json"; then
   head -c 500 "$DIR/check.json" >&2 || true
   die "GET /jsonapi as the API user answered HTTP $code without meta.links.me (see $DIR/php-server.log)"
@@ -231,9 +133,4 @@ rm -f "$DIR/check.json"
 echo '{"installed": true}' | state_merge
 
 log "ready at $URL ($(elapsed) s)"
-if [ -n "$JSON_OUT" ]; then
-  (umask 077; cp "$STATE" "$JSON_OUT.tmp" && mv "$JSON_OUT.tmp" "$JSON_OUT")
-  echo "$URL"
-else
-  cat "$STATE"
-fi
+hand_over "$URL"

@@ -10,7 +10,7 @@ extracted copy; the endpoint `api` (REST, session authentication, JSON) with the
 retrieve, index, login/logout/token and resend_welcome_email/password_reset; roles `member`,
 `volunteer`, `site boss` besides core's `administrator`; user fields `field_member_number` (on the
 registration form) and `field_staff_note` (not on it); registration by administrators only; mails
-through PHP's mail(), whose sendmail_path is capture-mail.sh writing each message into the session's
+through PHP's mail(), whose sendmail_path is sandbox/capture-mail.sh writing each message into the session's
 mail folder; the API user `cmsuser_api` (uid 2), whose role holds exactly 'administer users',
 'administer permissions' and 'access user profiles'.
 
@@ -19,11 +19,7 @@ The archives are test fixtures: extracted into the session's own folder, never i
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,45 +41,24 @@ def unavailable() -> str | None:
     return None
 
 
-@dataclass
-class RealDrupal7:
-    """One running site, described by the JSON start.sh writes (secrets included: never print it)."""
+@dataclass(repr=False)
+class RealDrupal7(realsite.RealSite):
+    """One running site (realsite.RealSite: start, stop, base_url, api_login/api_password, mails, sql)."""
 
-    state: dict
-    json_path: Path
+    folder = HERE
+    label = "Drupal 7"
+    product = "Drupal"  # start.sh writes drupal_version (7.101)
+    php_prefix = "REAL_DRUPAL7"
+
     baseline_uid: int = 0
-    started_seconds: float = 0.0
     _changed: set = field(default_factory=set, repr=False)
 
-    def __repr__(self) -> str:
-        return f"RealDrupal7(base_url={self.base_url!r})"
-
-    @classmethod
-    def start(cls, timeout: float = 900) -> RealDrupal7:
-        state, json_path, seconds = realsite.start(HERE, "drupal7", timeout)
-        site = cls(state, json_path)
-        site.started_seconds = seconds
-        site.baseline_uid = int(site.sql("SELECT MAX(uid) FROM users").strip() or 0)
-        return site
-
-    def stop(self) -> None:
-        realsite.stop(HERE, self.state, self.json_path)
-
-    @property
-    def base_url(self) -> str:
-        return self.state["base_url"]
+    def _started(self) -> None:
+        self.baseline_uid = self._max_uid()
 
     @property
     def endpoint(self) -> str:
         return self.state["endpoint"]
-
-    @property
-    def api_login(self) -> str:
-        return self.state["api_user"]["login"]
-
-    @property
-    def api_password(self) -> str:
-        return self.state["api_user"]["password"]
 
     @property
     def roles(self) -> dict[str, int]:
@@ -95,45 +70,7 @@ class RealDrupal7:
         return json.dumps({"conn_type": "drupal7", "host": self.base_url, "login": self.api_login,
                            "password": self.api_password, "extra": {"endpoint": self.endpoint, **extra}})
 
-    # --- mails captured from PHP's mail() ------------------------------------------------------
-
-    @property
-    def mail_dir(self) -> Path:
-        return Path(self.state["mail_dir"])
-
-    def mails(self) -> list[dict]:
-        """Every mail the site sent since the last reset, oldest first: to, subject, body, headers."""
-        found = []
-        for path in sorted(self.mail_dir.glob("*.eml")):
-            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
-            body = message.get_body(preferencelist=("plain",)) if message.is_multipart() else message
-            found.append({"to": str(message.get("To", "")), "subject": str(message.get("Subject", "")),
-                          "body": body.get_content() if body is not None else "",
-                          "headers": {k: str(v) for k, v in message.items()}, "file": path.name})
-        return found
-
     # --- state --------------------------------------------------------------------------------
-
-    def sql(self, statement: str) -> str:
-        db = self.state["db"]
-        done = subprocess.run(["mysql", "--protocol=tcp", "-h", db["host"], "-P", str(db["port"]), "-u", "root",
-                               "-N", "-B", db["name"], "-e", statement], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"mysql on {db['name']} failed: {done.stderr.strip()}")
-        return done.stdout
-
-    def _php(self, step: str, **env: str) -> dict:
-        result = Path(self.state["session_dir"]) / f"step-{step}.json"
-        done = subprocess.run(["php", "-d", "memory_limit=512M", str(HERE / "install.php"), step], capture_output=True,
-                              text=True, timeout=120, cwd=self.state["web_dir"],
-                              env={**os.environ, "REAL_DRUPAL7_HOST": f"{self.state['host']}:{self.state['port']}",
-                                   "REAL_DRUPAL7_RESULT": str(result), **env})
-        if done.returncode != 0:
-            raise RuntimeError(f"install.php {step} failed: {done.stderr[-2000:]}{done.stdout[-2000:]}")
-        try:
-            return json.loads(result.read_text())
-        finally:
-            result.unlink(missing_ok=True)
 
     def set_permissions(self, permissions: list[str]) -> None:
         """Give the API user's role exactly these permissions (reset() restores the default set)."""
@@ -162,8 +99,7 @@ class RealDrupal7:
                        # uids come from the sequences table (db_next_id): start again after the baseline
                        "DELETE FROM sequences", "ALTER TABLE sequences AUTO_INCREMENT = 1"]
         self.sql("; ".join(statements))
-        for path in self.mail_dir.glob("*"):
-            path.unlink(missing_ok=True)
+        self.clear_mails()
         if "permissions" in self._changed:
             self.set_permissions(list(self.state["api_user"]["permissions"]))
         if "user_register" in self._changed:

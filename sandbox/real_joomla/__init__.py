@@ -7,17 +7,14 @@
 What start.sh sets up (install.php): the "User - Joomla!" plugin's mail_to_user off, an "API
 clients" group with API Login on the site and Create on com_users (nothing else), that group in
 the token plugin's allowed groups, the API user in it with a token, a token for the Super User
-(seeding only). Mails are captured by PHP's sendmail_path (capture-mail.sh) into the session's
+(seeding only). Mails are captured by PHP's sendmail_path (sandbox/capture-mail.sh) into the session's
 mail folder; `mails()` reads them back. The archive is a test fixture, extracted into the
 session's own folder, never into the project.
 """
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,34 +34,21 @@ def unavailable() -> str | None:
     return realsite.unavailable(ARCHIVE, "Joomla", "apt packages, a MariaDB database and user")
 
 
-@dataclass
-class RealJoomla:
-    """One running site, described by the JSON start.sh writes (tokens included: never print it)."""
+@dataclass(repr=False)
+class RealJoomla(realsite.RealSite):
+    """One running site (realsite.RealSite: start, stop, base_url, mails, sql); tokens in its state."""
 
-    state: dict
-    json_path: Path
+    folder = HERE
+    label = "Joomla"
+    start_timeout = 600
+    mail_body_types = ("plain", "html")
+
     baseline: dict[str, int] = field(default_factory=dict)
-    started_seconds: float = 0.0
 
-    def __repr__(self) -> str:  # the state holds tokens and passwords
-        return f"RealJoomla(base_url={self.base_url!r})"
-
-    @classmethod
-    def start(cls, timeout: float = 600) -> RealJoomla:
-        state, json_path, seconds = realsite.start(HERE, "joomla", timeout)
-        site = cls(state, json_path)
-        site.started_seconds = seconds
-        site.baseline = site._max_ids()
-        return site
-
-    def stop(self) -> None:
-        realsite.stop(HERE, self.state, self.json_path)
+    def _started(self) -> None:
+        self.baseline = self._max_ids()
 
     # --- what clients need --------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return self.state["base_url"]
 
     @property
     def api_url(self) -> str:
@@ -96,22 +80,13 @@ class RealJoomla:
 
     # --- mails -------------------------------------------------------------------------------
 
-    def mails(self) -> list[dict]:
-        """Every mail Joomla handed to sendmail, oldest first: {"to", "subject", "body", "raw"}."""
-        folder = Path(self.state["mail_dir"])
-        found = []
-        for path in sorted(folder.glob("*.eml")) if folder.is_dir() else []:
-            raw = path.read_bytes()
-            message = email.message_from_bytes(raw, policy=email.policy.default)
-            part = message.get_body(preferencelist=("plain", "html")) if message.is_multipart() else message
-            body = part.get_content() if part is not None else ""
-            found.append({"to": str(message.get("To", "")), "subject": str(message.get("Subject", "")),
-                          "body": body, "raw": raw.decode("utf-8", "replace")})
-        return found
+    def _mail_fields(self, path: Path, raw: bytes, message) -> dict:
+        """mails() gives {"to", "subject", "body", "raw"}: the message as Joomla handed it to sendmail."""
+        return {"raw": raw.decode("utf-8", "replace")}
 
     def clear_mails(self) -> None:
-        folder = Path(self.state["mail_dir"])
-        for path in folder.glob("*.eml") if folder.is_dir() else []:
+        """Captured mails deleted; a mail being written (a dot-name .tmp) is left to finish."""
+        for path in self.mail_dir.glob("*.eml"):
             path.unlink(missing_ok=True)
 
     # --- switches tests use ------------------------------------------------------------------
@@ -162,14 +137,6 @@ class RealJoomla:
     @property
     def prefix(self) -> str:
         return self.state["db"]["prefix"]
-
-    def sql(self, statement: str) -> str:
-        db = self.state["db"]
-        done = subprocess.run(["mysql", "--protocol=tcp", "-h", db["host"], "-P", str(db["port"]), "-u", "root",
-                               "-N", "-B", db["name"], "-e", statement], capture_output=True, text=True, timeout=60)
-        if done.returncode != 0:
-            raise RuntimeError(f"mysql on {db['name']} failed: {done.stderr.strip()}")
-        return done.stdout
 
     def _max_ids(self) -> dict[str, int]:
         query = " UNION ALL ".join(f"SELECT '{t}', COALESCE(MAX({c}), 0) FROM {self.prefix}{t}"

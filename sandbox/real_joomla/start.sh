@@ -18,65 +18,27 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-THIRDPARTY=${CMSUSER_THIRDPARTY:-$(cd "$HERE/../../.." && pwd)/shared/thirdparty}
+TAG=real-joomla
+SBX_PREFIX=joomla_sbx_
+. "$HERE/../realsite.sh"
 ARCHIVE=${REAL_JOOMLA_ARCHIVE:-$THIRDPARTY/joomla-5.3.1-b38a0b456105.tar.gz}
 DIR=${REAL_JOOMLA_DIR:-}
 PORT=${REAL_JOOMLA_PORT:-}
 JSON_OUT=${REAL_JOOMLA_JSON:-}
 WORKERS=${REAL_JOOMLA_WORKERS:-4}
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --dir) DIR=$2; shift 2 ;;
-    --port) PORT=$2; shift 2 ;;
-    --json) JSON_OUT=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "start.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-  esac
-done
+START_OPTIONS=--port
+start_args "$@"
 
-HOST=127.0.0.1
-DB_HOST=127.0.0.1
-DB_PORT=3306
 ADMIN_LOGIN=admin
 ADMIN_EMAIL=admin@example.test
 API_LOGIN=airflow_api
 API_EMAIL=airflow-api@example.test
 API_GROUP="API clients"
 MAIL_FROM=site@example.test
-export DEBIAN_FRONTEND=noninteractive
-
-t0=$(date +%s.%N)
-log() { echo "[real-joomla] $*" >&2; }
-die() { log "$*"; exit 1; }
-elapsed() { awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
-random_secret() { head -c 96 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c "${1:-32}"; }
-db_admin() { mysql --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root "$@"; }
-db_up() { mysqladmin --protocol=tcp -h "$DB_HOST" -P "$DB_PORT" -u root ping >/dev/null 2>&1; }
-port_free() { php -r 'exit(@stream_socket_server("tcp://127.0.0.1:" . $argv[1]) ? 0 : 1);' "$1"; }
-free_port() { php -r '$s = stream_socket_server("tcp://127.0.0.1:0"); echo explode(":", stream_socket_get_name($s, false))[1];'; }
-state_get() { php -r '$s = json_decode(file_get_contents($argv[1]), true); $v = $s;
-  foreach (explode(".", $argv[2]) as $k) { $v = is_array($v) ? ($v[$k] ?? null) : null; }
-  echo is_bool($v) ? ($v ? "1" : "0") : (is_array($v) ? json_encode($v) : (string) $v);' "$STATE" "$1"; }
-state_merge() { (umask 077; php -r '$f = $argv[1]; $s = is_file($f) ? json_decode(file_get_contents($f), true) : [];
-  $s = array_replace_recursive($s, json_decode(stream_get_contents(STDIN), true));
-  file_put_contents("$f.tmp", json_encode($s, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES) . "\n"); rename("$f.tmp", $f);' "$STATE"); }
-server_alive() {
-  local pid=$1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "-S $HOST:$PORT "
-}
 
 # --- (1) packages: only when something is missing --------------------------------------------
-missing=()
-for pkg in mariadb-server mariadb-client php8.2-cli php8.2-mysql php8.2-xml php8.2-mbstring php8.2-intl php8.2-gd php8.2-curl curl; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  apt_log=$(mktemp "${TMPDIR:-/tmp}/real-joomla-apt.XXXXXX")
-  { apt-get update -q && apt-get install -y -q --no-install-recommends "${missing[@]}"; } >"$apt_log" 2>&1 \
-    || die "apt-get install failed, see $apt_log"
-  rm -f "$apt_log"
-fi
+need_packages mariadb-server mariadb-client php8.2-cli php8.2-mysql php8.2-xml php8.2-mbstring php8.2-intl \
+  php8.2-gd php8.2-curl curl
 
 # --- (2) session folder -------------------------------------------------------------------------
 if [ -z "$DIR" ] && [ -n "$JSON_OUT" ] && [ -s "$JSON_OUT" ]; then
@@ -106,15 +68,11 @@ if [ -f "$STATE" ] && [ "$(state_get installed)" != "1" ]; then
 fi
 
 # --- (3) MariaDB: normally running; started only when down ---------------------------------------
-started_mariadb=false
-if ! db_up; then
-  log "starting MariaDB"
+start_mariadbd() {
   install -d -o mysql -g mysql /run/mysqld
   start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
-  for _ in $(seq 60); do db_up && break; sleep 0.5; done
-  db_up || die "MariaDB did not come up"
-  started_mariadb=true
-fi
+}
+mariadb_up start_mariadbd
 
 if [ -f "$STATE" ]; then
   # ---------------------------------------------------------------- warm start
@@ -133,8 +91,7 @@ else
     PORT=$(free_port)
   fi
   URL="http://$HOST:$PORT"
-  SUFFIX=$(head -c 5 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  DB_NAME="joomla_sbx_$SUFFIX"
+  DB_NAME="$SBX_PREFIX$(random_hex 5)"
   DB_USER="$DB_NAME"
   DB_PASSWORD=$(random_secret 32)
   ADMIN_PASSWORD="$(random_secret 20)-Aa1"
@@ -161,11 +118,7 @@ else
   tar -xzf "$ARCHIVE" -C "$SITE" --strip-components=1 --no-same-owner || die "extracting $ARCHIVE failed"
 
   # --- (5) database and its own user ------------------------------------------------------------
-  db_admin <<SQL
-CREATE DATABASE \`$DB_NAME\` DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
-CREATE USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASSWORD';
-GRANT ALL PRIVILEGES ON \`$DB_NAME\`.* TO '$DB_USER'@'127.0.0.1';
-SQL
+  create_db "$DB_NAME" "$DB_USER" "$DB_PASSWORD" utf8mb4_unicode_ci
 
   # --- (6) Joomla's own installer, then the API side (install.php) -----------------------------
   log "Joomla installer ($(elapsed) s)"
@@ -198,21 +151,16 @@ fi
 
 # --- (7) the PHP built-in server, unless ours is already up -------------------------------------
 pid=$(state_get pid)
-if server_alive "$pid"; then
+if our_server "$pid"; then
   log "already running (pid $pid)"
 else
-  port_free "$PORT" || die "port $PORT (this site's port) is in use by something else"
-  rm -f "$DIR/php-server.pid"
   mkdir -p -m 0700 "$DIR/sessions" "$DIR/mails"
-  # setsid: a process group of its own, so stop.sh ends the server with its forked workers.
-  # sendmail_path: Joomla's mailer "mail" calls PHP's mail(), which pipes into the capture script.
-  PHP_CLI_SERVER_WORKERS="$WORKERS" \
-    setsid sh -c 'echo $$ >"$1"; shift; exec php "$@"' sh "$DIR/php-server.pid" \
-      -d opcache.enable_cli=1 -d memory_limit=256M -d "session.save_path=$DIR/sessions" \
-      -d "sendmail_path=$HERE/capture-mail.sh $DIR/mails" -d display_errors=0 -d log_errors=1 \
-      -S "$HOST:$PORT" -t "$SITE" >>"$DIR/php-server.log" 2>&1 </dev/null 9>&- &
-  for _ in $(seq 50); do [ -s "$DIR/php-server.pid" ] && break; sleep 0.1; done
-  pid=$(cat "$DIR/php-server.pid")
+  # sendmail_path: Joomla's mailer "mail" calls PHP's mail(), which pipes into the capture script
+  # (--umask 022: Joomla's mail files stay readable by all, as they were). Joomla finds its files
+  # from -t, so the server needs no working folder of its own.
+  start_php_server . -d opcache.enable_cli=1 -d memory_limit=256M -d "session.save_path=$DIR/sessions" \
+    -d "sendmail_path=$CAPTURE_MAIL --umask 022 $DIR/mails" -d display_errors=0 -d log_errors=1 \
+    -S "$HOST:$PORT" -t "$SITE"
   printf '{"pid": %d, "pgid": %d, "started_at": "%s"}' "$pid" "$pid" "$(date -Is)" | state_merge
 fi
 printf '{"started_mariadb": %s}' "$started_mariadb" | state_merge
@@ -222,13 +170,7 @@ api_check() {
   printf 'header = "X-Joomla-Token: %s"\nheader = "Accept: application/vnd.api+json"\n' "$TOKEN" \
     | curl -s -K - --max-time 30 -o "$DIR/check.json" -w '%{http_code}' "$URL/api/index.php/v1/users/groups"
 }
-code=000
-for _ in $(seq 100); do
-  code=$(api_check || true)
-  [ "$code" = 000 ] || break
-  kill -0 "$pid" 2>/dev/null || die "the PHP server exited; see $DIR/php-server.log"
-  sleep 0.1
-done
+await_answer api_check
 if [ "$code" != 200 ] || ! grep -q '"groups"' "$DIR/check.json"; then
   head -c 500 "$DIR/check.json" >&2 || true
   die "GET /api/index.php/v1/users/groups with the API token answered HTTP $code (see $DIR/php-server.log)"
@@ -237,9 +179,4 @@ rm -f "$DIR/check.json"
 $fresh && echo '{"installed": true}' | state_merge
 
 log "ready at $URL ($(elapsed) s)"
-if [ -n "$JSON_OUT" ]; then
-  (umask 077; cp "$STATE" "$JSON_OUT.tmp" && mv "$JSON_OUT.tmp" "$JSON_OUT")
-  echo "$URL"
-else
-  cat "$STATE"
-fi
+hand_over "$URL"

@@ -17,20 +17,14 @@ pointed at the uid his account really got.
 from __future__ import annotations
 
 import re
-import secrets
-from contextlib import ExitStack
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 import pytest
 import requests
-import yaml
 
-from sandbox import local_airflow
-from sandbox.civicrm import CiviCRMEmulator
-from sandbox.faultproxy import FaultProxy
-from sandbox.sites import DEMO_SEED
-from tests.dags.conftest import BASE_SETTINGS, Sandbox
+from tests.dags import real_nightly
+from tests.dags.real_nightly import CREATED, EMAILS, MAILED
 
 pytestmark = [pytest.mark.real_drupal, pytest.mark.slow]
 
@@ -40,20 +34,7 @@ USERS_PATH = "/jsonapi/user/user"
 DEFAULT_PERMISSIONS = ["administer users", "administer permissions"]
 WITH_LANGUAGES = [*DEFAULT_PERMISSIONS, "administer languages"]
 
-EXISTING = [  # the demo seed's drupal section, and an administrator (role site_boss) with a contact's email
-    {"name": "larry", "mail": "larry@example.org", "roles": ["member"]},
-    {"name": "jane.doe", "mail": "jane.doe@example.org"},
-    {"name": "john.smith", "mail": "jsmith@elsewhere.example"},
-    {"name": "the.boss", "mail": "boss@example.org", "roles": ["site_boss"]},
-]
-BOSS = {"id": 17, "first_name": "Bea", "last_name": "Boss", "email": "Boss@Example.org"}
-CREATED = {2: "ada.lovelace", 3: "grace.hopper", 4: "alan.turing", 5: "zoe.angstrom", 11: "sam.family",
-           16: "john.smith2"}
-EMAILS = {2: "ada@example.org", 3: "grace@example.org", 4: "alan@example.org", 5: "zoe@example.org",
-          6: "jane.doe@example.org", 11: "family@example.org", 16: "john.smith@example.org"}
-FAILED = {8: "no primary email", 9: "invalid email", 10: "invalid email 'lena.", 12: "contact 11", 13: "deceased",
-          14: "administrator", 17: "administrator"}  # 14: admin@example.test is uid 1; 17: the site_boss
-LANGUAGES = {2: "fr_FR", 4: "de_DE"}  # the site has en and fr
+EXISTING = real_nightly.accounts_with_boss("site_boss")  # the demo seed's drupal section, and the.boss
 
 
 class Api:
@@ -96,42 +77,15 @@ class Api:
 
 
 @dataclass
-class RealBox:
-    box: Sandbox
-    site: object            # sandbox.real_drupal.RealDrupal
+class DrupalBox(real_nightly.RealBoxWithBoss):
     api: Api                # with the API user's login (what the pipeline uses)
     admin: Api              # with uid 1's login (seeding only)
-    existing: dict[str, int]  # name -> uid of the accounts made before the run
-    stack: ExitStack
-    monkeypatch: pytest.MonkeyPatch
 
-    def through_proxy(self) -> FaultProxy:
-        """A FaultProxy in front of the site; the CMS connection's host now points at it."""
-        proxy = self.stack.enter_context(FaultProxy(self.site.base_url))
-        self._connect(proxy.url)
-        return proxy
+    def uid(self, account: dict) -> int:
+        return account["drupal_internal__uid"]
 
-    def _connect(self, host: str) -> None:
-        env = local_airflow.connection_env(self.box.civicrm.url, self.box.secrets["api_key"],
-                                           self.box.secrets["site_key"], host, self.site.api_login,
-                                           self.site.api_password, cms_type="drupal")
-        for key, value in env.items():
-            self.monkeypatch.setenv(key, value)
-
-    def outcomes_ok(self, run, outcomes) -> None:
-        assert str(run.state).endswith("success")
-        assert {cid: row["username"] for cid, row in outcomes.items() if row["outcome"] == "created"} == CREATED
-        for cid, words in FAILED.items():
-            assert outcomes[cid]["outcome"] == "failed" and words in outcomes[cid]["reason"], outcomes[cid]
-        assert outcomes[7]["outcome"] == "already_linked"
-        assert outcomes[6]["outcome"] == "linked_existing" and outcomes[6]["username"] == "jane.doe"
-
-    def mails_by_address(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for mail in self.site.mails():
-            (address,) = re.findall(r"[\w.+-]+@[\w.-]+", mail["to"])
-            found[address.lower()] = found.get(address.lower(), 0) + 1
-        return found
+    def connection(self, host: str) -> str:
+        return real_nightly.cms_connection(host, self.site.api_login, self.site.api_password, "drupal")
 
 
 @pytest.fixture
@@ -139,27 +93,11 @@ def real_sandbox(real_drupal, airflow_db, monkeypatch, tmp_path):
     real_drupal.reset()
     admin = Api(real_drupal, real_drupal.admin_auth)
     existing = {account["name"]: admin.create(**account) for account in EXISTING}
-    seed = yaml.safe_load(DEMO_SEED.read_text())["civicrm"]
-    for contact in seed["contacts"]:
-        if contact["id"] in LANGUAGES:
-            contact["preferred_language"] = LANGUAGES[contact["id"]]
-    seed["contacts"].append(dict(BOSS))
-    seed["group_contacts"].append({"group_id": 5, "contact_id": BOSS["id"], "status": "Added"})
-    (larry,) = seed["uf_matches"]
-    larry["uf_id"] = existing["larry"]
-    api_key, site_key = secrets.token_hex(16), secrets.token_hex(16)
-    with ExitStack() as stack:
-        civicrm = stack.enter_context(CiviCRMEmulator(api_key=api_key, site_key=site_key))
-        civicrm.seed(seed)
-        civicrm.start()
-        settings_file = tmp_path / "cmsuser.yaml"
-        monkeypatch.setenv("CMSUSER_SETTINGS", str(settings_file))
-        box = Sandbox(civicrm, None, settings_file, {"api_key": api_key, "site_key": site_key})
-        box.configure(**BASE_SETTINGS, user_fields={"field_member_number": "M{contact_id}"},
-                      sync_preferred_language=True)
-        real = RealBox(box, real_drupal, Api(real_drupal, real_drupal.api_auth), admin, existing, stack,
-                       monkeypatch)
-        real._connect(real_drupal.base_url)
+    settings = {"user_fields": {"field_member_number": "M{contact_id}"}, "sync_preferred_language": True}
+    with real_nightly.real_box(DrupalBox, real_drupal, real_nightly.seed_with_boss(existing["larry"]),
+                               monkeypatch, tmp_path, settings, existing=existing,
+                               api=Api(real_drupal, real_drupal.api_auth), admin=admin) as real:
+        real.connect(real.connection(real_drupal.base_url))
         yield real
     real_drupal.set_mail_works(True)
     real_drupal.reset()
@@ -173,35 +111,27 @@ def test_accounts_created_active_in_the_role_with_fields_language_linked_and_mai
     real.outcomes_ok(run, outcomes)
 
     users = real.api.users()
+    real.created_linked(users, outcomes)
     links = real.box.ufmatch()
     for cid, username in CREATED.items():
         account = users[username]
         assert account["status"] is True and account["roles"] == ["member"]
         assert account["mail"] == EMAILS[cid]
         assert account["field_member_number"] == f"M{cid}"
-        assert links[cid]["uf_id"] == account["drupal_internal__uid"] == outcomes[cid]["uf_id"]
         assert links[cid]["uf_name"].lower() == EMAILS[cid]
-        assert real.box.activities(cid)[0]["subject"] == f"Created : {username} ({account['drupal_internal__uid']})"
     # Ada prefers fr_FR: the site has fr; Alan's de_DE it has not (nothing sent: Drupal's default)
     assert {users[name]["preferred_langcode"] for cid, name in CREATED.items() if cid != 2} == {"en"}
     assert users["ada.lovelace"]["preferred_langcode"] == "fr"
     assert set(users) == set(before) | set(CREATED.values())  # nothing else was made
 
-    # the existing account: linked (the contact's email differs only in case), and nothing about it changed
-    assert links[6]["uf_id"] == real.existing["jane.doe"] == outcomes[6]["uf_id"]
-    assert users["jane.doe"] == before["jane.doe"]  # every attribute: changed, roles, langcode, field, ...
+    # every attribute of the existing accounts: changed, roles, langcode, field, ...
+    real.existing_left_alone(before, users, outcomes)
     assert users["jane.doe"]["field_member_number"] is None
-    assert users["john.smith"] == before["john.smith"] and users["larry"] == before["larry"]
-    assert links[7]["uf_id"] == real.existing["larry"]
-    # administrators are never linked: uid 1 (Adam's email) and the site_boss (Bea's)
-    assert 14 not in links and 17 not in links
-    assert str(real.existing["the.boss"]) in outcomes[17]["reason"]
-    assert users["the.boss"] == before["the.boss"] and users["admin"] == before["admin"]
 
     # exactly one reset mail per new account, none for Grace (do_not_email), none for anyone else;
     # each carries a one-time login link for its own account
-    assert real.mails_by_address() == {EMAILS[cid]: 1 for cid in CREATED if cid != 3}
-    by_address = {re.findall(r"[\w.+-]+@[\w.-]+", m["to"])[0].lower(): m for m in real.site.mails()}
+    assert real.mails_by_address() == MAILED
+    by_address = real.mails_to()
     for cid, username in CREATED.items():
         if cid != 3:
             uid = users[username]["drupal_internal__uid"]
@@ -227,37 +157,22 @@ def test_an_existing_email_with_on_existing_email_fail_is_not_linked(real_sandbo
     assert outcomes[6]["outcome"] == "failed" and "jane.doe" in outcomes[6]["reason"]
     assert 6 not in real.box.ufmatch()
     after = real.api.users()
-    assert [u["name"] for u in after.values() if u["mail"].lower() == "jane.doe@example.org"] == ["jane.doe"]
+    assert [u["name"] for u in real.with_email(after, "jane.doe@example.org")] == ["jane.doe"]
     assert after["jane.doe"] == before["jane.doe"]
     assert "jane.doe@example.org" not in real.mails_by_address()
 
 
-def test_an_email_taken_on_the_site_after_planning_is_refused_by_drupal_and_linked(real_sandbox, monkeypatch):
+def test_an_email_taken_on_the_site_after_planning_is_refused_by_drupal_and_linked(real_sandbox):
     """Somebody registers with Alan's email (in other case) between the plan and his create: the real
     Drupal refuses the create (422 on mail), the batch looks the email up and links that account."""
     from cms_operators.drupal.backend import DrupalBackend
 
     real = real_sandbox
-    original = DrupalBackend.create_user
-    raced: list[int] = []
-
-    def create_user(self, **kwargs):
-        if kwargs["email"].lower() == "alan@example.org" and not raced:
-            raced.append(real.admin.create("alan.elsewhere", "Alan@Example.org"))
-        return original(self, **kwargs)
-
-    monkeypatch.setattr(DrupalBackend, "create_user", create_user)
-    run, outcomes = real.box.run()
-    assert str(run.state).endswith("success") and raced
-    assert (outcomes[4]["outcome"], outcomes[4]["username"], outcomes[4]["uf_id"]) == (
-        "linked_existing", "alan.elsewhere", raced[0])
-    assert real.box.ufmatch()[4]["uf_id"] == raced[0]
+    real.email_taken_after_planning(DrupalBackend, lambda: real.admin.create("alan.elsewhere", "Alan@Example.org"))
     users = real.api.users()
     assert "alan.turing" not in users
-    assert [u["name"] for u in users.values() if u["mail"].lower() == "alan@example.org"] == ["alan.elsewhere"]
+    assert [u["name"] for u in real.with_email(users, "alan@example.org")] == ["alan.elsewhere"]
     assert users["alan.elsewhere"]["field_member_number"] is None  # not ours: nothing set on it
-    assert "alan@example.org" not in real.mails_by_address()
-    assert {cid for cid, row in outcomes.items() if row["outcome"] == "created"} == set(CREATED) - {4}
 
 
 def test_a_lost_create_answer_converges_without_a_duplicate(real_sandbox):
@@ -265,18 +180,7 @@ def test_a_lost_create_answer_converges_without_a_duplicate(real_sandbox):
     from provisioning import outcomes as outcomes_text
 
     real = real_sandbox
-    proxy = real.through_proxy()
-    proxy.inject(method="POST", path=USERS_PATH, body_contains="ada@example.org", lose_answer=True, times=1)
-
-    run, outcomes = real.box.run()
-
-    real.outcomes_ok(run, outcomes)
-    assert proxy.pending_faults == 0
-    creates = [(c.lost, c.target_status) for c in proxy.calls if c.method == "POST" and c.path == USERS_PATH]
-    # pre-flight's probe (an empty name and mail: refused by design), then one post per account, Ada's
-    # lost and never sent again
-    assert creates[0] == (False, 422)
-    assert sorted(creates[1:]) == [(False, 201)] * (len(CREATED) - 1) + [(True, 201)]
+    proxy, outcomes = real.lose_a_create_answer(USERS_PATH, probe_status=422, created_status=201)
     # the doubt was settled by a look-up of Ada's email through the proxy, after the lost answer
     lost_at = next(i for i, c in enumerate(proxy.calls) if c.lost)
     assert any(c.method == "GET" and c.path == USERS_PATH and "ada@example.org" in unquote(c.query).lower()
@@ -285,25 +189,14 @@ def test_a_lost_create_answer_converges_without_a_duplicate(real_sandbox):
     # and the password mails went through the proxy too: one request per mailed account
     assert len([c for c in proxy.calls if c.method == "POST" and c.path == "/user/password"]) == len(CREATED) - 1
     users = real.api.users()
-    (ada,) = [u for u in users.values() if u["mail"].lower() == "ada@example.org"]
+    (ada,) = real.with_email(users, "ada@example.org")
     assert ada["name"] == "ada.lovelace" and ada["roles"] == ["member"] and ada["field_member_number"] == "M2"
-    links = real.box.ufmatch()
-    assert links[2]["uf_id"] == ada["drupal_internal__uid"] == outcomes[2]["uf_id"]
-    for cid, username in CREATED.items():  # every account linked, one per email
-        assert links[cid]["uf_id"] == users[username]["drupal_internal__uid"]
-        assert len([u for u in users.values() if u["mail"].lower() == EMAILS[cid]]) == 1
-    assert real.mails_by_address() == {EMAILS[cid]: 1 for cid in CREATED if cid != 3}
+    assert real.box.ufmatch()[2]["uf_id"] == ada["drupal_internal__uid"] == outcomes[2]["uf_id"]
+    real.one_account_each(users)
+    assert real.mails_by_address() == MAILED
 
 
 def test_second_run_creates_nothing_new(real_sandbox):
     real = real_sandbox
     real.box.run()
-    before = real.api.users()
-    mails = len(real.site.mails())
-    run, outcomes = real.box.run()
-    assert str(run.state).endswith("success")
-    assert real.api.users() == before
-    assert len(real.site.mails()) == mails
-    assert {row["outcome"] for row in outcomes.values()} == {"failed"}
-    assert all(row["attempt"] == 2 for row in outcomes.values())
-    assert not any(row["outcome"] == "created" for row in outcomes.values())
+    real.second_run_changes_nothing(real.api.users)
