@@ -34,8 +34,12 @@ with DAG(
     },
 ) as dag:
     run = tasks.preflight.override(task_id="preflight", **tasks.limits(settings, "preflight"))()
+    # resets first: a contact that also gets a new account in this run must not receive both emails
+    resets = tasks.password_resets.override(task_id="password_resets",
+                                            **tasks.limits(settings, "password_resets"))(run)
     extracted = tasks.extract.override(task_id="extract", **tasks.limits(settings, "extract"))(
         run, sources.trigger_membership())
+    resets >> extracted
     batches = tasks.plan.override(task_id="plan", **tasks.limits(settings, "plan"))(run, extracted)
     created = tasks.create_accounts.override(task_id="create_accounts", **tasks.limits(settings, "create_accounts")
                                              ).partial(run=run).expand(batch=batches)

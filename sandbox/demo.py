@@ -35,12 +35,17 @@ def main() -> int:
         local_airflow.init_db()
         run = local_airflow.run_nightly()
         outcomes = local_airflow.xcom(run.run_id, "finalize", key="outcomes") or []
+        resets = local_airflow.xcom(run.run_id, "password_resets", key="resets") or []
         print()
         print(f"Run {run.run_id}: {run.state}")
         if outcomes:
             frame = pd.DataFrame(outcomes)
             print(report.outcome_table(frame, max_rows=len(frame)))
             print(report.summary_table(frame))
+        if resets:
+            print("\nPassword resets:")
+            print(report.outcome_table(pd.DataFrame(resets, dtype=object), max_rows=len(resets),
+                                       columns=("contact_id", "outcome", "uf_id", "reason")))
         print(f"{len(civicrm.calls)} CiviCRM calls, {len(cms.calls)} {label} calls, "
               f"{len(cms.mails)} password mails, {time.monotonic() - started:.1f} s")
         return 0 if str(run.state) in ("success", "DagRunState.SUCCESS") and outcomes else 1

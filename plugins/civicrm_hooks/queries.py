@@ -18,6 +18,8 @@ from provisioning.journal import JournalEntry
 from provisioning.vocabulary import Source, source_tag
 
 ACTIVITY_TYPE = "User Account Creation"
+# its own type, so a reset never counts as an account-creation attempt
+PASSWORD_RESET_TYPE = "User Account Password Reset"
 FAILED_STATUS = "Failed"
 # Written when the pipeline takes a contact off its triggers; attempts are counted after it.
 RESET_STATUS = "Cancelled"
@@ -126,8 +128,20 @@ def _lookup(hook, entity: str, entries: list, text_fields: tuple[str, ...], sele
 
 def resolve_triggers(hook, settings) -> Triggers:
     """Resolve trigger and history groups/tags from ids, names or titles; one or two calls each."""
-    group_entries = list(settings.trigger_groups) + [g for g in [settings.history_group] if g is not None]
-    tag_entries = list(settings.trigger_tags) + [t for t in [settings.history_tag] if t is not None]
+    return _resolve(hook, settings.trigger_groups, settings.trigger_tags, ("trigger_groups", "trigger_tags"),
+                    history_group=settings.history_group, history_tag=settings.history_tag)
+
+
+def resolve_resets(hook, settings) -> Triggers:
+    """The password-reset groups and tags (`reset_groups`, `reset_tags`) resolved the same way."""
+    return _resolve(hook, settings.reset_groups, settings.reset_tags, ("reset_groups", "reset_tags"))
+
+
+def _resolve(hook, group_refs: list, tag_refs: list, names: tuple[str, str], *,
+             history_group=None, history_tag=None) -> Triggers:
+    group_setting, tag_setting = names
+    group_entries = list(group_refs) + [g for g in [history_group] if g is not None]
+    tag_entries = list(tag_refs) + [t for t in [history_tag] if t is not None]
     groups = _lookup(hook, "Group", group_entries, ("name", "title"),
                      ["id", "name", "title", "saved_search_id", "is_active", "children"])
     tags = _lookup(hook, "Tag", tag_entries, ("name", "label"), ["id", "name", "label"])
@@ -142,34 +156,34 @@ def resolve_triggers(hook, settings) -> Triggers:
             return None
 
     static, smart = {}, {}
-    for entry in settings.trigger_groups:
-        group = match(entry, groups, ("name", "title"), "trigger_groups", "group")
+    for entry in group_refs:
+        group = match(entry, groups, ("name", "title"), group_setting, "group")
         if group is None:
             continue
         if not group.get("is_active", True):
-            problems.append(f"trigger_groups: group {group['title']!r} ({group['id']}) is disabled in "
+            problems.append(f"{group_setting}: group {group['title']!r} ({group['id']}) is disabled in "
                             "CiviCRM. Enable it or remove it from the settings.")
             continue
         (smart if group.get("saved_search_id") else static)[group["id"]] = group["title"]
-    trigger_tags = {}
-    for entry in settings.trigger_tags:
-        tag = match(entry, tags, ("name", "label"), "trigger_tags", "tag")
+    found_tags = {}
+    for entry in tag_refs:
+        tag = match(entry, tags, ("name", "label"), tag_setting, "tag")
         if tag is not None:
-            trigger_tags[tag["id"]] = tag.get("label") or tag["name"]
-    history_group = history_tag = None
-    if settings.history_group is not None:
-        group = match(settings.history_group, groups, ("name", "title"), "history_group", "group")
+            found_tags[tag["id"]] = tag.get("label") or tag["name"]
+    history_group_id = history_tag_id = None
+    if history_group is not None:
+        group = match(history_group, groups, ("name", "title"), "history_group", "group")
         if group is not None and group.get("saved_search_id"):
             problems.append(f"history_group: {group['title']!r} is a smart group; contacts cannot be "
                             "added to it. Choose a regular group.")
         elif group is not None:
-            history_group = group["id"]
-    if settings.history_tag is not None:
-        tag = match(settings.history_tag, tags, ("name", "label"), "history_tag", "tag")
-        history_tag = tag["id"] if tag is not None else None
+            history_group_id = group["id"]
+    if history_tag is not None:
+        tag = match(history_tag, tags, ("name", "label"), "history_tag", "tag")
+        history_tag_id = tag["id"] if tag is not None else None
     if problems:
         raise TriggerError(problems)
-    return Triggers(static, smart, trigger_tags, history_group, history_tag,
+    return Triggers(static, smart, found_tags, history_group_id, history_tag_id,
                     _static_descendants(hook, [g for g in groups if g["id"] in static]))
 
 
@@ -235,6 +249,7 @@ def ensure_option_values(hook, *, create: bool) -> list[str]:
     Returns what is missing (when `create` is false) or what was created.
     """
     wanted = [("activity_type", ACTIVITY_TYPE, "CMS user account created."),
+              ("activity_type", PASSWORD_RESET_TYPE, "Sent a password reset email."),
               ("activity_status", FAILED_STATUS, "Activity failed.")]
     rows = hook.call("OptionValue", "get", {
         "select": ["id", "name", "option_group_id:name"],
@@ -280,6 +295,21 @@ def triggered_members(hook, triggers: Triggers, domain_id: int) -> dict[int, lis
             "select": ["entity_id", "tag_id"],
             "where": [["entity_table", "=", "civicrm_contact"], ["tag_id", "IN", list(triggers.tags)]],
         }
+        for row in hook.get_all("EntityTag", params):
+            sources[row["entity_id"]].append(source_tag(Source.TAG, row["tag_id"]))
+    return dict(sources)
+
+
+def reset_members(hook, resets: Triggers) -> dict[int, list[str]]:
+    """Contact id -> the reset groups and tags it is in (`group:8`, `smart:9`, `tag:5`); linked or not."""
+    sources: dict[int, list[str]] = defaultdict(list)
+    for kind, groups in ((Source.GROUP, resets.static_groups), (Source.SMART, resets.smart_groups)):
+        for group_id in groups:
+            for row in hook.get_all("Contact", {"select": ["id"], "where": [["groups", "IN", [group_id]]]}):
+                sources[row["id"]].append(source_tag(kind, group_id))
+    if resets.tags:
+        params = {"select": ["entity_id", "tag_id"],
+                  "where": [["entity_table", "=", "civicrm_contact"], ["tag_id", "IN", list(resets.tags)]]}
         for row in hook.get_all("EntityTag", params):
             sources[row["entity_id"]].append(source_tag(Source.TAG, row["tag_id"]))
     return dict(sources)
@@ -470,17 +500,21 @@ def save_links(hook, links: list[dict], domain_id: int) -> dict[int, str]:
     return errors
 
 
-def run_activities(hook, contact_ids: Iterable[int], run_marker: str) -> dict[int, list[dict]]:
-    """Contact id -> this run's "User Account Creation" activities (id, status, subject, details)."""
+def run_activities(hook, contact_ids: Iterable[int] | None, run_marker: str,
+                   activity_type: str = ACTIVITY_TYPE) -> dict[int, list[dict]]:
+    """Contact id -> this run's activities of `activity_type` (id, status, subject, details); of these
+    contacts, or (None) of every contact this run wrote one for."""
     params = {
         "select": ["contact_id", "activity_id", "activity_id.status_id:name", "activity_id.subject",
                    "activity_id.details"],
         "where": [["record_type_id:name", "=", "Activity Targets"],
-                  ["activity_id.activity_type_id:name", "=", ACTIVITY_TYPE],
+                  ["activity_id.activity_type_id:name", "=", activity_type],
                   ["activity_id.details", "LIKE", f"%{run_marker}%"]],
     }
+    rows = hook.get_all("ActivityContact", params) if contact_ids is None else \
+        hook.get_in("ActivityContact", "contact_id", sorted(set(contact_ids)), params)
     found: dict[int, list[dict]] = defaultdict(list)
-    for row in hook.get_in("ActivityContact", "contact_id", sorted(set(contact_ids)), params):
+    for row in rows:
         found[row["contact_id"]].append({
             "id": row["activity_id"], "status": row.get("activity_id.status_id:name"),
             "subject": row.get("activity_id.subject"), "details": row.get("activity_id.details") or ""})
@@ -538,12 +572,14 @@ def write_activities(hook, activities: list[dict]) -> dict[int, str]:
     def unwritten(part: list[dict]) -> list[dict]:
         # a new activity carries its run's marker: one found for its contact and status was written
         new = [r for r in part if "id" not in r]
-        markers = {m for r in new for m in journal.markers_in(r.get("details"))}
         landed = set()
-        for marker in markers:
-            mine = run_activities(hook, [contact_of[id(r)] for r in new], marker)
-            landed |= {(cid, a["status"]) for cid, rows in mine.items() for a in rows}
-        return [r for r in part if "id" in r or (contact_of[id(r)], r["status_id:name"]) not in landed]
+        for kind in {r.get("activity_type_id:name", ACTIVITY_TYPE) for r in new}:
+            of_kind = [r for r in new if r.get("activity_type_id:name", ACTIVITY_TYPE) == kind]
+            for marker in {m for r in of_kind for m in journal.markers_in(r.get("details"))}:
+                mine = run_activities(hook, [contact_of[id(r)] for r in of_kind], marker, kind)
+                landed |= {(kind, cid, a["status"]) for cid, rows in mine.items() for a in rows}
+        return [r for r in part if "id" in r or (r.get("activity_type_id:name", ACTIVITY_TYPE), contact_of[id(r)],
+                                                 r["status_id:name"]) not in landed]
 
     return save_isolated(hook, "Activity", activities, key=lambda record: contact_of.get(id(record)),
                          unwritten=unwritten)

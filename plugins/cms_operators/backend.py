@@ -119,7 +119,11 @@ class CmsBackend(Protocol):
         ...
 
     def send_password_mail(self, user: CmsUser) -> None:
-        """Ask the CMS to mail the user a link to set their password."""
+        """Ask the CMS to mail the user of a new account a link to set their password."""
+        ...
+
+    def send_password_reset(self, user: CmsUser) -> None:
+        """Ask the CMS for its own password-reset mail to an existing account (the reset group and tag)."""
         ...
 
     def close(self) -> None:
@@ -158,6 +162,23 @@ class BulkBackend(Protocol):
         Raises CmsUnavailable, CmsAuthError or CmsConfigError only when the whole call failed."""
         ...
 
-    def send_password_mails(self, users: list[CmsUser]) -> dict[int, CmsError]:
-        """The password-set mail for each account; returns uf_id -> error for those not sent."""
+    def send_password_mails(self, users: list[CmsUser], *, reset: bool = False) -> dict[int, CmsError]:
+        """The password-set mail for each account (`reset`: the password-reset mail instead); returns
+        uf_id -> error for those not sent."""
         ...
+
+
+def send_password_mails(backend: CmsBackend, users: list[CmsUser], *, reset: bool = False) -> dict[int, CmsError]:
+    """Each account's password mail (`reset`: the password-reset mail), many per call where the backend
+    can; uf_id -> why not, for those the CMS did not send. A bulk call that broke off raises (which of
+    its mails went out is unknown)."""
+    if isinstance(backend, BulkBackend):
+        return backend.send_password_mails(users, reset=reset)
+    send = backend.send_password_reset if reset else backend.send_password_mail
+    failed = {}
+    for user in users:
+        try:
+            send(user)
+        except CmsError as exc:
+            failed[user.uf_id] = exc
+    return failed

@@ -39,6 +39,7 @@ from cms_operators.backend import (
     CmsUnavailable,
     CmsUser,
     NewUser,
+    send_password_mails,
 )
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
@@ -441,7 +442,7 @@ class _Batch:
             chunk = due[start:start + MAIL_CHUNK]
             self.write_entries([self.entry_for(cid, user).with_mail(journal.MAIL_SENDING) for cid, user in chunk])
             try:
-                failed = self.send_mails([user for _, user in chunk])
+                failed = send_password_mails(self.ctx.backend, [user for _, user in chunk])
             except CmsError as exc:  # a bulk call that died: which mails went out is unknown, none is resent
                 log.warning("the password mails of %d accounts are in doubt: %s", len(chunk), exc.message)
                 for contact_id, _ in chunk:
@@ -457,19 +458,6 @@ class _Batch:
                     self.s.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
                     finished.append(self.s.entries[contact_id].with_mail(""))  # none went out
             self.write_entries(finished)
-
-    def send_mails(self, users: list[CmsUser]) -> dict[int, CmsError]:
-        """Each account's password mail; uf_id -> why not, for those the CMS did not send."""
-        backend = self.ctx.backend
-        if isinstance(backend, BulkBackend):
-            return backend.send_password_mails(users)
-        failed = {}
-        for user in users:
-            try:
-                backend.send_password_mail(user)
-            except CmsError as exc:
-                failed[user.uf_id] = exc
-        return failed
 
     def entries_of(self, contact_id: int) -> list[JournalEntry]:
         """The contact's journal as read at the start, plus what this try has written since."""

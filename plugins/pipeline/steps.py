@@ -20,6 +20,7 @@ from cms_operators.registry import CmsType
 from pipeline import sources
 from pipeline.batch import BatchContext, create_batch
 from pipeline.finalize import OUTCOME_COLUMNS, finalize_run
+from pipeline.resets import send_resets
 from provisioning import report
 from provisioning.plan import (
     batch_label,
@@ -52,6 +53,11 @@ def triggers_of(run: dict) -> queries.Triggers:
     return queries.Triggers.from_dict(run["triggers"])
 
 
+def resets_of(run: dict) -> queries.Triggers | None:
+    """The resolved reset groups and tags; None when the settings name none."""
+    return queries.Triggers.from_dict(run["resets"]) if run.get("resets") else None
+
+
 # --- preflight --------------------------------------------------------------------------------
 
 class _Stop(Exception):
@@ -68,7 +74,7 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
     Returns the run snapshot the other steps take.
     """
     problems: dict[str, list[str]] = {}
-    triggers = None
+    triggers = resets = None
     missing: list[str] = []
     where = f"CiviCRM (connection '{settings.civicrm_conn_id}')"
     try:
@@ -81,6 +87,11 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
             triggers = queries.resolve_triggers(civicrm, settings)
         except queries.TriggerError as exc:
             problems.setdefault(where, []).extend(exc.problems)
+        if settings.reset_groups or settings.reset_tags:
+            try:
+                resets = queries.resolve_resets(civicrm, settings)
+            except queries.TriggerError as exc:
+                problems.setdefault(where, []).extend(exc.problems)
         missing = queries.ensure_option_values(civicrm, create=not dry_run)
     except _Stop:
         pass  # without those permissions the other checks would only repeat the same refusals
@@ -120,7 +131,11 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
              triggers.history_group, triggers.history_tag)
     if missing:
         log.info("%s missing CiviCRM options: %s", "would create" if dry_run else "created", ", ".join(missing))
-    return {"settings": settings.model_dump(mode="json"), "cms_type": kind.name, "triggers": triggers.to_dict()}
+    if resets is not None:
+        log.info("password resets: static groups %s, smart groups %s, tags %s", resets.static_groups,
+                 resets.smart_groups, resets.tags)
+    return {"settings": settings.model_dump(mode="json"), "cms_type": kind.name, "triggers": triggers.to_dict(),
+            "resets": resets.to_dict() if resets is not None else None}
 
 
 def _user_field_problems(settings: Settings, kind: CmsType, backend: CmsBackend) -> list[str]:
@@ -251,3 +266,18 @@ def finalize(run: dict, civicrm, plan_rows: list[dict], labels: list[str], resul
     counts = final["outcome"].value_counts().to_dict()
     return {"outcomes": report.to_records(final[OUTCOME_COLUMNS]), "unfinished": unfinished,
             "counts": {"contacts": len(final), **{str(k): int(v) for k, v in counts.items()}}}
+
+
+def password_resets(run: dict, civicrm, backend: CmsBackend, *, dry_run: bool, marker: str,
+                    stamp: str) -> list[dict]:
+    """The CMS's password-reset email for the contacts in the reset groups and tags (pipeline/resets.py)."""
+    resets = resets_of(run)
+    if resets is None:
+        log.info("password resets: no reset_groups or reset_tags in the settings")
+        return []
+    if dry_run:
+        members = queries.reset_members(civicrm, resets)
+        log.info("dry run: %d contacts in the reset groups and tags would get a password-reset email if "
+                 "linked; nothing sent, nothing written", len(members))
+        return []
+    return send_resets(civicrm, backend, settings_of(run), resets, marker=marker, stamp=stamp)

@@ -102,6 +102,25 @@ def preflight(params=None) -> dict:
     return steps.preflight(settings, CiviCRMHook(settings.civicrm_conn_id), open_cms, dry_run=params["dry_run"])
 
 
+@task(pool=CMS_POOL, retries=3, retry_exponential_backoff=True, retry_policy=RUN_LEVEL_POLICY,
+      show_return_value_in_logs=False)
+@stops_cleanly
+def password_resets(run: dict, params=None) -> dict:
+    """Password-reset emails for the reset groups and tags; recorded, and the contacts taken off.
+
+    Runs before the accounts are created, so a contact that is also getting a new account in this run
+    never receives both emails (the second would void the first link)."""
+    context = get_current_context()
+    settings = steps.settings_of(run)
+    with _cms(run) as backend:
+        results = steps.password_resets(run, CiviCRMHook(settings.civicrm_conn_id), backend,
+                                        dry_run=params["dry_run"], marker=run_marker(context),
+                                        stamp=run_stamp(context, settings))
+    context["ti"].xcom_push(key="resets", value=results)
+    return {"contacts": len(results), **pd.Series([r["outcome"] for r in results], dtype=object)
+            .value_counts().to_dict()}
+
+
 @task(retries=2, retry_exponential_backoff=True, retry_policy=RUN_LEVEL_POLICY, show_return_value_in_logs=False)
 @stops_cleanly
 def extract(run: dict, source: dict) -> dict:

@@ -277,3 +277,51 @@ def _quote(text: str) -> str:
     # Escaped so one contact stays one line, and fields stay splittable on spaces.
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
+
+
+# --- password resets ----------------------------------------------------------------------------
+# Subjects as the seed extension wrote them, so reports built on its activities keep working.
+
+
+def password_reset_subject(status: str, uf_id: object) -> str:
+    """The activity's subject for its status (Completed, Scheduled, Failed)."""
+    uf_id = _plain(uf_id)
+    if status == "Completed":
+        return f"Password Reset email send to uid : ({uf_id})"
+    if status == "Scheduled":
+        return f"Password reset email due to User uid : {uf_id}"
+    return f"Failed to send Password reset email to User uid : {uf_id}" if uf_id else \
+        "Failed to send Password reset email"
+
+
+RESET_SENT = "the CMS sent its password-reset email"
+RESET_SENDING = "asking the CMS for the password-reset email"
+
+
+def reset_no_account(domain_id: int) -> str:
+    return (f"no CMS account is linked to this contact (domain {domain_id}), so there is no password to "
+            "reset; give the contact an account first (a trigger group or tag)")
+
+
+def reset_account_gone(uf_id: object) -> str:
+    return (f"the linked CMS account {_plain(uf_id)} no longer exists in the CMS; check the contact's "
+            "CMS user link (UFMatch)")
+
+
+def reset_refused(detail: str) -> str:
+    return f"the CMS did not send the password-reset email: {detail}"
+
+
+def reset_in_doubt(detail: str) -> str:
+    return (f"the request for the password-reset email broke off ({detail}), so it may have gone out; not "
+            "sent again (a second email would void the first link): add the contact to the reset group or "
+            "tag again to send another")
+
+
+RESET_STOPPED = ("a task stopped while asking for the password-reset email, so it may have gone out; not "
+                 "sent again (a second email would void the first link): add the contact to the reset group "
+                 "or tag again to send another")
+
+
+def reset_deferred(detail: str) -> str:
+    return f"the CMS could not be asked ({detail}); the contact stays in its reset group or tag for the next run"

@@ -25,14 +25,12 @@ def summary_table(outcomes: pd.DataFrame) -> str:
     return _text_table(("outcome", "count"), rows, right_aligned={1}, footer=("total", str(len(values))))
 
 
-def outcome_table(outcomes: pd.DataFrame, max_rows: int = 50) -> str:
-    """contact_id, outcome, username and reason per contact, at most max_rows of them."""
+def outcome_table(outcomes: pd.DataFrame, max_rows: int = 50,
+                  columns: tuple[str, ...] = ("contact_id", "outcome", "username", "reason")) -> str:
+    """contact_id, outcome, username and reason (or `columns`) per contact, at most max_rows of them."""
     shown = outcomes.sort_values("contact_id", kind="stable").head(max_rows) if max_rows >= 0 else outcomes
-    rows = [
-        tuple(_cell(row.get(column)) for column in ("contact_id", "outcome", "username", "reason"))
-        for row in shown.to_dict("records")
-    ]
-    table = _text_table(("contact_id", "outcome", "username", "reason"), rows, right_aligned={0})
+    rows = [tuple(_cell(row.get(column)) for column in columns) for row in shown.to_dict("records")]
+    table = _text_table(columns, rows, right_aligned={0})
     hidden = len(outcomes) - len(shown)
     if hidden > 0:
         table += f"\n... and {hidden} more contact{'s' if hidden != 1 else ''}"

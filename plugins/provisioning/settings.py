@@ -43,7 +43,8 @@ _CRON_ITEM_RE = re.compile(r"^(?P<range>\*|[0-9a-z]+(?:-[0-9a-z]+)?)(?:/(?P<step
 
 
 #: Default execution timeouts per task, in minutes: reads and plans are quick, batches talk to a slow CMS.
-TASK_TIMEOUT_MINUTES = {"preflight": 10, "extract": 60, "plan": 30, "create_accounts": 120, "finalize": 60}
+TASK_TIMEOUT_MINUTES = {"preflight": 10, "password_resets": 60, "extract": 60, "plan": 30, "create_accounts": 120,
+                        "finalize": 60}
 
 
 #: The settings file may group settings in these sections (each key keeps its name inside its
@@ -51,6 +52,7 @@ TASK_TIMEOUT_MINUTES = {"preflight": 10, "extract": 60, "plan": 30, "create_acco
 SECTIONS: dict[str, tuple[str, ...]] = {
     "connections": ("civicrm_conn_id", "cms_conn_id", "cms_type", "domain_id"),
     "triggers": ("trigger_groups", "trigger_tags", "history_group", "history_tag"),
+    "resets": ("reset_groups", "reset_tags"),
     "accounts": ("username_pattern", "username_fallback_pattern", "roles", "notify", "on_existing_email",
                  "sync_preferred_language", "user_fields", "admin_groups", "admin_roles"),
     "attempts": ("max_attempts", "activity_source_contact_id"),
@@ -112,6 +114,19 @@ class Settings(BaseModel):
     history_tag: int | str | None = Field(
         None,
         description="Tag (id, name or label) that contacts get once they have an account. Empty: no history tag.",
+    )
+    reset_groups: list[int | str] = Field(
+        default_factory=list,
+        description="Groups (id, name or title) whose contacts get the CMS's own password-reset email for "
+        "their linked account, recorded as a 'User Account Password Reset' activity (Completed, or Failed "
+        "with the reason; never counted as an account-creation attempt); then they are taken out of the "
+        "group (status Removed). A contact without a linked account gets a Failed activity saying so and "
+        "is taken out too; one the CMS could not be reached for stays for the next run. Empty: no resets.",
+    )
+    reset_tags: list[int | str] = Field(
+        default_factory=list,
+        description="Tags (id, name or label) whose contacts get the password-reset email, as for "
+        "`reset_groups`; the tag is removed afterwards.",
     )
     username_pattern: str = Field(
         "{first_name}.{last_name}",
@@ -259,7 +274,7 @@ class Settings(BaseModel):
     def _strip_text(cls, value: Any) -> Any:
         return value.strip() if isinstance(value, str) else value
 
-    @field_validator("trigger_groups", "trigger_tags")
+    @field_validator("trigger_groups", "trigger_tags", "reset_groups", "reset_tags")
     @classmethod
     def _check_trigger_refs(cls, refs: list[int | str]) -> list[int | str]:
         cleaned = [_check_ref(ref) for ref in refs]
@@ -389,6 +404,13 @@ class Settings(BaseModel):
                 "trigger_groups, trigger_tags: both are empty, so no contact would ever be picked. "
                 "List at least one group in trigger_groups or one tag in trigger_tags"
             )
+        # a contact there would be sent both mails at once, the second voiding the first link
+        for setting, refs, other, others in (("reset_groups", self.reset_groups, "trigger_groups", self.trigger_groups),
+                                             ("reset_tags", self.reset_tags, "trigger_tags", self.trigger_tags)):
+            shared = [str(ref) for ref in refs if str(ref).lower() in {str(o).lower() for o in others}]
+            if shared:
+                raise ValueError(f"{setting}: {', '.join(shared)} is also in {other}; a group or tag either "
+                                 "creates accounts or resets passwords, not both")
         return self
 
 

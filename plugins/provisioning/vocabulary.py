@@ -19,6 +19,14 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"
 
 
+class ResetOutcome(StrEnum):
+    """How a contact in a reset group or tag ended its run; exactly one per such contact."""
+
+    SENT = "reset_sent"          # the CMS sent its password-reset email; taken off
+    FAILED = "reset_failed"      # no linked account, or the CMS refused or may not have sent it; taken off
+    DEFERRED = "reset_deferred"  # the CMS could not be asked (unavailable); stays for the next run
+
+
 class Action(StrEnum):
     """What the plan gives a batch to do for a contact (NONE: the plan settled it)."""
 

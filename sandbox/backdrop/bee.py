@@ -149,6 +149,9 @@ class Call:
         return {"results": results}
 
     def send_password_mails(self, args: dict) -> dict:
+        mail = args.get("mail", "register_admin_created")
+        if mail not in ("register_admin_created", "password_reset"):
+            raise _Refused("bad_arguments", f"send_password_mails: no mail {mail}.")
         results = []
         for uid in dict.fromkeys(int(i) for i in args.get("uids") or []):
             user = next((u for u in self.state["users"] if u["uid"] == uid and uid > 0), None)
@@ -156,7 +159,7 @@ class Call:
                 results.append({"uid": uid, "error": "no_user", "message": f"There is no account {uid}."})
             elif not user["status"]:
                 results.append({"uid": uid, "error": "blocked", "message": f"Account {uid} is blocked."})
-            elif not self.state["notify"]:
+            elif not self.state["notify"] and mail == "register_admin_created":
                 results.append({"uid": uid, "error": "notify_off", "message": 'The site does not send the "created '
                                                                                'by an administrator" mail (user mail settings).'})
             elif not self.state["mail_works"]:
@@ -164,11 +167,16 @@ class Call:
             else:
                 stamp = int(time.time())
                 token = hashlib.sha256(f"{uid}:{stamp}:{user['mail']}".encode()).hexdigest()[:43]
+                link = f"{self.base_url}/user/reset/{uid}/{stamp}/{token}"
+                reset = mail == "password_reset"
                 self.state["mails"].append({
-                    "to": user["mail"], "uid": uid, "key": "register_admin_created",
-                    "subject": f"An administrator created an account for you at {self.state['site_name']}",
-                    "body": f"{user['name']},\n\nA site administrator at {self.state['site_name']} has created an "
-                            f"account for you.\n\n{self.base_url}/user/reset/{uid}/{stamp}/{token}\n",
+                    "to": user["mail"], "uid": uid, "key": mail,
+                    "subject": f"Password reset information for {user['name']} at {self.state['site_name']}" if reset
+                    else f"An administrator created an account for you at {self.state['site_name']}",
+                    "body": f"{user['name']},\n\nA request to reset the password for your account has been made at "
+                            f"{self.state['site_name']}.\n\n{link}\n" if reset else
+                            f"{user['name']},\n\nA site administrator at {self.state['site_name']} has created an "
+                            f"account for you.\n\n{link}\n",
                     "language": user.get("language") or self.state["default_language"]})
                 results.append({"uid": uid, "sent": True})
         return {"results": results}

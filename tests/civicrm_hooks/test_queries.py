@@ -139,6 +139,24 @@ def test_a_smart_history_group_is_refused(hook):
         queries.resolve_triggers(hook, settings(history_group="volunteers_smart"))
 
 
+def test_reset_groups_and_tags_resolve_like_triggers_and_errors_name_their_setting(hook):
+    resets = queries.resolve_resets(hook, settings(reset_groups=["Volunteers (smart)", 5], reset_tags=[4]))
+    assert (resets.static_groups, resets.smart_groups, resets.tags) == (
+        {5: "New members"}, {7: "Volunteers (smart)"}, {4: "Login created"})
+    assert (resets.history_group, resets.history_tag) == (None, None)
+    with pytest.raises(TriggerError, match="reset_groups: no group has the id, name or title 'nope'") as raised:
+        queries.resolve_resets(hook, settings(reset_groups=["nope", "old_smart"], reset_tags=["nada"]))
+    assert len(raised.value.problems) == 3 and "reset_tags: no tag" in raised.value.problems[2]
+
+
+def test_reset_members_include_linked_smart_members(hook, civicrm):
+    civicrm.set_smart_members(7, [4, 7])
+    members = queries.reset_members(hook, Triggers(static_groups={5: "New members"},
+                                                   smart_groups={7: "Volunteers (smart)"}, tags={3: "Needs login"}))
+    assert {cid: sorted(sources) for cid, sources in members.items()} == {
+        2: ["group:5", "tag:3"], 6: ["group:5"], 4: ["smart:7", "tag:3"], 7: ["smart:7"]}
+
+
 # ------------------------------------------------------------------------------- pre-flight reads
 
 
@@ -158,7 +176,8 @@ def test_a_missing_read_permission_names_the_entity(hook, civicrm):
 
 
 def test_option_values_are_created_once(hook, civicrm):
-    wanted = [f"activity_type:{queries.ACTIVITY_TYPE}", f"activity_status:{queries.FAILED_STATUS}"]
+    wanted = [f"activity_type:{queries.ACTIVITY_TYPE}", f"activity_type:{queries.PASSWORD_RESET_TYPE}",
+              f"activity_status:{queries.FAILED_STATUS}"]
     before = len(civicrm.table("OptionValue"))
 
     assert queries.ensure_option_values(hook, create=False) == wanted
@@ -166,8 +185,8 @@ def test_option_values_are_created_once(hook, civicrm):
 
     assert queries.ensure_option_values(hook, create=True) == wanted
     names = {(r["option_group_id"], r["name"]) for r in civicrm.table("OptionValue")}
-    assert {(2, queries.ACTIVITY_TYPE), (25, queries.FAILED_STATUS)} <= names
-    assert len(civicrm.table("OptionValue")) == before + 2
+    assert {(2, queries.ACTIVITY_TYPE), (2, queries.PASSWORD_RESET_TYPE), (25, queries.FAILED_STATUS)} <= names
+    assert len(civicrm.table("OptionValue")) == before + 3
 
     assert queries.ensure_option_values(hook, create=True) == []
     assert queries.ensure_option_values(hook, create=False) == []

@@ -156,6 +156,17 @@ def test_password_mail_is_backdrops_own_with_a_one_time_link(backdrop_site, back
     assert "ada.lovelace" in mails[0]["body"]
 
 
+def test_a_password_reset_is_backdrops_own_reset_mail(backdrop_site, backend):
+    (user,) = backend.create_users([ada()])
+    backdrop_site.set_notify(False)  # the "created by an administrator" switch does not touch resets
+    assert backend.send_password_mails([user], reset=True) == {}
+    backend.send_password_reset(user)
+    mails = backdrop_site.mails()
+    assert [(m["to"].lower(), m["subject"]) for m in mails] == [
+        ("ada@example.org", "Password reset information for ada.lovelace at cmsuser real Backdrop")] * 2
+    assert re.search(rf"{re.escape(BASE_URL)}/user/reset/{user.uf_id}/\d+/\S+", mails[0]["body"])
+
+
 def test_mail_failures_are_reported_per_account(backdrop_site, backend):
     (user,) = backend.create_users([ada()])
     backdrop_site.set_mail_works(False)

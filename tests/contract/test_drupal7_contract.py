@@ -203,6 +203,14 @@ def test_create_find_and_mail_through_the_backend(backend, drupal7_site):
         ("Jane@Example.org", "An administrator created an account for you at cmsuser real Drupal 7")]
 
 
+def test_a_password_reset_is_drupals_replacement_login_mail(backend, drupal7_site):
+    user = backend.create_user(username="reset.me", email="reset@example.org", first_name="", last_name="",
+                               display_name="", roles=[])
+    backend.send_password_reset(user)  # the reset group and tag: never the "account created" mail
+    assert [(m["to"], m["subject"]) for m in drupal7_site.mails()] == [
+        ("reset@example.org", "Replacement login information for reset.me at cmsuser real Drupal 7")]
+
+
 def test_create_errors_are_classified(backend):
     backend.create_user(username="taken", email="taken@example.org", first_name="", last_name="", display_name="",
                         roles=[])

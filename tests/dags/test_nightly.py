@@ -101,6 +101,19 @@ def test_user_fields_on_a_cms_without_them_stop_the_run_in_preflight(sandbox):
     assert not [c for c in sandbox.wordpress.calls if c.method == "POST" and c.status == 201]  # nobody created
 
 
+def test_a_reset_group_that_does_not_exist_stops_the_run_in_preflight(sandbox):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline import tasks
+
+    sandbox.configure(reset_groups=["password_reset", "pasword_reset"])
+    with pytest.raises(AirflowFailException, match="reset_groups: no group has the id, name or title 'pasword_reset'"):
+        tasks.preflight.function(params={"dry_run": False})
+    sandbox.configure(reset_groups=["password_reset"])
+    run = tasks.preflight.function(params={"dry_run": False})
+    assert run["resets"]["static_groups"] == {"8": "Reset website password"}
+
+
 def test_the_connection_type_picks_the_cms_and_cms_type_must_agree(sandbox, monkeypatch):
     import os
 
@@ -310,3 +323,37 @@ def test_wrong_cms_password_fails_preflight_and_counts_no_attempt(sandbox, monke
     assert outcomes == {}
     assert sandbox.civicrm.table("Activity") == []
     assert not [u for u in sandbox.wordpress.users if u["id"] > 4]
+
+
+def test_password_resets_go_first_and_never_count_as_attempts(sandbox):
+    from civicrm_hooks.hook import CiviCRMHook
+    from sandbox import local_airflow
+
+    sandbox.configure(reset_groups=["password_reset"], reset_tags=["reset_password"])
+    # Ada gets a new account in this run: she must get its own mail only, never a reset on top
+    CiviCRMHook("civicrm_default").call("GroupContact", "create", {"values": {"group_id": 8, "contact_id": 2,
+                                                                              "status": "Added"}})
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("success")
+    resets = {r["contact_id"]: r for r in local_airflow.xcom(run.run_id, "password_resets", key="resets")}
+    assert {cid: r["outcome"] for cid, r in resets.items()} == {2: "reset_failed", 7: "reset_sent",
+                                                               13: "reset_failed"}
+    assert outcomes[2]["outcome"] == "created" and outcomes[7]["outcome"] == "already_linked"
+    assert outcomes[13]["attempt"] == 1  # the reset's Failed activity is not an account-creation attempt
+    mailed = [m["user_login"] for m in sandbox.wordpress.mails]
+    assert mailed.count("ada.lovelace") == 1 and mailed.count("larry") == 1
+    assert {cid: status for cid, status in sandbox.membership(8).items()} == {2: "Removed", 7: "Removed",
+                                                                             13: "Removed"}
+    assert 7 not in sandbox.tagged(5)
+
+    run, _ = sandbox.run()  # nobody is left to reset
+    assert local_airflow.xcom(run.run_id, "password_resets", key="resets") == []
+    assert [m["user_login"] for m in sandbox.wordpress.mails].count("larry") == 1
+
+
+def test_a_dry_run_sends_no_reset(sandbox):
+    sandbox.configure(reset_groups=["password_reset"], reset_tags=["reset_password"])
+    before = {e: sandbox.civicrm.table(e) for e in ("Activity", "GroupContact", "EntityTag")}
+    run, _ = sandbox.run({"dry_run": True})
+    assert str(run.state).endswith("success")
+    assert sandbox.wordpress.mails == [] and {e: sandbox.civicrm.table(e) for e in before} == before

@@ -167,3 +167,38 @@ def test_the_fourth_failure_takes_the_contact_off_its_triggers(pair):
     assert [s for s, _ in pair.activities(nora)] == ["Failed"] * 4 + ["Cancelled"]
     _, outcomes = _run()
     assert nora not in outcomes
+
+
+def test_password_resets_on_a_real_civicrm(pair, tmp_path, monkeypatch):
+    ids = pair.ids
+    ids["password_reset"] = pair.api("Group", "create", {"values": {"name": "password_reset",
+                                                                    "title": "Reset website password"}})[0]["id"]
+    ids["reset_password"] = pair.api("Tag", "create", {"values": {"name": "reset_password",
+                                                                  "label": "Reset website password"}})[0]["id"]
+    pair.api("GroupContact", "create", {"values": {"contact_id": ids["jane"], "group_id": ids["password_reset"],
+                                                   "status": "Added"}})
+    pair.api("EntityTag", "create", {"values": {"entity_table": "civicrm_contact", "entity_id": ids["nora"],
+                                                "tag_id": ids["reset_password"]}})
+    settings = tmp_path / "resets.yaml"
+    settings.write_text(yaml.safe_dump({**BASE_SETTINGS, "reset_groups": ["password_reset"],
+                                        "reset_tags": ["Reset website password"]}))
+    monkeypatch.setenv("CMSUSER_SETTINGS", str(settings))
+
+    run = local_airflow.load_dag().test()
+    assert str(run.state).endswith("success")
+    resets = {r["contact_id"]: r for r in local_airflow.xcom(run.run_id, "password_resets", key="resets")}
+    jane_uid = pair.users()["jane.doe@example.org"]["id"]
+    assert {cid: (r["outcome"], r["uf_id"]) for cid, r in resets.items()} == {
+        ids["jane"]: ("reset_sent", jane_uid), ids["nora"]: ("reset_failed", None)}
+    assert [m["user_login"] for m in pair.site.mails()].count("jane.doe") == 1  # WordPress's own reset mail
+    rows = pair.api("ActivityContact", "get", {
+        "select": ["contact_id", "activity_id.status_id:name", "activity_id.subject"],
+        "where": [["contact_id", "IN", [ids["jane"], ids["nora"]]], ["record_type_id:name", "=", "Activity Targets"],
+                  ["activity_id.activity_type_id:name", "=", "User Account Password Reset"]]})
+    assert sorted((r["contact_id"], r["activity_id.status_id:name"], r["activity_id.subject"]) for r in rows) == sorted([
+        (ids["jane"], "Completed", f"Password Reset email send to uid : ({jane_uid})"),
+        (ids["nora"], "Failed", "Failed to send Password reset email")])
+    assert pair.members("password_reset") == {ids["jane"]: "Removed"}
+    assert ids["nora"] not in pair.tagged("reset_password")
+    # a reset is not an account-creation attempt: Nora's creation attempts count on as before
+    assert [s for s, _ in pair.activities(ids["nora"])] == ["Failed"]

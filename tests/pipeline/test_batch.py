@@ -863,7 +863,7 @@ class FakeBulkCms(FakeCms):
                 answers.append(exc)
         return answers
 
-    def send_password_mails(self, users):
+    def send_password_mails(self, users, *, reset=False):
         self.calls.append(("send_password_mails", tuple(u.uf_id for u in users)))
         if self.mail_call_dies:
             self.mailed.extend(u.uf_id for u in users[:1])  # one went out before the call broke off

@@ -317,11 +317,18 @@ class BackdropBackend:
         if user.uf_id in failed:
             raise failed[user.uf_id]
 
-    def send_password_mails(self, users: list[CmsUser]) -> dict[int, CmsError]:
-        """Backdrop's own "account created by an administrator" mail for each account, in one call."""
+    def send_password_reset(self, user: CmsUser) -> None:
+        failed = self.send_password_mails([user], reset=True)
+        if user.uf_id in failed:
+            raise failed[user.uf_id]
+
+    def send_password_mails(self, users: list[CmsUser], *, reset: bool = False) -> dict[int, CmsError]:
+        """Backdrop's own "account created by an administrator" mail for each account (`reset`: its
+        "password reset" mail), in one call."""
         if not users:
             return {}
-        answer = self.hook.call("send_password_mails", {"uids": [int(u.uf_id) for u in users]})
+        mail = "password_reset" if reset else "register_admin_created"
+        answer = self.hook.call("send_password_mails", {"uids": [int(u.uf_id) for u in users], "mail": mail})
         failed: dict[int, CmsError] = {}
         by_uid = {int(item.get("uid", 0)): item for item in answer.get("results") or [] if isinstance(item, dict)}
         for user in users:

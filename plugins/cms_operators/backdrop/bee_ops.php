@@ -196,8 +196,9 @@ function cmsuser_create_users($requests) {
 }
 
 // Backdrop's own "account created by an administrator" mail (user.mail register_admin_created: a
-// one-time login link to set the password), as its people page sends it with "Notify user".
-function cmsuser_send_password_mails($uids) {
+// one-time login link to set the password), as its people page sends it with "Notify user"; or, for
+// the reset group and tag, its "password reset" mail (password_reset), as "Request new password" does.
+function cmsuser_send_password_mails($uids, $mail) {
   $results = array();
   foreach (array_values(array_unique(array_map('intval', (array) $uids))) as $uid) {
     $account = $uid > 0 ? user_load($uid, TRUE) : FALSE;
@@ -209,7 +210,7 @@ function cmsuser_send_password_mails($uids) {
       $results[] = array('uid' => $uid, 'error' => 'blocked', 'message' => 'Account ' . $uid . ' is blocked.');
       continue;
     }
-    $sent = _user_mail_notify('register_admin_created', $account);
+    $sent = _user_mail_notify($mail, $account);
     if ($sent === NULL) {
       $results[] = array('uid' => $uid, 'error' => 'notify_off', 'message' => 'The site does not send the "created by an administrator" mail (user mail settings).');
     }
@@ -241,7 +242,12 @@ function cmsuser_main($operation, $arguments) {
         }
         cmsuser_finish(0, array('results' => cmsuser_create_users($arguments['users'])));
       case 'send_password_mails':
-        cmsuser_finish(0, array('results' => cmsuser_send_password_mails(isset($arguments['uids']) ? $arguments['uids'] : array())));
+        // a new account's mail, or the reset mail; no other user mail may be sent through here
+        $mail = isset($arguments['mail']) ? $arguments['mail'] : 'register_admin_created';
+        if (!in_array($mail, array('register_admin_created', 'password_reset'), TRUE)) {
+          cmsuser_finish(2, array('error' => 'bad_arguments', 'message' => 'send_password_mails: no mail ' . $mail . '.'));
+        }
+        cmsuser_finish(0, array('results' => cmsuser_send_password_mails(isset($arguments['uids']) ? $arguments['uids'] : array(), $mail)));
       default:
         cmsuser_finish(2, array('error' => 'unknown_operation', 'message' => 'No operation ' . $operation . '.'));
     }

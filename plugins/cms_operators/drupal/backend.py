@@ -542,6 +542,9 @@ class DrupalBackend:
             return None
         return next((code for code in candidates if code in enabled), None)
 
+    def send_password_reset(self, user: CmsUser) -> None:
+        self.send_password_mail(user)  # Drupal's password mail is its /user/password reset mail already
+
     def close(self) -> None:
         self.hook.close()
 

@@ -509,7 +509,13 @@ class Drupal7Backend:
 
     def send_password_mail(self, user: CmsUser) -> None:
         """Drupal 7's own mail with a one-time login link (see the module docstring for which)."""
-        action = self.mail_action()
+        self._mail(user, self.mail_action())
+
+    def send_password_reset(self, user: CmsUser) -> None:
+        """Drupal 7's "Replacement login information" mail (the user resource's password_reset action)."""
+        self._mail(user, "password_reset")
+
+    def _mail(self, user: CmsUser, action: str) -> None:
         try:
             self.hook.call("POST", f"user/{int(user.uf_id)}/{action}.json", json={})
         except CmsRejected as exc:

@@ -517,6 +517,9 @@ class JoomlaBackend:
                                                               f"{lookup.message}")
         return CmsRejected(exc.status, exc.code, f"{exc.message} [username '{username}']")
 
+    def send_password_reset(self, user: CmsUser) -> None:
+        self.send_password_mail(user)  # Joomla's password mail is its reset form's mail already
+
     def close(self) -> None:
         self.hook.close()
         if self._site_form is not None:

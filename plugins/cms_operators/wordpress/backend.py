@@ -350,6 +350,9 @@ class WordPressBackend:
                 self._locales = set()
         return self._locales or set()
 
+    def send_password_reset(self, user: CmsUser) -> None:
+        self.send_password_mail(user)  # WordPress's password mail is its lost-password mail already
+
     def close(self) -> None:
         self.hook.close()
 
