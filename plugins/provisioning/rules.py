@@ -7,6 +7,7 @@ package (cms_operators/<cms>/rules.py) makes one, and the registry hands it out.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,3 +43,10 @@ class AccountRules:
 
     def accepts_email(self, email: str) -> bool:
         return bool(self._email_re.fullmatch(email or ""))
+
+
+def collation_key(value: str | None) -> str:
+    """A name or email as MariaDB's case- and accent-insensitive collations (utf8mb4_general_ci,
+    utf8mb4_unicode_ci, which CMS user tables use) compare it, after trimming: `José ` == `jose`."""
+    folded = unicodedata.normalize("NFKD", (value or "").strip())
+    return "".join(ch for ch in folded if not unicodedata.combining(ch)).casefold()

@@ -31,7 +31,6 @@ from cms_operators.backdrop.rules import (
     IMPLICIT_ROLES,
     MAX_EMAIL_LENGTH,
     RULES,
-    match_key,
     username_problem,
 )
 from cms_operators.backend import (
@@ -45,6 +44,7 @@ from cms_operators.backend import (
     CmsUser,
     NewUser,
 )
+from provisioning.rules import collation_key
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,8 @@ class BackdropBackend:
         wanted_names = sorted({u.strip() for u in usernames or [] if u and u.strip()})
         if not wanted_emails and not wanted_names:
             return []
-        email_keys = {match_key(e) for e in wanted_emails}
-        name_keys = {match_key(u) for u in wanted_names}
+        email_keys = {collation_key(e) for e in wanted_emails}
+        name_keys = {collation_key(u) for u in wanted_names}
         found: dict[int, CmsUser] = {}
         values = [("e", e) for e in wanted_emails] + [("n", n) for n in wanted_names]
         for start in range(0, len(values), LOOKUP_CHUNK):
@@ -185,7 +185,7 @@ class BackdropBackend:
                                                    "names": [v for k, v in chunk if k == "n"]})
             for row in answer.get("users") or []:
                 user = _user(row)
-                if match_key(user.email) in email_keys or match_key(user.username) in name_keys:
+                if collation_key(user.email) in email_keys or collation_key(user.username) in name_keys:
                     found[user.uf_id] = user
         log.info("Backdrop: %d accounts match %d emails and %d usernames", len(found), len(wanted_emails),
                  len(wanted_names))
@@ -203,7 +203,7 @@ class BackdropBackend:
         wanted = (email or "").strip()
         if not wanted:
             return None
-        matches = [u for u in self.find_users([wanted], []) if match_key(u.email) == match_key(wanted)]
+        matches = [u for u in self.find_users([wanted], []) if collation_key(u.email) == collation_key(wanted)]
         return min(matches, key=lambda u: u.uf_id) if matches else None
 
     # ------------------------------------------------------------------ create

@@ -30,7 +30,6 @@ not allowed on this route."
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -50,6 +49,7 @@ from cms_operators.backend import (
 )
 from cms_operators.drupal.hook import LANGUAGES, ROLES, USERS, DrupalHook, required_permission
 from cms_operators.drupal.rules import IMPLICIT_ROLES, MAX_EMAIL_LENGTH, RULES, username_problem
+from provisioning.rules import collation_key
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,6 @@ class Role:
 
 def _norm_email(value: str | None) -> str:
     return (value or "").strip().lower()
-
-
-def login_key(value: str | None) -> str:
-    """A username as MariaDB's utf8mb4_general_ci compares it: case and accents ignored."""
-    folded = unicodedata.normalize("NFKD", (value or "").strip())
-    return "".join(ch for ch in folded if not unicodedata.combining(ch)).casefold()
 
 
 def drupal_langcode(locale: str | None) -> str | None:
@@ -394,7 +388,7 @@ class DrupalBackend:
 
     def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
         wanted_emails = sorted({e for e in (_norm_email(x) for x in emails or []) if e})
-        wanted_logins = {login_key(u): u.strip() for u in usernames or [] if login_key(u)}
+        wanted_logins = {collation_key(u): u.strip() for u in usernames or [] if collation_key(u)}
         if not wanted_emails and not wanted_logins:
             return []
         email_chunks = self._chunks(wanted_emails)
@@ -414,7 +408,7 @@ class DrupalBackend:
             candidates += [user for chunk in login_chunks for user in self._users(self._in_filter("name", chunk))]
         email_set = set(wanted_emails)
         for user in candidates:
-            if _norm_email(user.email) in email_set or login_key(user.username) in wanted_logins:
+            if _norm_email(user.email) in email_set or collation_key(user.username) in wanted_logins:
                 found[user.uf_id] = user
         return [found[k] for k in sorted(found)]
 
@@ -439,8 +433,8 @@ class DrupalBackend:
         return min(matches, key=lambda u: u.uf_id) if matches else None
 
     def _find_by_login(self, username: str) -> CmsUser | None:
-        wanted = login_key(username)
-        matches = [u for u in self._users({"filter[name]": username.strip()}) if login_key(u.username) == wanted]
+        wanted = collation_key(username)
+        matches = [u for u in self._users({"filter[name]": username.strip()}) if collation_key(u.username) == wanted]
         return min(matches, key=lambda u: u.uf_id) if matches else None
 
     def client_timeout(self) -> float:

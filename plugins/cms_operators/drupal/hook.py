@@ -54,7 +54,8 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
 )
-from transport.hook import Endpoint, RestHook
+from cms_operators.resthook import CmsRestHook
+from transport.hook import Endpoint
 from transport.policy import plain_text, retry_after_seconds
 
 JSONAPI_TYPE = "application/vnd.api+json"
@@ -102,7 +103,7 @@ def required_permission(text: str) -> str | None:
     return match.group(1) if match else None
 
 
-class DrupalHook(RestHook):
+class DrupalHook(CmsRestHook):
     """HTTP access to one Drupal site's JSON:API: auth, error mapping; the transport retries reads only."""
 
     conn_name_attr = "cms_conn_id"
@@ -117,12 +118,6 @@ class DrupalHook(RestHook):
         super().__init__(cms_conn_id, **kwargs)
 
     # ------------------------------------------------------------------ connection
-
-    def connection_error(self, message: str) -> CmsError:
-        return CmsConfigError(None, "connection_invalid", message)
-
-    def unavailable(self, message: str, *, code: str) -> CmsError:
-        return CmsUnavailable(None, code, message)
 
     def check_endpoint(self, endpoint: Endpoint) -> None:
         if not endpoint.base_url:

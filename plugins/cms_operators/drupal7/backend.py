@@ -54,7 +54,6 @@ from __future__ import annotations
 import logging
 import secrets
 import string
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +72,7 @@ from cms_operators.backend import (
 )
 from cms_operators.drupal7.hook import Drupal7Hook, FormErrors
 from cms_operators.drupal7.rules import ADMIN_ROLE, IMPLICIT_ROLES, MAX_EMAIL_LENGTH, RULES, username_problem
+from provisioning.rules import collation_key
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,6 @@ _RESERVED = {"name", "mail", "pass", "status", "roles", "uid", "notify", "langua
 
 def _norm_email(value: str | None) -> str:
     return (value or "").strip().lower()
-
-
-def login_key(value: str | None) -> str:
-    """A username as MariaDB's utf8 general_ci compares it: case and accents ignored."""
-    folded = unicodedata.normalize("NFKD", (value or "").strip())
-    return "".join(ch for ch in folded if not unicodedata.combining(ch)).casefold()
 
 
 def random_password() -> str:
@@ -398,13 +392,13 @@ class Drupal7Backend:
 
     def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
         wanted_emails = {e for e in (_norm_email(x) for x in emails or []) if e}
-        wanted_logins = {login_key(u): u.strip() for u in usernames or [] if login_key(u)}
+        wanted_logins = {collation_key(u): u.strip() for u in usernames or [] if collation_key(u)}
         if not wanted_emails and not wanted_logins:
             return []
         log.info("Drupal 7: looking up %d emails and %d usernames", len(wanted_emails), len(wanted_logins))
         rows = self._lookup("mail", sorted(wanted_emails)) + self._lookup("name", sorted(wanted_logins.values()))
         matching = [r for r in rows if _norm_email(r.get("mail")) in wanted_emails
-                    or login_key(r.get("name")) in wanted_logins]
+                    or collation_key(r.get("name")) in wanted_logins]
         return self._with_roles(matching)
 
     def users_by_id(self, uf_ids: list[int]) -> list[CmsUser]:
@@ -426,8 +420,8 @@ class Drupal7Backend:
         return found[0] if found else None
 
     def _find_by_login(self, username: str) -> CmsUser | None:
-        wanted = login_key(username)
-        rows = [r for r in self._lookup("name", [username.strip()]) if login_key(r.get("name")) == wanted]
+        wanted = collation_key(username)
+        rows = [r for r in self._lookup("name", [username.strip()]) if collation_key(r.get("name")) == wanted]
         return self._user(min(rows, key=lambda r: int(r["uid"]))) if rows else None
 
     def client_timeout(self) -> float:

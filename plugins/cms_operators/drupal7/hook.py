@@ -33,7 +33,8 @@ from typing import Any
 import requests
 
 from cms_operators.backend import CmsAuthError, CmsConfigError, CmsError, CmsRejected, CmsUnavailable
-from transport.hook import Endpoint, RestHook
+from cms_operators.resthook import CmsRestHook
+from transport.hook import Endpoint
 from transport.policy import plain_text, retry_after_seconds
 
 DEFAULT_ENDPOINT = "api"
@@ -62,7 +63,7 @@ def _messages(payload: Any) -> list[str]:
     return []
 
 
-class Drupal7Hook(RestHook):
+class Drupal7Hook(CmsRestHook):
     """HTTP access to one Drupal 7 Services endpoint: session, token, error mapping; reads are retried."""
 
     conn_name_attr = "cms_conn_id"
@@ -79,12 +80,6 @@ class Drupal7Hook(RestHook):
         self.logins = 0             # how many times this hook logged in (tests read it)
 
     # ------------------------------------------------------------------ connection
-
-    def connection_error(self, message: str) -> CmsError:
-        return CmsConfigError(None, "connection_invalid", message)
-
-    def unavailable(self, message: str, *, code: str) -> CmsError:
-        return CmsUnavailable(None, code, message)
 
     def check_endpoint(self, endpoint: Endpoint) -> None:
         if not endpoint.base_url:

@@ -55,7 +55,6 @@ import math
 import re
 import secrets
 import string
-import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -80,6 +79,7 @@ from cms_operators.joomla.rules import (
     RULES,
     username_problem,
 )
+from provisioning.rules import collation_key
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,6 @@ _SYMBOLS = "!#$%*+-=?@^_~."
 
 def _norm(value: str | None) -> str:
     return (value or "").strip().lower()
-
-
-def login_key(login: str | None) -> str:
-    """A login as utf8mb4_unicode_ci compares it: case and accents ignored."""
-    decomposed = unicodedata.normalize("NFKD", login or "")
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 def random_password() -> str:
@@ -311,7 +305,7 @@ class JoomlaBackend:
 
     def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
         wanted_emails = {e for e in (_norm(x) for x in emails or []) if e}
-        wanted_logins = {login_key(u.strip()): u.strip() for u in usernames or [] if u and u.strip()}
+        wanted_logins = {collation_key(u.strip()): u.strip() for u in usernames or [] if u and u.strip()}
         lookups = len(wanted_emails) + len(wanted_logins)
         if lookups == 0:
             return []
@@ -323,13 +317,13 @@ class JoomlaBackend:
             seen: set[int] = set()
             for user in self._pages({}, self.page_size):
                 seen.add(user.uf_id)
-                if _norm(user.email) in wanted_emails or login_key(user.username) in wanted_logins:
+                if _norm(user.email) in wanted_emails or collation_key(user.username) in wanted_logins:
                     found[user.uf_id] = user
             if len(seen) < total:
                 # ordered by name only: equal names may have moved between pages; look the rest up
                 missed_emails = wanted_emails - {_norm(u.email) for u in found.values()}
                 missed_logins = {k: v for k, v in wanted_logins.items()
-                                 if k not in {login_key(u.username) for u in found.values()}}
+                                 if k not in {collation_key(u.username) for u in found.values()}}
                 log.info("Joomla: the listing showed %d of %d users; looking up %d items one by one",
                          len(seen), total, len(missed_emails) + len(missed_logins))
                 found.update(self._search_each(missed_emails, missed_logins))
@@ -347,7 +341,7 @@ class JoomlaBackend:
                     found[user.uf_id] = user
         for key, login in sorted(logins.items()):
             for user in self._search(f"username:{login}"):
-                if login_key(user.username) == key:
+                if collation_key(user.username) == key:
                     found[user.uf_id] = user
         return found
 
@@ -508,8 +502,8 @@ class JoomlaBackend:
             if self.find_by_email(email) is not None:
                 return CmsDuplicateEmail(exc.status, "email_in_use", f"Joomla already has a user with that email "
                                                                      f"(found by look-up after: {exc.message})")
-            key = login_key(username)
-            if any(login_key(u.username) == key for u in self._search(f"username:{username}")):
+            key = collation_key(username)
+            if any(collation_key(u.username) == key for u in self._search(f"username:{username}")):
                 return CmsDuplicateLogin(exc.status, "username_in_use", f"Joomla already has that username "
                                                                         f"(found by look-up after: {exc.message})")
         except CmsUnavailable as lookup:

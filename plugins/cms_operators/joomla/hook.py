@@ -55,7 +55,8 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
 )
-from transport.hook import Endpoint, RestHook
+from cms_operators.resthook import CmsRestHook
+from transport.hook import Endpoint
 from transport.policy import plain_text, retry_after_seconds
 
 USERS_ROUTE = "/v1/users"
@@ -122,7 +123,7 @@ def token_user_id(token: str) -> int | None:
     return int(parts[1])
 
 
-class JoomlaHook(RestHook):
+class JoomlaHook(CmsRestHook):
     """HTTP access to one Joomla site's Web Services API; the transport retries reads only."""
 
     conn_name_attr = "cms_conn_id"
@@ -137,12 +138,6 @@ class JoomlaHook(RestHook):
         super().__init__(cms_conn_id, **kwargs)
 
     # ------------------------------------------------------------------ connection
-
-    def connection_error(self, message: str) -> CmsError:
-        return CmsConfigError(None, "connection_invalid", message)
-
-    def unavailable(self, message: str, *, code: str) -> CmsError:
-        return CmsUnavailable(None, code, message)
 
     def check_endpoint(self, endpoint: Endpoint) -> None:
         if not endpoint.base_url:

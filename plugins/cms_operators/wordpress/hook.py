@@ -29,7 +29,8 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
 )
-from transport.hook import Endpoint, RestHook
+from cms_operators.resthook import CmsRestHook
+from transport.hook import Endpoint
 from transport.policy import plain_text, retry_after_seconds
 
 USERS_ROUTE = "/wp/v2/users"
@@ -40,7 +41,7 @@ _PERMANENT_500_CODES = {"user_login_too_long", "user_nicename_too_long", "user_u
 _TRANSIENT_STATUSES = {429, 502, 503, 504}
 
 
-class WordPressHook(RestHook):
+class WordPressHook(CmsRestHook):
     """HTTP access to one WordPress site: auth, error mapping; the transport retries reads only."""
 
     conn_name_attr = "cms_conn_id"
@@ -55,12 +56,6 @@ class WordPressHook(RestHook):
         super().__init__(cms_conn_id, **kwargs)
 
     # ------------------------------------------------------------------ connection
-
-    def connection_error(self, message: str) -> CmsError:
-        return CmsConfigError(None, "connection_invalid", message)
-
-    def unavailable(self, message: str, *, code: str) -> CmsError:
-        return CmsUnavailable(None, code, message)
 
     def check_endpoint(self, endpoint: Endpoint) -> None:
         if not endpoint.base_url:

@@ -18,8 +18,9 @@ from cms_operators.backend import (
     CmsUnavailable,
     CmsUser,
 )
-from cms_operators.drupal.backend import DrupalBackend, login_key
+from cms_operators.drupal.backend import DrupalBackend
 from cms_operators.drupal.hook import DrupalHook, field_of
+from provisioning.rules import collation_key
 from sandbox.drupal import testing
 from sandbox.drupal.server import DrupalEmulator
 from sandbox.drupal.testing import EMULATOR_PASSWORD, connection_json
@@ -239,8 +240,8 @@ def test_is_admin_uses_the_sites_admin_roles(drupal, drupal_conn):
     assert not fallback.is_admin(CmsUser(9, "boss", "b@x.test", roles=("site_boss",)))
 
 
-def test_login_key_folds_case_and_accents():
-    assert login_key(" José ") == login_key("JOSE") == "jose"
+def test_collation_key_folds_case_and_accents():
+    assert collation_key(" José ") == collation_key("JOSE") == "jose"
     assert field_of("/data/attributes/mail/value") == "mail" and field_of(None) is None
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cms_operators.drupal7.backend import Drupal7Backend, langcode, login_key, parse_create_form
+from cms_operators.drupal7.backend import Drupal7Backend, langcode, parse_create_form
 from cms_operators.drupal7.rules import RULES, username_problem
 from cms_operators.registry import get
+from provisioning.rules import collation_key
 
 
 def test_registered_as_drupal7():
@@ -43,7 +44,7 @@ def test_admin_roles_from_settings_replace_the_default():
 
 
 def test_keys_and_languages():
-    assert login_key(" José ") == login_key("JOSE")
+    assert collation_key(" José ") == collation_key("JOSE")
     assert langcode("pt_BR") == ["pt-br", "pt"] and langcode(None) == []
 
 
