@@ -41,7 +41,10 @@ with DAG(
         run, sources.trigger_membership())
     resets >> extracted
     batches = tasks.plan.override(task_id="plan", **tasks.limits(settings, "plan"))(run, extracted)
+    ids = tasks.wiring(preflight="preflight", plan="plan", create="create_accounts", approval="approval")
+    # waits for an operator when the plan creates more than approval_threshold accounts; Reject skips the creates
+    approved = tasks.approval_gate(settings, task_id="approval", wiring=ids)
     created = tasks.create_accounts.override(task_id="create_accounts", **tasks.limits(settings, "create_accounts")
                                              ).partial(run=run).expand(batch=batches)
-    created >> tasks.finalize.override(task_id="finalize", **tasks.limits(settings, "finalize"))(
-        tasks.wiring(preflight="preflight", plan="plan", create="create_accounts"))
+    batches >> approved >> created
+    created >> tasks.finalize.override(task_id="finalize", **tasks.limits(settings, "finalize"))(ids)

@@ -14,6 +14,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DAG_ID = "cmsuser_nightly"
+# The creation lock for a single-process Airflow (dag.test runs every task in this process): exclusive
+# in this process only, and each use says so in the log. A real scheduler gets PostgreSQL's (real_airflow.py).
+IN_PROCESS_LOCK_ENV = {"AIRFLOW_CONN_CMSUSER_LOCK": json.dumps({"conn_type": "generic", "extra": {"in_process": True}})}
 
 
 def configure(home: Path, *, fresh: bool = False) -> None:
@@ -31,6 +34,8 @@ def configure(home: Path, *, fresh: bool = False) -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
     })
+    for key, value in IN_PROCESS_LOCK_ENV.items():
+        os.environ.setdefault(key, value)  # a lock connection of the caller's own wins
 
 
 def connection_env(civicrm_url: str, api_key: str, site_key: str | None, wordpress_url: str, login: str,

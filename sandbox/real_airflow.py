@@ -166,6 +166,10 @@ class RealAirflow:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # The creation lock: PostgreSQL advisory locks in this stack's own database, as production has them
+            # (task processes are separate, so an in-process lock would protect nothing here)
+            "AIRFLOW_CONN_CMSUSER_LOCK": json.dumps({"conn_type": "postgres", "host": PG_HOST, "port": PG_PORT,
+                                                     "login": PG_USER, "schema": self.database}),
         }
 
     def child_env(self) -> dict[str, str]:
@@ -318,6 +322,17 @@ class RealAirflow:
         {"status": bool, "message": str}, from the hook of its type, run in the api-server."""
         return self._request("POST", "/api/v2/connections/test", json=connection)
 
+    def set_connection(self, conn_id: str, connection: dict) -> None:
+        """Create or replace a connection in the metadata database, as the UI's form does; `connection` in
+        Airflow's JSON form (conn_type, host, login, password, schema, port, extra as a dict)."""
+        body = {"connection_id": conn_id, **{k: v for k, v in connection.items() if k != "extra"},
+                "extra": json.dumps(connection.get("extra") or {})}
+        answer = self._http.post(f"{self.url}/api/v2/connections", json=body, timeout=30)
+        if answer.status_code == 409:  # it exists: replace every field
+            self._request("PATCH", f"/api/v2/connections/{conn_id}", json=body)
+        elif answer.status_code != 201:
+            raise AirflowHarnessError(f"POST /api/v2/connections answered {answer.status_code}: {answer.text[:500]}")
+
     def trigger(self, dag_id: str = DAG_ID, conf: dict | None = None) -> str:
         """Trigger a run as the UI's Trigger button does (no logical date); returns its run id."""
         run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
@@ -465,6 +480,50 @@ class RealAirflow:
         """Rendered template fields of each task instance, keyed (task_id, map_index)."""
         return {(ti["task_id"], ti["map_index"]): ti.get("rendered_fields") or {}
                 for ti in self.task_instances(dag_id, run_id)}
+
+    # ------------------------------------------------------------------ human-in-the-loop (approvals)
+
+    def hitl_details(self, dag_id: str, run_id: str, *, pending: bool | None = True) -> list[dict]:
+        """The run's human-in-the-loop requests (the UI's Required Actions); `pending`: not yet answered."""
+        params = {"limit": 100} | ({"response_received": str(not pending).lower()} if pending is not None else {})
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails",
+                             params=params)["hitl_details"]
+
+    def wait_for_input(self, dag_id: str, run_id: str, task_id: str, timeout: float = 180,
+                       settle: float = 12) -> dict:
+        """Poll until task_id waits for an answer (state awaiting_input); returns its request.
+
+        Then waits `settle` seconds more, as a person would. In Airflow 3.3.2 the LocalExecutor reports
+        the parking workload as finished about 5 s after the task parked; an answer given before that
+        report is handled re-queues the task, and the late report ("success" for a task that is
+        queued or running again) makes the scheduler fail that try: the resumed task's result is
+        refused (404) and the task's retry writes the request afresh and waits again. Seen here with
+        answers 1 s and 4 s after parking."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            states = {ti["task_id"]: ti["state"] for ti in self.task_instances(dag_id, run_id)}
+            if states.get(task_id) == "awaiting_input":
+                time.sleep(settle)
+                (request,) = [d for d in self.hitl_details(dag_id, run_id)
+                              if d["task_instance"]["task_id"] == task_id]
+                return request
+            if states.get(task_id) in FINISHED_TASK_STATES or time.monotonic() > deadline:
+                self.print_component_logs()
+                raise AirflowHarnessError(f"{task_id} of run {run_id} is not waiting for input: {states}")
+            time.sleep(0.5)
+
+    def respond(self, dag_id: str, run_id: str, task_id: str, options: list[str], *, map_index: int = -1,
+                params_input: dict | None = None, accept_status=(200,)) -> tuple[int, dict]:
+        """Answer a request as an operator does: PATCH .../taskInstances/{task_id}/{map_index}/hitlDetails.
+
+        Returns (HTTP status, body); a status outside `accept_status` raises."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails"
+        answer = self._http.patch(self.url + path, timeout=30,
+                                  json={"chosen_options": options, "params_input": params_input or {}})
+        if answer.status_code not in accept_status:
+            raise AirflowHarnessError(f"PATCH {path} answered {answer.status_code}: {answer.text[:500]}")
+        return answer.status_code, answer.json()
 
 
 def _suppress_lookup():

@@ -26,6 +26,12 @@ os.environ.update(
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
     }
 )
+# dag.test runs every task in this process: the in-process creation lock is exact here (real_airflow.py's
+# scheduler gets PostgreSQL's)
+from sandbox.local_airflow import IN_PROCESS_LOCK_ENV  # noqa: E402
+
+for _key, _value in IN_PROCESS_LOCK_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 
 def require_real() -> bool:

@@ -15,7 +15,10 @@ The rules (CMS contract §1, §7, and docs/design.md "State that survives"):
 - permanent errors are the contact's outcome; run-level errors (auth, config) stop the batch;
 - transient errors (CMS unavailable) are retried by Airflow after the rest of the batch is done
   and its links are written; a 429 pauses the batch first. On the last try they become the
-  contact's failure, unless nothing got through, in which case the batch fails for an operator.
+  contact's failure, unless nothing got through, in which case the batch fails for an operator;
+- creating is exclusive per email across runs, DAGs and workers (pipeline/locks.py): the batch holds
+  the locks of the emails it creates for from before it reads anything until its links are written;
+  a contact whose email another run holds is left for the next try (on the last, `deferred`).
 
 No Airflow import here: the task in `tasks.py` hands in the backend and the CiviCRM callables.
 """
@@ -41,6 +44,7 @@ from cms_operators.backend import (
     NewUser,
     send_password_mails,
 )
+from pipeline.locks import Held, process_locks
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
@@ -78,6 +82,14 @@ class BatchContext:
     load_timed_out: Callable[[], str | None] = lambda: None
     store_timed_out: Callable[[str], None] = lambda when: None
     sleep: Callable[[float], None] = time.sleep
+    # creation exclusive per email: `with lock(emails) as held` (pipeline.locks.EmailLocks); the default
+    # holds within this process only, so the tasks pass the store of the lock connection
+    lock: Callable = field(default_factory=process_locks)
+
+
+def _creating(rows: list[dict]) -> list[str]:
+    """The emails the rows create accounts for: the creation lock's keys."""
+    return [r["email"] for r in rows if r["action"] == Action.CREATE]
 
 
 def _new_user(row: dict, username: str | None = None) -> NewUser:
@@ -101,6 +113,8 @@ class _State:
     transient: dict[int, CmsUnavailable] = field(default_factory=dict)
     entries: dict[int, JournalEntry] = field(default_factory=dict)  # the entry holding each account
     ours: set[int] = field(default_factory=set)  # contacts whose account this try made or recognised
+    locked: set[int] = field(default_factory=set)  # contacts whose email another run holds: left alone
+    landed: set[int] = field(default_factory=set)  # contacts whose timed-out create was waited out under the lock
     reached_cms: bool = False
 
 
@@ -111,20 +125,44 @@ class _Batch:
         self.ctx = ctx
         self.s = _State()
         self.journal: dict[int, list[JournalEntry]] = {}
+        self.held = Held(frozenset())
 
     # ------------------------------------------------------------------ the whole batch
 
     def run(self) -> list[dict]:
-        ids = [r["contact_id"] for r in self.rows]
-        if not ids:
+        if not self.rows:
             return []
+        # The emails' locks are held from before anything is read until the links are written: what a pass
+        # reads (UFMatch, the journal) and the CMS's duplicate-email answer then show what another run made.
+        # First the emails no other run holds, at once; then those it held, after a bounded wait.
+        with self.ctx.lock(_creating(self.rows), wait=False) as held:
+            self.held = held
+            self.create_and_link(self.rows)
+            self.let_slow_creates_land()
+        if self.s.locked:
+            later = [r for r in self.rows if r["contact_id"] in self.s.locked]
+            with self.ctx.lock(_creating(later)) as held:
+                self.held = held
+                self.create_and_link(later)
+                self.let_slow_creates_land()
+        self.mail()
+        self.settle_transient()
+        return [self.s.results[r["contact_id"]] for r in self.rows]
+
+    def create_and_link(self, rows: list[dict]) -> None:
+        """One pass over `rows` under `self.held`; a contact whose email is not held is left in `s.locked`."""
+        self.s.locked = {r["contact_id"] for r in rows if r["action"] == Action.CREATE and r["email"] not in self.held}
+        rows = [r for r in rows if r["contact_id"] not in self.s.locked]
+        ids = [r["contact_id"] for r in rows]
+        if not ids:
+            return
         done = self.ctx.linked_accounts(ids)
-        self.journal = self.ctx.read_journal(ids)
-        for row in self.rows:
+        self.journal.update(self.ctx.read_journal(ids))
+        for row in rows:
             link = done.get(row["contact_id"])
             if link:  # linked by an earlier try: its outcome follows from the plan
                 self.made_earlier(row, int(link["uf_id"]))
-        todo = [r for r in self.rows if r["contact_id"] not in self.s.results]
+        todo = [r for r in rows if r["contact_id"] not in self.s.results]
         try:
             for row in todo:
                 if row["action"] == Action.LINK:
@@ -146,9 +184,16 @@ class _Batch:
         finally:
             # Links first, whatever happened: an account is never left unlinked by a raise.
             self.write_links()
-        self.mail()
-        self.settle_transient()
-        return [self.s.results[r["contact_id"]] for r in self.rows]
+
+    def let_slow_creates_land(self) -> None:
+        """A create that timed out may still be running in the CMS: its email stays locked until the slowest
+        answer has passed, so no other run's create for it can slip in beside it (once per contact)."""
+        fresh = {cid for cid, exc in self.s.transient.items() if exc.code == "timeout"} - self.s.landed
+        if fresh:
+            log.info("%d creates timed out; keeping their emails locked for %g s (the client timeout) so that no "
+                     "other run creates beside them", len(fresh), self.ctx.client_timeout)
+            self.ctx.sleep(self.ctx.client_timeout)
+            self.s.landed |= fresh
 
     def made_earlier(self, row: dict, uf_id: int) -> None:
         """A contact an earlier try (or run) linked. The journal knows the account's real login
@@ -183,7 +228,10 @@ class _Batch:
             # a try of this run died with creates in flight; Airflow has waited its retry delay since
             delay = max(0.0, timeout - retry_delay)
         else:
-            delay = 0.0  # an earlier run's: its requests ended long ago
+            # another run's: ended long ago, unless it was sent within the slowest answer (runs may overlap, and
+            # a worker killed mid-create lost its creation lock at once)
+            delay = max((journal.seconds_until(e.sent, timeout) for r in rows
+                         for e in self.journal.get(r["contact_id"], []) if e.pending), default=0.0)
         count = len(rows)
         log.info("%d contacts have a create whose answer was never seen; looking them up first%s", count,
                  f" after waiting {delay:.1f} s (client timeout {self.ctx.client_timeout:g} s, retry delay "
@@ -246,6 +294,7 @@ class _Batch:
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
             try:
+                self.held.confirm()  # the locks' session still lives (else LockLost: transient)
                 answers = backend.create_users([_new_user(row) for row in chunk])
             except CmsUnavailable as exc:
                 self.bulk_call_failed(chunk, exc)
@@ -305,6 +354,7 @@ class _Batch:
 
     def one(self, row: dict) -> None:
         try:
+            self.held.confirm()  # the locks' session still lives (else LockLost: transient)
             self.create(row)
         except CmsUnavailable as exc:
             self.s.transient[row["contact_id"]] = exc
@@ -479,19 +529,36 @@ class _Batch:
                 del self.s.transient[contact_id]
         for contact_id, result in self.s.results.items():
             result["journal_activity_id"] = getattr(self.s.entries.get(contact_id), "activity_id", None)
+        locked = self.settle_locked()
         if not self.s.transient:
+            if locked:
+                raise BatchIncomplete(f"{locked}; the rest of the batch is done and linked, and the task will retry them")
             return
         first = next(iter(self.s.transient.values()))
         if not self.ctx.final_try or not self.s.reached_cms:
             raise BatchIncomplete(
                 f"{len(self.s.transient)} of {len(self.rows)} contacts could not be created because the CMS "
-                f"is unavailable ({first.message}); the rest of the batch is done and linked, and the task "
-                "will retry them")
+                f"is unavailable ({first.message}){'; ' + locked if locked else ''}; the rest of the batch is "
+                "done and linked, and the task will retry them")
         for contact_id, exc in self.s.transient.items():
             self.s.results[contact_id] = _result(self.by_id[contact_id], Outcome.FAILED,
                                                  outcomes.cms_error_after_retries(exc.message))
             self.s.results[contact_id]["journal_activity_id"] = getattr(
                 self.s.entries.get(contact_id), "activity_id", None)
+
+
+    def settle_locked(self) -> str:
+        """Contacts whose email another run kept locked: on the last try `deferred` (the next run creates or
+        finds the account, no attempt counted); before it, what the retry is for."""
+        if not self.s.locked:
+            return ""
+        if self.ctx.final_try:
+            reason = outcomes.email_locked_elsewhere(getattr(self.ctx.lock, "wait_seconds", None))
+            for contact_id in self.s.locked:
+                self.s.results[contact_id] = _result(self.by_id[contact_id], Outcome.DEFERRED, reason)
+            return ""
+        return (f"{len(self.s.locked)} of {len(self.rows)} contacts wait for another run or worker creating an "
+                "account for their email")
 
 
 def create_batch(rows: list[dict], ctx: BatchContext) -> list[dict]:

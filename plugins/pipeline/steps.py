@@ -20,8 +20,10 @@ from cms_operators.registry import CmsType
 from pipeline import sources
 from pipeline.batch import BatchContext, create_batch
 from pipeline.finalize import OUTCOME_COLUMNS, finalize_run
+from pipeline.locks import LockError, LockUnavailable
 from pipeline.resets import send_resets
-from provisioning import report
+from provisioning import approval, report
+from provisioning.outcomes import audit_line
 from provisioning.plan import (
     batch_label,
     cms_users_frame,
@@ -32,6 +34,7 @@ from provisioning.plan import (
 )
 from provisioning.settings import Settings
 from provisioning.usernames import candidate_usernames
+from provisioning.vocabulary import Outcome
 from transport.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -65,7 +68,7 @@ class _Stop(Exception):
 
 
 def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType, CmsBackend]], *,
-              dry_run: bool) -> dict:
+              dry_run: bool, check_lock: Callable[[], str] | None = None) -> dict:
     """Both connections authenticate and can do their job; groups, tags and roles exist.
 
     `open_cms` gives the CMS type (from the connection's type and `cms_type`) and its backend, or
@@ -119,6 +122,14 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
     finally:
         if backend is not None:
             backend.close()
+    lock = None
+    if check_lock is not None:  # where creates are made exclusive per email (a transient outage is retried)
+        try:
+            lock = check_lock()
+        except LockUnavailable:
+            raise
+        except LockError as exc:
+            problems.setdefault(f"creation lock (connection '{settings.lock_conn_id}')", []).append(exc.message)
     if problems:
         count = sum(len(items) for items in problems.values())
         text = "\n".join(f"{place}:\n" + "\n".join(f"  - {item}" for item in items)
@@ -126,6 +137,8 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
         raise RunStopped(f"Pre-flight found {count} problem{'s' if count != 1 else ''}; nothing was done for any "
                          f"contact:\n{text}")
     log.info("pre-flight ok: CiviCRM via %r; %s", settings.civicrm_conn_id, cms)
+    if lock is not None:
+        log.info("creation lock: %s", lock)
     log.info("triggers: static groups %s, smart groups %s, tags %s; history group %s, tag %s",
              triggers.static_groups, triggers.smart_groups, triggers.tags,
              triggers.history_group, triggers.history_tag)
@@ -213,15 +226,16 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
 # --- create one batch -------------------------------------------------------------------------
 
 def create(run: dict, rows: list[dict], civicrm, backend: CmsBackend, *, marker: str, stamp: str,
-           final_try: bool, state) -> list[dict]:
-    """Create or link one batch; `state` keeps values across tries (get/set, Airflow's task state store)."""
+           final_try: bool, state, lock=None) -> list[dict]:
+    """Create or link one batch; `state` keeps values across tries (get/set, Airflow's task state store);
+    `lock` holds the batch's emails (pipeline.locks.EmailLocks of the lock connection)."""
     return create_batch(rows, batch_context(settings_of(run), civicrm, backend, marker=marker, stamp=stamp,
-                                            final_try=final_try, state=state))
+                                            final_try=final_try, state=state, lock=lock))
 
 
 def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: str, stamp: str, final_try: bool,
-                  state) -> BatchContext:
-    """What a batch needs, wired to the run's hooks."""
+                  state, lock=None) -> BatchContext:
+    """What a batch needs, wired to the run's hooks (without `lock`: held within this process only)."""
 
     def write_journal(entries, subjects):
         sources_ = {e.contact_id: settings.activity_source_contact_id or e.contact_id for e in entries}
@@ -243,6 +257,7 @@ def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: s
         retry_delay=settings.retry_delay_seconds,
         load_timed_out=lambda: state.get(TIMED_OUT_KEY),
         store_timed_out=lambda when: state.set(TIMED_OUT_KEY, when),
+        **({"lock": lock} if lock is not None else {}),
     )
 
 
@@ -266,6 +281,23 @@ def finalize(run: dict, civicrm, plan_rows: list[dict], labels: list[str], resul
     counts = final["outcome"].value_counts().to_dict()
     return {"outcomes": report.to_records(final[OUTCOME_COLUMNS]), "unfinished": unfinished,
             "counts": {"contacts": len(final), **{str(k): int(v) for k, v in counts.items()}}}
+
+
+def finalize_rejected(run: dict, plan_rows: list[dict], gate: dict) -> dict[str, Any]:
+    """Finalize of a run whose approval was refused or timed out: every contact `approval_rejected`.
+
+    Nothing was created; nothing is written to CiviCRM (no activity, so no attempt; no history, no
+    clean-up: the contacts stay triggered for the next run). The run does not fail.
+    """
+    final = approval.rejected_outcomes(plan_rows, gate)
+    for row in final.itertuples(index=False):
+        log.info("%s", audit_line(row.contact_id, row.outcome, uf_id=row.uf_id, username=row.username))
+    log.warning("%s. Wrote nothing to CiviCRM: the %d contacts stay in their trigger groups and tags for the "
+                "next run.", approval.decided_line(gate), len(final))
+    log.info("outcomes:\n%s", report.summary_table(final))
+    return {"outcomes": report.to_records(final[OUTCOME_COLUMNS]), "unfinished": [],
+            "counts": {"contacts": len(final), str(Outcome.APPROVAL_REJECTED): len(final),
+                       "approval": gate["decision"]}}
 
 
 def password_resets(run: dict, civicrm, backend: CmsBackend, *, dry_run: bool, marker: str,

@@ -14,16 +14,19 @@ import logging
 from datetime import timedelta
 
 import pandas as pd
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseHook, ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
+from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout, DownstreamTasksSkipped
 
 from civicrm_hooks import queries
 from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMHook
 from cms_operators import registry
 from cms_operators.backend import CmsAuthError, CmsConfigError
+from lock_hooks.hook import CreationLockHook
 from pipeline import steps
-from provisioning import report
+from provisioning import approval, report
 from provisioning.settings import Settings, load_settings
+from provisioning.vocabulary import ApprovalDecision
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +40,9 @@ RUN_LEVEL_POLICY = ExceptionRetryPolicy(rules=[
 ])
 
 
-def wiring(*, preflight: str, plan: str, create: str) -> dict:
+def wiring(*, preflight: str, plan: str, create: str, approval: str | None = None) -> dict:
     """The task ids a DAG gave its steps, for the tasks that read upstream XComs themselves."""
-    return {"preflight": preflight, "plan": plan, "create": create}
+    return {"preflight": preflight, "plan": plan, "create": create, "approval": approval}
 
 
 def run_marker(context) -> str:
@@ -99,7 +102,8 @@ def preflight(params=None) -> dict:
         kind = registry.for_connection(conn_type, settings.cms_type, settings.cms_conn_id)
         return kind, kind.backend(settings.cms_conn_id, settings)
 
-    return steps.preflight(settings, CiviCRMHook(settings.civicrm_conn_id), open_cms, dry_run=params["dry_run"])
+    return steps.preflight(settings, CiviCRMHook(settings.civicrm_conn_id), open_cms, dry_run=params["dry_run"],
+                           check_lock=CreationLockHook(settings.lock_conn_id).check)
 
 
 @task(pool=CMS_POOL, retries=3, retry_exponential_backoff=True, retry_policy=RUN_LEVEL_POLICY,
@@ -159,7 +163,8 @@ def create_accounts(run: dict, batch: dict, task_state_store=None) -> list[dict]
     with _cms(run) as backend:  # one CMS session (HTTP or SSH) for the whole batch
         results = steps.create(run, rows, CiviCRMHook(settings.civicrm_conn_id), backend,
                                marker=run_marker(context), stamp=run_stamp(context, settings),
-                               final_try=ti.try_number > ti.max_tries, state=task_state_store)
+                               final_try=ti.try_number > ti.max_tries, state=task_state_store,
+                               lock=CreationLockHook(settings.lock_conn_id).email_locks(settings.lock_wait_seconds))
     counts = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
     log.info("%s done: %s", batch["label"], ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return results
@@ -185,6 +190,12 @@ def finalize(wiring: dict, params=None) -> dict:
                                    "log); nothing was written for any contact.")
     settings = steps.settings_of(run)
     dry_run = params["dry_run"]
+    gate = ti.xcom_pull(task_ids=wiring["approval"], key=APPROVAL_KEY) if wiring.get("approval") else None
+    if approval.is_rejected(gate):  # create_accounts was skipped: nothing was created, nothing is written
+        done = steps.finalize_rejected(run, plan_rows, gate)
+        ti.xcom_push(key="outcomes", value=done["outcomes"])
+        log.info("%s", report.where_outcomes_are(dry_run=False))
+        return done["counts"]
     # aligned with the batches; None where a batch left no result
     results = ti.xcom_pull(task_ids=wiring["create"], map_indexes=list(range(len(batches)))) if batches else []
     done = steps.finalize(run, CiviCRMHook(settings.civicrm_conn_id), plan_rows, [b["label"] for b in batches],
@@ -203,3 +214,92 @@ def limits(settings: Settings, step: str) -> dict:
     """A task's retry delay and execution timeout from the settings (read by the DAG file at parse time)."""
     return {"retry_delay": timedelta(seconds=settings.retry_delay_seconds),
             "execution_timeout": timedelta(minutes=settings.task_timeout_minutes[step])}
+
+
+# --- the approval gate (human-in-the-loop) ------------------------------------------------------
+
+#: The gate's XCom with its decision (approval.result): a Reject ends the task by skipping, with no return value.
+APPROVAL_KEY = "decision"
+
+
+class ApprovalGate(ApprovalOperator):
+    """Waits for an operator before any account is created, when the plan would create more new
+    accounts than `approval_threshold` (provisioning/approval.py decides and writes the screen).
+
+    The standard provider's ApprovalOperator: Approve lets the create task run; Reject, or no answer
+    within `approval_timeout_minutes` (whose default answer is Reject), skips it, and finalize gives
+    every contact `approval_rejected` and ends the run green. Under the threshold, with no threshold,
+    or in a dry run it returns at once. Threshold, approvers and timeout come from the run snapshot;
+    the timeouts given here at parse time are only the defaults. Its XCom `decision` is approval.result().
+    Put it directly upstream of the create task and not of finalize: Reject skips its direct
+    downstream tasks.
+    """
+
+    def __init__(self, *, wiring: dict, **kwargs) -> None:
+        super().__init__(subject="Approve the planned CMS accounts?", defaults=self.REJECT, **kwargs)
+        self.wiring = wiring
+        self.show_return_value_in_logs = False  # as for every task: never log what it returns
+
+    def _read(self, context) -> tuple[dict, Settings, list[dict], approval.Gate]:
+        ti = context["ti"]
+        run = ti.xcom_pull(task_ids=self.wiring["preflight"])
+        plan_rows = ti.xcom_pull(task_ids=self.wiring["plan"], key="plan") or []
+        settings = steps.settings_of(run)
+        return run, settings, plan_rows, approval.gate(plan_rows, settings.approval_threshold,
+                                                       dry_run=context["params"]["dry_run"])
+
+    def execute(self, context):
+        run, settings, plan_rows, gate = self._read(context)
+        log.info("%s", gate.explain())
+        if not gate.needed:
+            result = approval.result(gate, ApprovalDecision.NOT_NEEDED)
+            context["ti"].xcom_push(key=APPROVAL_KEY, value=result)
+            return result
+        self.response_timeout = timedelta(minutes=settings.approval_timeout_minutes)
+        deadline = pd.Timestamp.now(tz=settings.timezone) + self.response_timeout
+        self.subject = approval.subject(gate, context["dag"].dag_id)
+        self.body = approval.body(plan_rows, gate, cms_label=registry.get(run["cms_type"]).label,
+                                  timeout_minutes=settings.approval_timeout_minutes,
+                                  deadline=f"{deadline:%Y-%m-%d %H:%M} ({settings.timezone})",
+                                  approvers=settings.approval_users, plan_task=self.wiring["plan"])
+        self.assigned_users = [{"id": user, "name": user} for user in settings.approval_users] or None
+        log.info("waiting for an operator's answer until %s: Airflow UI > this run > %s > Required Actions, or "
+                 "PATCH /api/v2/dags/%s/dagRuns/%s/taskInstances/%s/%s/hitlDetails with "
+                 '{"chosen_options": ["Approve"]} (or ["Reject"])', f"{deadline:%Y-%m-%d %H:%M %Z}", self.task_id,
+                 context["dag"].dag_id, context["run_id"], self.task_id, context["ti"].map_index)
+        return super().execute(context)  # parks the task (awaiting input) until answered or timed out
+
+    def execute_complete(self, context, event):
+        try:
+            super().execute_complete(context=context, event=event)
+        except DownstreamTasksSkipped:  # Reject: Airflow skips the create task; the decision is recorded first
+            self._decided(context, event)
+            raise
+        return self._decided(context, event)
+
+    def _decided(self, context, event) -> dict:
+        """Log the answer and keep it (XCom `decision`) for finalize, also when the task ends by skipping."""
+        _, settings, _, gate = self._read(context)
+        responder = event.get("responded_by_user") or {}
+        by = responder.get("name") or responder.get("id")
+        if event["chosen_options"][0] == self.APPROVE:
+            decision = ApprovalDecision.APPROVED
+        elif event.get("timedout") or not by:  # the timeout sweep answers with the default, Reject
+            decision = ApprovalDecision.TIMED_OUT
+        else:
+            decision = ApprovalDecision.REJECTED
+        result = approval.result(gate, decision, by=by, timeout_minutes=settings.approval_timeout_minutes)
+        (log.info if decision == ApprovalDecision.APPROVED else log.warning)("%s", approval.decided_line(result))
+        context["ti"].xcom_push(key=APPROVAL_KEY, value=result)
+        return result
+
+
+def approval_gate(settings: Settings, *, task_id: str, wiring: dict) -> ApprovalGate:
+    """The approval gate of a DAG, between its plan and create tasks (`wiring` names them and preflight).
+
+    Its own work is reading the plan, so it has the plan's execution timeout; the wait for an answer
+    is bounded by `approval_timeout_minutes` (the human-in-the-loop response timeout) instead."""
+    return ApprovalGate(task_id=task_id, wiring=wiring, retries=2,
+                        retry_delay=timedelta(seconds=settings.retry_delay_seconds),
+                        execution_timeout=timedelta(minutes=settings.task_timeout_minutes["plan"]),
+                        response_timeout=timedelta(minutes=settings.approval_timeout_minutes))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from provisioning.vocabulary import Outcome  # re-exported: the outcome names live in vocabulary
+from provisioning.vocabulary import ApprovalDecision, Outcome  # Outcome re-exported: names live in vocabulary
 
 #: The order outcomes are listed in summaries.
 OUTCOME_ORDER: tuple[Outcome, ...] = tuple(Outcome)
@@ -20,6 +20,7 @@ DRY_RUN_LABELS = {
     Outcome.ALREADY_LINKED: "already linked",
     Outcome.FAILED: "would fail",
     Outcome.DEFERRED: "would defer",
+    Outcome.APPROVAL_REJECTED: "approval rejected",  # never planned: a dry run asks nobody
 }
 
 # --- reasons for success ----------------------------------------------------------------------
@@ -152,6 +153,12 @@ def batch_not_finished(batch_label: str | None = None) -> str:
     return f"{batch} did not finish; the contact is tried again in the next run"
 
 
+def email_locked_elsewhere(wait_seconds: float | None) -> str:
+    waited = f" ({wait_seconds:g} s)" if wait_seconds is not None else ""
+    return (f"another run or worker was creating an account for this email: its creation lock stayed held for "
+            f"longer than lock_wait_seconds{waited} on every try; nothing was sent, and the next run tries again")
+
+
 MAIL_SENT = "password email sent"
 MAIL_SENT_EARLIER = "password email sent earlier (by an earlier try or run)"
 MAIL_UNKNOWN = ("a task stopped while sending the password email, so it may not have gone out; "
@@ -210,7 +217,7 @@ def activity_for(
     reports built on its activities keep working.
     """
     outcome = Outcome(outcome)
-    if outcome is Outcome.DEFERRED:
+    if outcome in (Outcome.DEFERRED, Outcome.APPROVAL_REJECTED):
         return None
     username, uf_id, uf_name = _plain(username), _plain(uf_id), _plain(uf_name)
     reason, mail_note = _plain(reason), _plain(mail_note)
@@ -325,3 +332,16 @@ RESET_STOPPED = ("a task stopped while asking for the password-reset email, so i
 
 def reset_deferred(detail: str) -> str:
     return f"the CMS could not be asked ({detail}); the contact stays in its reset group or tag for the next run"
+
+
+# --- the approval gate --------------------------------------------------------------------------
+
+
+def approval_rejected(decision: str, by: str | None, timeout_minutes: int | None, planned: str) -> str:
+    """Reason of a contact whose run was rejected at the approval gate; `planned`: what the plan said."""
+    if decision == ApprovalDecision.TIMED_OUT:
+        why = (f"nobody answered the approval request within {timeout_minutes} minutes "
+               "(approval_timeout_minutes), so it was rejected")
+    else:
+        why = f"the approval request was rejected by {by}" if by else "the approval request was rejected"
+    return f"{why}; nothing was done and no attempt counted (planned: {planned}); the next run plans it again"

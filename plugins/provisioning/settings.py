@@ -50,14 +50,16 @@ TASK_TIMEOUT_MINUTES = {"preflight": 10, "password_resets": 60, "extract": 60, "
 #: The settings file may group settings in these sections (each key keeps its name inside its
 #: section); every key may also be given at the top level, as before sections existed, but not both.
 SECTIONS: dict[str, tuple[str, ...]] = {
-    "connections": ("civicrm_conn_id", "cms_conn_id", "cms_type", "domain_id"),
+    "connections": ("civicrm_conn_id", "cms_conn_id", "cms_type", "domain_id", "lock_conn_id"),
     "triggers": ("trigger_groups", "trigger_tags", "history_group", "history_tag"),
     "resets": ("reset_groups", "reset_tags"),
     "accounts": ("username_pattern", "username_fallback_pattern", "roles", "notify", "on_existing_email",
                  "sync_preferred_language", "user_fields", "admin_groups", "admin_roles"),
     "attempts": ("max_attempts", "activity_source_contact_id"),
-    "tasks": ("batch_size", "retry_delay_seconds", "task_timeout_minutes", "log_attention_rows"),
+    "tasks": ("batch_size", "retry_delay_seconds", "task_timeout_minutes", "log_attention_rows",
+              "lock_wait_seconds"),
     "nightly": ("schedule", "timezone"),
+    "approval": ("approval_threshold", "approval_users", "approval_timeout_minutes"),
 }
 SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -94,6 +96,14 @@ class Settings(BaseModel):
         1,
         ge=1,
         description="CiviCRM domain whose UFMatch links are read and written (1 on single-site installs).",
+    )
+    lock_conn_id: str = Field(
+        "cmsuser_lock",
+        min_length=1,
+        description="Airflow connection id of the creation lock, which makes creating an account exclusive "
+        "per email across all runs, DAGs and workers: type `postgres`, any PostgreSQL every worker reaches "
+        "(Airflow's metadata database will do). Without it pre-flight stops the run. Only for a single-process "
+        "sandbox (dag.test, the demo): extra `{\"in_process\": true}`, which protects nothing between workers.",
     )
     trigger_groups: list[int | str] = Field(
         default_factory=list,
@@ -205,6 +215,14 @@ class Settings(BaseModel):
         description="Seconds Airflow waits before retrying a batch after a temporary error "
         "(timeouts, 5xx, rate limits).",
     )
+    lock_wait_seconds: int = Field(
+        60,
+        ge=0,
+        le=3600,
+        description="How long a batch waits for an email another run or worker is creating an account for "
+        "(it holds that email's creation lock until the account is linked). Contacts still locked then are "
+        "retried with the batch; on its last try they are `deferred` to the next run, with no attempt counted.",
+    )
     task_timeout_minutes: dict[str, int] = Field(
         default_factory=lambda: dict(TASK_TIMEOUT_MINUTES),
         description="Longest each task may run, in minutes, before Airflow stops it and the run ends red "
@@ -232,6 +250,31 @@ class Settings(BaseModel):
     timezone: str = Field(
         "UTC",
         description="Time zone the schedule is read in, as an IANA name such as `Europe/Berlin`.",
+    )
+
+    approval_threshold: int | None = Field(
+        None,
+        ge=0,
+        description="When a run would create more new CMS accounts than this, it waits for an operator's "
+        "approval (an Airflow human-in-the-loop task, `approval`) before any account is created; links to "
+        "existing accounts do not count. The request shows the planned counts per outcome and a sample of "
+        "the contacts (ids, planned outcome, username). Rejected or unanswered: nothing is created, no "
+        "attempt is counted, every contact's outcome is `approval_rejected`, and the run still ends "
+        "green. Empty: no approval gate; 0: every run that would create an account waits.",
+    )
+    approval_users: list[str | int] = Field(
+        default_factory=list,
+        description="Who may approve or reject (Airflow's human-in-the-loop `assigned_users`): Airflow user "
+        "ids as the auth manager knows them (the simple auth manager: the username; FAB: the numeric user "
+        "id). They also need permission to edit the DAG's human-in-the-loop details. Empty: anyone with "
+        "that permission.",
+    )
+    approval_timeout_minutes: int = Field(
+        720,
+        ge=1,
+        description="How long a run waits for an answer to its approval request; then Airflow takes the "
+        "default answer, Reject. Runs do not overlap (one at a time), so the next scheduled run waits "
+        "until this one is answered or timed out.",
     )
 
     @model_validator(mode="before")
@@ -264,6 +307,7 @@ class Settings(BaseModel):
     @field_validator(
         "civicrm_conn_id",
         "cms_conn_id",
+        "lock_conn_id",
         "schedule",
         "timezone",
         "username_pattern",
@@ -346,6 +390,14 @@ class Settings(BaseModel):
                                  + ", ".join(f"'{name}'" for name in registry.names()))
             return key
         return value
+
+    @field_validator("approval_users")
+    @classmethod
+    def _check_approval_users(cls, users: list[str | int]) -> list[str]:
+        cleaned = [str(user).strip() for user in users]
+        if any(not user for user in cleaned):
+            raise ValueError("contains an empty user id; give Airflow user ids such as admin")
+        return list(dict.fromkeys(cleaned))
 
     @field_validator("admin_roles")
     @classmethod

@@ -17,6 +17,16 @@ class Outcome(StrEnum):
     ALREADY_LINKED = "already_linked"
     FAILED = "failed"
     DEFERRED = "deferred"
+    APPROVAL_REJECTED = "approval_rejected"  # the approval gate said no (or timed out): like deferred
+
+
+class ApprovalDecision(StrEnum):
+    """What the approval gate decided for a run (its XCom `decision`)."""
+
+    NOT_NEEDED = "not_needed"  # no approval_threshold, a dry run, or not more creates than it
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TIMED_OUT = "timed_out"    # nobody answered within approval_timeout_minutes: Airflow's default, Reject
 
 
 class ResetOutcome(StrEnum):

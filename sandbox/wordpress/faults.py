@@ -55,6 +55,7 @@ class FaultInjection:
     _lock: threading.RLock
     calls: list[Call]
     _injections: list[_Injection]
+    duplicate_check_gap: float = 0.0  # seconds between wp_insert_user's duplicate checks and its INSERT
 
     def reset_calls(self) -> None:
         with self._lock:
@@ -72,6 +73,13 @@ class FaultInjection:
         with self._lock:
             self._injections.append(_Injection(method, path, status, times, delay, lose_answer,
                                                retry_after, body, body_contains))
+
+    def widen_duplicate_check(self, seconds: float) -> None:
+        """WordPress checks for a taken login and email and then INSERTs, with no lock in between (and no
+        unique key on either column): keep that gap open `seconds` (0 closes it), so creates that arrive
+        together all pass the checks and each makes an account, as they can on a busy real site."""
+        with self._lock:
+            self.duplicate_check_gap = max(0.0, float(seconds))
 
     def clear_faults(self) -> None:
         """Forget every injection not used up yet."""

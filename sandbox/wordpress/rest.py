@@ -10,6 +10,7 @@ import json
 import math
 import re
 import threading
+import time
 from typing import Any
 
 from .faults import Call, _redact_body
@@ -69,6 +70,7 @@ class RestApi:
     """WordPressEmulator's REST routes (its __init__ in server.py sets the state; UserStore keeps the users)."""
 
     _lock: threading.RLock
+    duplicate_check_gap: float  # FaultInjection.widen_duplicate_check
     _users: dict[int, dict]
     _by_login: dict[str, int]
     _by_email: dict[str, int]
@@ -599,9 +601,15 @@ class RestApi:
             raise _WpError("internal_server_error", _CRITICAL_ERROR_MESSAGE, 500, additional_errors=[])
         # "roles" given (even []): no default role, exactly those roles; absent: the default role.
         roles = list(dict.fromkeys(data["roles"])) if "roles" in data else ["subscriber"]
+        if self.duplicate_check_gap:  # failure injection: the checks above and the INSERT below are not atomic
+            self._lock.release()
+            try:
+                time.sleep(self.duplicate_check_gap)
+            finally:
+                self._lock.acquire()
         return self._store_user({
             "username": login, "email": email, "name": display_name, "first_name": first, "last_name": last,
             "nickname": nickname, "slug": self._unique_slug(slug), "url": url,
             "description": str(data.get("description") or ""), "locale": str(data.get("locale") or ""),
             "roles": roles,
-        })
+        }, checked=True)

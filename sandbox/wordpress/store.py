@@ -67,14 +67,16 @@ class UserStore:
             data = data["wordpress"]
         self.seed(data or {})
 
-    def _store_user(self, entry: dict) -> dict:
+    def _store_user(self, entry: dict, *, checked: bool = False) -> dict:
+        """Store one user; `checked`: the caller ran WordPress's duplicate checks (a raced INSERT may then
+        store a login or email that is taken by now, as WordPress's table allows)."""
         username = str(entry.get("username") or entry.get("login") or "")
         email = str(entry.get("email") or "")
         if not username:
             raise ValueError(f"seed user without username: {entry!r}")
-        if username.lower() in self._by_login:
+        if not checked and username.lower() in self._by_login:
             raise ValueError(f"seed user {username!r}: login already exists")
-        if email and email.lower() in self._by_email:
+        if not checked and email and email.lower() in self._by_email:
             raise ValueError(f"seed user {username!r}: email {email!r} already exists")
         user_id = int(entry.get("id") or self._next_id)
         if user_id in self._users:

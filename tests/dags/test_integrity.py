@@ -35,7 +35,7 @@ def test_every_dag_parses(no_network, monkeypatch):
     assert dag.catchup is False
     assert set(dag.params) == {"dry_run", "limit"}
     assert [t.task_id for t in dag.topological_sort()] == [
-        "preflight", "password_resets", "extract", "plan", "create_accounts", "finalize"]
+        "preflight", "password_resets", "extract", "plan", "approval", "create_accounts", "finalize"]
 
 
 def test_create_task_is_retried_in_the_cms_pool(monkeypatch):
@@ -74,11 +74,13 @@ def test_every_task_has_a_timeout_from_the_settings_and_retries_transient_errors
     monkeypatch.setenv("CMSUSER_SETTINGS", str(custom))
     dag = _bag().get_dag("cmsuser_nightly")
     minutes = {t.task_id: t.execution_timeout.total_seconds() / 60 for t in dag.tasks}
-    assert minutes == {"preflight": 10, "password_resets": 60, "extract": 5, "plan": 30, "create_accounts": 120,
-                       "finalize": 60}
+    assert minutes == {"preflight": 10, "password_resets": 60, "extract": 5, "plan": 30,
+                       "approval": 30,  # the approval gate reads the plan: the plan's timeout
+                       "create_accounts": 120, "finalize": 60}
     # extract and plan read CiviCRM too: a blip there retries, it does not end the night
-    assert {t.task_id: t.retries for t in dag.tasks} == {"preflight": 2, "password_resets": 3, "extract": 2, "plan": 2,
-                                                         "create_accounts": 3, "finalize": 2}
+    assert {t.task_id: t.retries for t in dag.tasks} == {"preflight": 2, "password_resets": 3, "extract": 2,
+                                                         "plan": 2, "approval": 2, "create_accounts": 3,
+                                                         "finalize": 2}
 
 
 def test_no_task_logs_its_return_value(monkeypatch):

@@ -14,6 +14,7 @@ def test_outcome_values_are_the_documented_names():
         "already_linked",
         "failed",
         "deferred",
+        "approval_rejected",
     ]
     assert Outcome("failed") is Outcome.FAILED
     assert json.dumps({"outcome": Outcome.CREATED}) == '{"outcome": "created"}'

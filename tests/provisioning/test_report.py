@@ -38,6 +38,7 @@ def test_summary_counts_every_outcome_in_a_fixed_order():
         "already_linked": 0,
         "failed": 1,
         "deferred": 1,
+        "approval_rejected": 0,
         "total": 4,
     }
     names = [line.split()[0] for line in table.splitlines()]

@@ -213,3 +213,22 @@ def test_cli_has_the_wordpress_subcommand():
     assert (args.command, args.seed, args.port, args.login, args.app_password) == (
         "wordpress", "s.yaml", 8002, "api", "p w")
     assert callable(args.func)
+
+
+def test_widened_duplicate_check_lets_concurrent_creates_make_two_accounts_for_one_email(wp):
+    """The failure the creation lock exists for: WordPress's checks and INSERT are not atomic."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def two_at_once(email):
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(create, wp, username=f"{email.split('@')[0]}{n}", email=email) for n in range(2)]
+            return sorted(f.result().status_code for f in futures)
+
+    wp.widen_duplicate_check(0.5)
+    assert two_at_once("twin@example.test") == [201, 201]
+    assert sum(u["email"] == "twin@example.test" for u in wp.users) == 2
+    # a create that comes after the gap is refused as WordPress refuses it
+    assert create(wp, username="twin9", email="twin@example.test").json()["code"] == "existing_user_email"
+    wp.widen_duplicate_check(0)  # closed: one account, the other create refused
+    assert two_at_once("solo@example.test") == [201, 500]
+    assert sum(u["email"] == "solo@example.test" for u in wp.users) == 1

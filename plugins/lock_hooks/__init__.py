@@ -1,0 +1,1 @@
+"""The creation lock's store: PostgreSQL advisory locks (store.py) behind the Airflow connection (hook.py)."""

@@ -1,0 +1,67 @@
+"""PostgreSQL session-level advisory locks on one DB-API connection (psycopg2 or psycopg 3); no Airflow import.
+
+`pg_try_advisory_lock(bigint)` never waits, so the waiting is ours (pipeline/locks.py: bounded, and
+never in an order that could deadlock); the locks belong to the session, not to a transaction, so the
+connection runs in autocommit and holds no transaction open; a worker that dies (or whose connection
+drops) loses its session and PostgreSQL releases every lock of it at once: none is ever left stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pipeline.locks import LockError, LockUnavailable
+
+OUT_OF_SHARED_MEMORY = "53200"  # SQLSTATE when the shared lock table is full
+
+
+def _text(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class PostgresLockStore:
+    """One PostgreSQL session of the lock store (see pipeline.locks.LockStore)."""
+
+    def __init__(self, connection, description: str):
+        self.connection = connection
+        self.description = description
+        try:
+            connection.autocommit = True
+        except Exception as exc:
+            self.close()
+            raise LockUnavailable(f"{description}: {_text(exc)}") from exc
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            with self.connection.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall()
+        except Exception as exc:  # the driver's errors (psycopg2 and psycopg 3 have different classes)
+            state = getattr(exc, "pgcode", None) or getattr(exc, "sqlstate", None)
+            if state == OUT_OF_SHARED_MEMORY:
+                raise LockError(
+                    f"{self.description}: PostgreSQL's lock table is full ({_text(exc)}). Each running create "
+                    "batch holds one advisory lock per email it creates: raise max_locks_per_transaction on "
+                    "that server, or lower batch_size or the slots of the cmsuser_cms pool") from exc
+            raise LockUnavailable(f"{self.description}: {_text(exc)}") from exc
+
+    def try_lock(self, keys: Sequence[int]) -> set[int]:
+        if not keys:
+            return set()
+        rows = self._query("SELECT k FROM unnest(%s::bigint[]) AS k WHERE pg_try_advisory_lock(k)",
+                           ([int(k) for k in keys],))
+        return {int(row[0]) for row in rows}
+
+    def unlock(self, keys: Sequence[int]) -> None:
+        if keys:
+            self._query("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k", ([int(k) for k in keys],))
+
+    def confirm(self) -> None:
+        """One round trip: it answers only while the session, and so its locks, still exists."""
+        self._query("SELECT 1")
+
+    def close(self) -> None:
+        try:
+            self.connection.close()
+        except Exception:  # already gone: its locks went with it
+            pass
