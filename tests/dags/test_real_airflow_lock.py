@@ -30,9 +30,12 @@ pytestmark = [pytest.mark.real_airflow, pytest.mark.slow]
 
 TWINS = ("cmsuser_twin_a", "cmsuser_twin_b")
 DATABASE = "cmsuser_airflow_lock_test"
-GAP = 1.0  # seconds between the emulator's duplicate checks and its INSERT: longer than the runs' offset
+# The scheduler starts the twins' batches a few seconds apart (2.3 s seen in CI on 2 cores, more under
+# load). A run that reads the other's journal entry first waits and looks instead of racing, so the
+# journal must land later than that offset, and the emulator's check-to-INSERT gap must be longer still.
+GAP = 10.0  # seconds between the emulator's duplicate checks and its INSERT
 LOCK_CONN = "twin_lock"
-JOURNAL_DELAY = 2.0  # seconds CiviCRM takes to store an activity
+JOURNAL_DELAY = 8.0  # seconds CiviCRM takes to store an activity: longer than the runs' offset
 DEMO = demo_seed()
 
 
