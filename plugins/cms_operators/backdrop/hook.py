@@ -32,13 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.ssh.hooks.ssh import SSHHook
+from airflow.sdk import BaseHook
 
 from cms_operators.backend import CmsAuthError, CmsConfigError, CmsError, CmsUnavailable
-
-try:  # Airflow 3: the Task SDK's BaseHook
-    from airflow.sdk.bases.hook import BaseHook
-except ImportError:  # pragma: no cover - older Airflow
-    from airflow.hooks.base import BaseHook
 
 log = logging.getLogger(__name__)
 
