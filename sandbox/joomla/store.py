@@ -17,6 +17,7 @@ import hmac
 import math
 import re
 import secrets
+import string
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -322,7 +323,8 @@ class Store:
         # User::save(): only a Super User may grant a group with core.admin
         if not self.is_super(current) and self.inherits(groups, {SUPER_USERS}):
             raise refuse("not_super")
-        clear = password or secrets.token_urlsafe(24)[:32]  # User::bind(): 32 random characters
+        # User::bind(): 32 random letters and digits (UserHelper::genRandomPassword's alphabet)
+        clear = password or "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32))
         record = self.add_user({"name": name, "username": username, "email": email,
                                 "block": int(str(data.get("block") or 0) == "1"),
                                 "sendEmail": int(str(data.get("sendEmail") or 0) == "1"),
