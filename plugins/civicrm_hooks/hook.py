@@ -204,6 +204,36 @@ class CiviCRMHook(RestHook):
         return self.send("POST", url, classify, idempotent=self.is_idempotent(action, params or {}),
                          what=f"CiviCRM {entity}.{action}", data=body, headers=headers, allow_redirects=False)
 
+    def call_many(self, calls: dict[str, tuple[str, str, dict]]) -> dict[str, list[dict]]:
+        """Several reads in one request (APIv4's multi-call form, `civicrm/ajax/api4` with `calls`):
+        name -> (entity, action, params) in, name -> `values` out. Reads only: CiviCRM runs the calls one
+        after another and answers 200 when any succeeded, so a write among them could be half done."""
+        if not all(action.startswith("get") for _, action, _ in calls.values()):
+            raise ValueError("call_many takes reads only (get actions)")
+        settings = self._config()
+        url = settings.url_template.replace("/{entity}/{action}", "")
+        body = {"calls": json.dumps({name: [entity, action, params] for name, (entity, action, params)
+                                     in calls.items()}, separators=(",", ":"), default=_json_default)}
+        headers = {"X-Civi-Auth": f"Bearer {settings.api_key}"}
+        if settings.site_key:
+            headers["X-Civi-Key"] = settings.site_key
+        what = "+".join(f"{entity}.{action}" for entity, action, _ in calls.values())
+
+        def classify(response: requests.Response) -> dict[str, list[dict]]:
+            answers = self._parse(response, what, "calls", multi=True)
+            values = {}
+            for name, (entity, action, _) in calls.items():
+                answer = answers.get(name)
+                if not isinstance(answer, dict) or "values" not in answer:
+                    message = answer.get("error_message") if isinstance(answer, dict) else None
+                    raise self._error(CiviCRMError, str(message or f"no answer for {name}"), status=response.status_code,
+                                      entity=entity, action=action)
+                values[name] = answer["values"]
+            return values
+
+        return self.send("POST", url, classify, idempotent=True, what=f"CiviCRM {what}", data=body, headers=headers,
+                         allow_redirects=False)
+
     def gave_up(self, error, *, tries: int, idempotent: bool, too_long: bool):
         if too_long:
             asked = f"{error.retry_after:.1f}".removesuffix(".0")
@@ -230,7 +260,7 @@ class CiviCRMHook(RestHook):
                 isinstance(r, dict) and r.get("id") for r in records)
         return False
 
-    def _parse(self, response: requests.Response, entity: str, action: str) -> dict:
+    def _parse(self, response: requests.Response, entity: str, action: str, *, multi: bool = False) -> dict:
         conn_id = self.civicrm_conn_id
         content_type = response.headers.get("Content-Type", "")
         data: Any = None
@@ -271,6 +301,9 @@ class CiviCRMHook(RestHook):
                               status=403, entity=entity, action=action)
         if isinstance(data, dict) and "values" in data and status < 400:
             return data
+        if multi and isinstance(data, dict) and data and all(
+                isinstance(v, dict) and ("values" in v or "error_message" in v) for v in data.values()):
+            return data  # one answer per named call, each with `values` or its own error
         if isinstance(data, dict) and data.get("is_error"):  # the legacy REST authenticator's refusal
             raise self._error(CiviCRMAuthError, f"CiviCRM refused connection '{conn_id}': "
                               f"{plain_text(str(data.get('error_message')))}", status=status, entity=entity,

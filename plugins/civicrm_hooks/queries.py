@@ -270,17 +270,24 @@ def ensure_option_values(hook, *, create: bool) -> list[str]:
 # --- extract -------------------------------------------------------------------------------
 
 
-def triggered_members(hook, triggers: Triggers, domain_id: int) -> dict[int, list[str]]:
-    """Contact id -> the triggers it came from (`group:5`, `smart:7`, `tag:3`).
+def triggered_members(hook, triggers: Triggers, domain_id: int,
+                      contact_ids: Iterable[int] | None = None) -> dict[int, list[str]]:
+    """Contact id -> the triggers it came from (`group:5`, `smart:7`, `tag:3`); only among
+    `contact_ids` when given (the near-real-time run's contacts).
 
     Groups go through Contact's `groups` filter, which follows CiviCRM's own rules: static
     members with status Added, smart-group cache members, child groups, trashed contacts left
     out. Linked members of smart groups are left out too: a smart group cannot be left, so a
     linked member there is simply done.
     """
+    def rows(entity: str, field_: str, params: dict):
+        if contact_ids is None:
+            return hook.get_all(entity, params)
+        return hook.get_in(entity, field_, sorted(set(contact_ids)), params)
+
     sources: dict[int, list[str]] = defaultdict(list)
     for group_id in triggers.static_groups:
-        for row in hook.get_all("Contact", {"select": ["id"], "where": [["groups", "IN", [group_id]]]}):
+        for row in rows("Contact", "id", {"select": ["id"], "where": [["groups", "IN", [group_id]]]}):
             sources[row["id"]].append(source_tag(Source.GROUP, group_id))
     for group_id in triggers.smart_groups:
         params = {
@@ -288,16 +295,107 @@ def triggered_members(hook, triggers: Triggers, domain_id: int) -> dict[int, lis
             "where": [["groups", "IN", [group_id]]],
             "join": [["UFMatch AS uf", "EXCLUDE", ["uf.contact_id", "=", "id"], ["uf.domain_id", "=", domain_id]]],
         }
-        for row in hook.get_all("Contact", params):
+        for row in rows("Contact", "id", params):
             sources[row["id"]].append(source_tag(Source.SMART, group_id))
     if triggers.tags:
         params = {
             "select": ["entity_id", "tag_id"],
             "where": [["entity_table", "=", "civicrm_contact"], ["tag_id", "IN", list(triggers.tags)]],
         }
-        for row in hook.get_all("EntityTag", params):
+        for row in rows("EntityTag", "entity_id", params):
             sources[row["entity_id"]].append(source_tag(Source.TAG, row["tag_id"]))
     return dict(sources)
+
+
+def not_triggered(hook, contact_ids: Iterable[int]) -> dict[int, str]:
+    """Why each of these contacts (asked for, but in no trigger group or tag) is not: contact id -> reason."""
+    ids = sorted(set(int(c) for c in contact_ids))
+    if not ids:
+        return {}
+    # `id IN` lifts the default is_deleted filter, so trashed contacts come back too
+    found = {row["id"]: row for row in hook.get_in("Contact", "id", ids, {"select": ["id", "is_deleted"]})}
+    return {cid: ("no such contact in CiviCRM" if cid not in found else
+                  "the contact is in the trash" if found[cid].get("is_deleted") else
+                  "not in a trigger group and without a trigger tag (now)") for cid in ids}
+
+
+# --- watching for new trigger members (the near-real-time DAG) --------------------------------
+
+#: Where the watcher reads what changed: group joins (SubscriptionHistory, written on every add and
+#: re-add, with its own id) and tags given (EntityTag: a removed tag's row is deleted, a new one gets a new id).
+WATCHED = {"history": "SubscriptionHistory", "tags": "EntityTag"}
+WATCH_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The static groups (with their static children) and tags the watcher reports joins to."""
+
+    groups: frozenset[int]
+    tags: frozenset[int]
+
+    @classmethod
+    def of(cls, *resolved: Triggers) -> Watched:
+        return cls(frozenset(g for t in resolved for g in [*t.static_groups, *t.child_groups]),
+                   frozenset(tag for t in resolved for tag in t.tags))
+
+
+def resolve_watched(hook, groups: list, tags: list) -> Watched:
+    """The setting entries (trigger and reset groups and tags) resolved to what the watcher reports."""
+    return Watched.of(_resolve(hook, groups, tags, ("trigger_groups", "trigger_tags")))
+
+
+def change_cursor(hook) -> dict[str, int]:
+    """The newest SubscriptionHistory and EntityTag ids: where watching starts (one request)."""
+    newest = hook.call_many({name: (entity, "get", {"select": ["id"], "orderBy": {"id": "DESC"}, "limit": 1})
+                             for name, entity in WATCHED.items()})
+    return {name: (rows[0]["id"] if rows else 0) for name, rows in newest.items()}
+
+
+def changes_since(hook, cursor: dict[str, int], watched: Watched) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """New joins to watched groups and new watched tags after `cursor`: (the ids of the matching
+    SubscriptionHistory and EntityTag rows, the new cursor). While nothing changes this is one request of
+    two primary-key range reads that find nothing; the cursor moves past every row, matching or not, so no
+    row is read twice."""
+    found: dict[str, list[int]] = {"history": [], "tags": []}
+    cursor = dict(cursor)
+    select = {"history": ["id", "group_id", "status"], "tags": ["id", "tag_id", "entity_table"]}
+    pending = set(WATCHED)
+    while pending:
+        pages = hook.call_many({name: (WATCHED[name], "get", {
+            "select": select[name], "where": [["id", ">", cursor[name]]], "orderBy": {"id": "ASC"},
+            "limit": WATCH_PAGE}) for name in sorted(pending)})
+        for name, rows in pages.items():
+            for row in rows:
+                if name == "history" and row.get("status") == "Added" and row.get("group_id") in watched.groups:
+                    found[name].append(row["id"])
+                elif (name == "tags" and row.get("entity_table") == "civicrm_contact"
+                      and row.get("tag_id") in watched.tags):
+                    found[name].append(row["id"])
+            if rows:
+                cursor[name] = max(cursor[name], max(r["id"] for r in rows))
+            if len(rows) < WATCH_PAGE:
+                pending.discard(name)
+    return found, cursor
+
+
+def joined_contacts(hook, spans: dict[str, list[list[int]]], triggers: Triggers) -> set[int]:
+    """The contacts the watcher's events name: joins to the trigger groups and trigger tags given within the
+    events' id spans (`history` / `tags`: [first, last] SubscriptionHistory and EntityTag ids)."""
+    groups = sorted({*triggers.static_groups, *triggers.child_groups})
+    found: set[int] = set()
+    for first, last in spans.get("history", []):
+        if groups:
+            found |= {row["contact_id"] for row in hook.get_all("SubscriptionHistory", {
+                "select": ["contact_id"], "where": [["id", ">=", first], ["id", "<=", last], ["status", "=", "Added"],
+                                                    ["group_id", "IN", groups]]})}
+    for first, last in spans.get("tags", []):
+        if triggers.tags:
+            found |= {row["entity_id"] for row in hook.get_all("EntityTag", {
+                "select": ["entity_id"], "where": [["id", ">=", first], ["id", "<=", last],
+                                                   ["entity_table", "=", "civicrm_contact"],
+                                                   ["tag_id", "IN", sorted(triggers.tags)]]})}
+    return found
 
 
 def reset_members(hook, resets: Triggers) -> dict[int, list[str]]:
@@ -365,6 +463,9 @@ class History:
     """What the "User Account Creation" activities say about each contact."""
 
     attempts: dict[int, int] = field(default_factory=dict)  # Failed since the last give-up marker
+    # activities of any status since the last give-up marker (Scheduled, Completed, Failed): the contact has
+    # been tried before, which the near-real-time run leaves to the nightly one
+    tried: dict[int, int] = field(default_factory=dict)
     journal: dict[int, list[JournalEntry]] = field(default_factory=dict)
 
 
@@ -397,6 +498,7 @@ def activity_history(hook, contact_ids: Iterable[int], run_marker: str) -> Histo
         resets = [i for i, (_, status) in enumerate(activities) if status == RESET_STATUS]
         since = activities[resets[-1] + 1:] if resets else activities
         history.attempts[contact_id] = sum(1 for _, status in since if status == FAILED_STATUS)
+        history.tried[contact_id] = len(since)
     return history
 
 

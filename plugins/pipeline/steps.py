@@ -31,6 +31,7 @@ from provisioning.plan import (
     links_frame,
     make_batches,
     plan_contacts,
+    with_not_triggered,
 )
 from provisioning.settings import Settings
 from provisioning.usernames import candidate_usernames
@@ -167,14 +168,24 @@ def _user_field_problems(settings: Settings, kind: CmsType, backend: CmsBackend)
 def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: str) -> dict:
     """The source's contacts with what the plan needs, and the CMS accounts they could collide with."""
     settings = settings_of(run)
-    members = sources.members(source, civicrm, triggers_of(run), settings.domain_id)
-    log.info("%d contacts are in a trigger group or carry a trigger tag", len(members))
+    found = sources.members(source, civicrm, triggers_of(run), settings.domain_id)
+    members = found.members
+    if source.get("kind") == sources.REQUESTED:
+        log.info("asked about %d contacts (%d given, the rest from the watcher's events): %d in a trigger group "
+                 "or with a trigger tag, %d not", len(members) + len(found.not_triggered),
+                 len(source.get("contact_ids") or ()), len(members), len(found.not_triggered))
+    else:
+        log.info("%d contacts are in a trigger group or carry a trigger tag", len(members))
     contacts = queries.contact_details(civicrm, members, settings.domain_id)
     history = queries.activity_history(civicrm, members, marker)
     for contact in contacts:
         contact["sources"] = members[contact["contact_id"]]
         contact["attempts"] = history.attempts.get(contact["contact_id"], 0)
+        contact["tried"] = history.tried.get(contact["contact_id"], 0)
         contact["journal"] = [entry.to_dict() for entry in history.journal.get(contact["contact_id"], [])]
+    if found.first_attempts_only:  # every id asked about gets an outcome, a trashed one too (a tag can stay on it)
+        live = {c["contact_id"] for c in contacts}
+        found.not_triggered.update({cid: "the contact is in the trash" for cid in members if cid not in live})
     log.info("%d of them are live contacts (trashed ones are left out); %d have more than one primary email",
              len(contacts), sum(1 for c in contacts if c.get("email_note")))
 
@@ -199,7 +210,9 @@ def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: st
     links = queries.links_for(civicrm, settings.domain_id, uf_ids=[u.uf_id for u in users], uf_names=emails)
     log.info("%d existing CMS accounts share an email or username with them; %d UFMatch rows point at those",
              len(cms_users), len(links))
-    return {"contacts": contacts, "cms_users": cms_users, "links": links}
+    return {"contacts": contacts, "cms_users": cms_users, "links": links,
+            "not_triggered": sorted([cid, why] for cid, why in found.not_triggered.items()),
+            "first_attempts_only": found.first_attempts_only}
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -208,7 +221,9 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
     """Dedupe and decide in pandas: `plan` (one row per contact) and `batches` (the rows to create/link)."""
     settings = settings_of(run)
     plan_df = plan_contacts(contacts_frame(extracted["contacts"]), cms_users_frame(extracted["cms_users"]),
-                            links_frame(extracted["links"]), settings, kind.rules, limit=limit)
+                            links_frame(extracted["links"]), settings, kind.rules, limit=limit,
+                            first_attempts_only=extracted.get("first_attempts_only", False))
+    plan_df = with_not_triggered(plan_df, {int(cid): why for cid, why in extracted.get("not_triggered") or ()})
     planned = report.planned_outcomes(plan_df, dry_run=dry_run)
     log.info("plan:\n%s", report.summary_table(planned))
     if dry_run:

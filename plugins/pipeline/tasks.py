@@ -23,7 +23,7 @@ from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMHook
 from cms_operators import registry
 from cms_operators.backend import CmsAuthError, CmsConfigError
 from lock_hooks.hook import CreationLockHook
-from pipeline import steps
+from pipeline import sources, steps
 from provisioning import approval, report
 from provisioning.settings import Settings, load_settings
 from provisioning.vocabulary import ApprovalDecision
@@ -129,10 +129,28 @@ def password_resets(run: dict, params=None) -> dict:
 @stops_cleanly
 def extract(run: dict, source: dict) -> dict:
     """The contact source's contacts, with what the plan needs."""
+    context = get_current_context()
     settings = steps.settings_of(run)
+    if source.get("kind") == sources.REQUESTED:
+        source = told(source, context)
     with _cms(run) as backend:
         return steps.extract(run, CiviCRMHook(settings.civicrm_conn_id), backend, source,
-                             marker=run_marker(get_current_context()))
+                             marker=run_marker(context))
+
+
+def told(source: dict, context) -> dict:
+    """What this run was told about: `conf.contact_ids` (the REST API) and every asset event's id spans
+    (the watcher's; events that came before the scheduler looked are merged into one run)."""
+    spans: dict[str, list[list[int]]] = {}
+    for events in (context.get("triggering_asset_events") or {}).values():
+        for event in events:
+            payload = (event.extra or {}).get("payload") or {}
+            for name, found in (payload.get("spans") or {}).items():
+                spans.setdefault(name, []).extend([int(a), int(b)] for a, b in found)
+    given = (context.get("params") or {}).get("contact_ids") or []
+    if spans:
+        log.info("the watcher's events name row spans %s", spans)
+    return sources.told(source, contact_ids=given, spans=spans)
 
 
 @task(retries=2, retry_policy=RUN_LEVEL_POLICY, show_return_value_in_logs=False)
@@ -303,3 +321,29 @@ def approval_gate(settings: Settings, *, task_id: str, wiring: dict) -> Approval
                         retry_delay=timedelta(seconds=settings.retry_delay_seconds),
                         execution_timeout=timedelta(minutes=settings.task_timeout_minutes["plan"]),
                         response_timeout=timedelta(minutes=settings.approval_timeout_minutes))
+
+
+# --- a run's tasks, wired ----------------------------------------------------------------------
+
+def provisioning_run(settings: Settings, source: dict) -> None:
+    """Wire a provisioning run into the DAG being defined, for a contact source (pipeline/sources.py):
+    preflight, password resets, extract, plan, the approval gate, the create batches and finalize.
+
+    Resets go first: a contact that also gets a new account in this run must not receive both emails.
+    The approval gate stands between the plan and the creates (a Reject skips them); finalize runs
+    whatever happened upstream and finds its inputs by the task ids given in `wiring`.
+    """
+    def step(function, name):
+        return function.override(task_id=name, **limits(settings, name))
+
+    run = step(preflight, "preflight")()
+    resets = step(password_resets, "password_resets")(run)
+    extracted = step(extract, "extract")(run, source)
+    resets >> extracted
+    batches = step(plan, "plan")(run, extracted)
+    ids = wiring(preflight="preflight", plan="plan", create="create_accounts", approval="approval")
+    approved = approval_gate(settings, task_id="approval", wiring=ids)
+    created = step(create_accounts, "create_accounts").partial(run=run).expand(batch=batches)
+    batches >> approved >> created
+    created >> step(finalize, "finalize")(ids)
+

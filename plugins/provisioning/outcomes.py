@@ -21,7 +21,12 @@ DRY_RUN_LABELS = {
     Outcome.FAILED: "would fail",
     Outcome.DEFERRED: "would defer",
     Outcome.APPROVAL_REJECTED: "approval rejected",  # never planned: a dry run asks nobody
+    Outcome.NOT_TRIGGERED: "not triggered",
+    Outcome.LEFT_TO_NIGHTLY: "left to nightly",
 }
+
+#: Outcomes that write no activity and change nothing in CiviCRM: the contact is as the run found it.
+UNRECORDED = (Outcome.DEFERRED, Outcome.APPROVAL_REJECTED, Outcome.NOT_TRIGGERED, Outcome.LEFT_TO_NIGHTLY)
 
 # --- reasons for success ----------------------------------------------------------------------
 
@@ -35,6 +40,11 @@ def already_linked(uf_name: str | None, uf_id: object) -> str:
         if uf_name
         else f"already linked to CMS account {uf_id}"
     )
+
+
+def tried_before(tried: int) -> str:
+    return (f"tried {tried} time{'s' if tried != 1 else ''} since its last give-up: the near-real-time run makes "
+            "first attempts only, so the nightly run tries again")
 
 
 # --- reasons for failure found while planning -------------------------------------------------
@@ -217,7 +227,7 @@ def activity_for(
     reports built on its activities keep working.
     """
     outcome = Outcome(outcome)
-    if outcome in (Outcome.DEFERRED, Outcome.APPROVAL_REJECTED):
+    if outcome in UNRECORDED:
         return None
     username, uf_id, uf_name = _plain(username), _plain(uf_id), _plain(uf_name)
     reason, mail_note = _plain(reason), _plain(mail_note)

@@ -36,6 +36,7 @@ CONTACT_COLUMNS = [
     "uf_name",
     "sources",
     "attempts",
+    "tried",
     "email_note",
     "journal",
     "cms_login",
@@ -154,10 +155,13 @@ def plan_contacts(
     rules: AccountRules,
     *,
     limit: int | None = None,
+    first_attempts_only: bool = False,
 ) -> pd.DataFrame:
     """One row per contact (sorted by contact_id) with its action, planned outcome and reason.
 
     `rules` are the CMS's (usernames, email limits, administrators); the plan names no CMS itself.
+    `first_attempts_only` (the near-real-time run): a contact tried since its last give-up is left to
+    the nightly run.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be 0 or more (or None for no limit), got {limit}")
@@ -223,6 +227,11 @@ def plan_contacts(
     username[has_link] = logins.where(logins != "", uf_names)[has_link].to_numpy()
     uf_id[has_link] = own_uf_id[has_link].to_numpy()
     decide(has_link, Outcome.ALREADY_LINKED, lambda row: why.already_linked(uf_names[row], own_uf_id[row]))
+
+    # 2a. first attempts only: four attempts are not to be used up within minutes
+    if first_attempts_only:
+        tried = pd.to_numeric(contacts["tried"], errors="coerce").fillna(0).astype("int64").to_numpy()
+        decide(tried > 0, Outcome.LEFT_TO_NIGHTLY, lambda row: why.tried_before(int(tried[row])))
 
     # 2b. attempts used up before this run: an earlier run could not finish taking the contact off
     # its triggers; finalize finishes that now, without another attempt
@@ -494,6 +503,25 @@ def _prepare_links(links: pd.DataFrame | None) -> pd.DataFrame:
         columns=["contact_id", "uf_id", "uf_name", "uf_name_key"],
     )
     return table[table["contact_id"].notna()]
+
+
+def with_not_triggered(plan: pd.DataFrame, reasons: Mapping[int, str]) -> pd.DataFrame:
+    """The plan plus a `not_triggered` row for each contact a run was asked for that is in no trigger
+    (contact id -> why): nothing is done for them, nothing is written; sorted by contact_id."""
+    if not reasons:
+        return plan
+    extra = pd.DataFrame({
+        "contact_id": pd.Series(list(reasons), dtype="int64"),
+        "action": NONE, "outcome": Outcome.NOT_TRIGGERED.value,
+        "reason": pd.Series(list(reasons.values()), dtype=object), "username": "", "username_base": "",
+        "first_name": "", "last_name": "", "display_name": "", "do_not_email": False,
+        "sources": pd.Series([[] for _ in reasons], dtype=object), "attempts": 0, "exhausted": False,
+    }, columns=PLAN_COLUMNS)
+    for column in PLAN_COLUMNS:  # the rest None, as a planned row without a value has it
+        if extra[column].isna().all():
+            extra[column] = pd.Series([None] * len(extra), dtype=object)
+    frames = [frame for frame in (plan, extra) if len(frame)]
+    return pd.concat(frames, ignore_index=True).sort_values("contact_id", kind="stable").reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------

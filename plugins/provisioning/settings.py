@@ -60,6 +60,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
               "lock_wait_seconds"),
     "nightly": ("schedule", "timezone"),
     "approval": ("approval_threshold", "approval_users", "approval_timeout_minutes"),
+    "realtime": ("watch_interval_seconds",),
 }
 SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -275,6 +276,16 @@ class Settings(BaseModel):
         description="How long a run waits for an answer to its approval request; then Airflow takes the "
         "default answer, Reject. Runs do not overlap (one at a time), so the next scheduled run waits "
         "until this one is answered or timed out.",
+    )
+
+    watch_interval_seconds: float = Field(
+        5.0,
+        ge=1,
+        le=300,
+        description="How often the near-real-time DAG (`cmsuser_realtime`) asks CiviCRM whether a contact has "
+        "joined a static trigger or reset group or been given a trigger or reset tag: one request of two "
+        "primary-key reads that find nothing while nothing happens. A contact's account is made within about "
+        "this plus the run's own time (about 20 s). Smart groups are not watched: the nightly run takes them.",
     )
 
     @model_validator(mode="before")

@@ -18,6 +18,10 @@ class Outcome(StrEnum):
     FAILED = "failed"
     DEFERRED = "deferred"
     APPROVAL_REJECTED = "approval_rejected"  # the approval gate said no (or timed out): like deferred
+    # the near-real-time run only: an id it was given that is in no trigger group or tag (no activity)
+    NOT_TRIGGERED = "not_triggered"
+    # the near-real-time run only: tried since its last give-up, so the nightly run tries again (no activity)
+    LEFT_TO_NIGHTLY = "left_to_nightly"
 
 
 class ApprovalDecision(StrEnum):

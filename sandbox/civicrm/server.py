@@ -364,7 +364,7 @@ class CiviCRMEmulator:
                 call.params = json.loads(raw_params) if raw_params else {}
             except ValueError:
                 call.params = None
-            fault = self._take_fault(entity, action) if entity else None
+            fault = self._take_fault(entity, action)  # a multi-call (no entity) meets "any call" faults
             if fault is not None:
                 if fault.delay:
                     time.sleep(fault.delay)

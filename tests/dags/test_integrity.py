@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +39,30 @@ def test_every_dag_parses(no_network, monkeypatch):
         "preflight", "password_resets", "extract", "plan", "approval", "create_accounts", "finalize"]
 
 
+def test_the_realtime_dag_runs_the_same_steps_on_its_watchers_events(no_network, monkeypatch):
+    from civicrm_hooks.triggers import TriggerJoinsWatcher
+
+    monkeypatch.delenv("CMSUSER_SETTINGS", raising=False)
+    bag = _bag()
+    nightly, realtime = bag.get_dag("cmsuser_nightly"), bag.get_dag("cmsuser_realtime")
+    assert [t.task_id for t in realtime.topological_sort()] == [t.task_id for t in nightly.topological_sort()]
+    assert set(realtime.params) == {"contact_ids", "dry_run", "limit"}
+    assert realtime.params["contact_ids"] == []
+    assert realtime.max_active_runs > 1  # a run waiting for approval does not hold up the next contacts
+    [asset] = realtime.timetable.asset_condition.objects if hasattr(realtime.timetable.asset_condition, "objects") \
+        else [realtime.timetable.asset_condition]
+    [watcher] = asset.watchers
+    trigger = watcher.trigger
+    assert isinstance(trigger, TriggerJoinsWatcher)
+    # the repository's settings: trigger and reset groups and tags, as entered (resolved by the watcher)
+    assert trigger.groups == ["new_members", "volunteers_smart", "password_reset"]
+    assert trigger.tags == ["needs_login", "reset_password"]
+    assert trigger.poll_interval == 5
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "civicrm_hooks.triggers.TriggerJoinsWatcher"
+    assert TriggerJoinsWatcher(**kwargs).serialize() == (classpath, kwargs)
+
+
 def test_create_task_is_retried_in_the_cms_pool(monkeypatch):
     monkeypatch.delenv("CMSUSER_SETTINGS", raising=False)
     task = _bag().get_dag("cmsuser_nightly").get_task("create_accounts")
@@ -53,10 +78,10 @@ def test_bad_settings_file_names_the_field(tmp_path, monkeypatch):
     bad.write_text("trigger_groups: [members]\nmax_attempts: zero\n")
     monkeypatch.setenv("CMSUSER_SETTINGS", str(bad))
     errors = _bag().import_errors
-    assert len(errors) == 1
-    (message,) = errors.values()
-    assert "max_attempts" in message
-    assert str(bad) in message
+    assert sorted(Path(f).name for f in errors) == ["cmsuser_nightly.py", "cmsuser_realtime.py"]
+    for message in errors.values():
+        assert "max_attempts" in message
+        assert str(bad) in message
 
 
 def test_settings_schedule_reaches_the_dag(tmp_path, monkeypatch):

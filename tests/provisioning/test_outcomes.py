@@ -15,6 +15,8 @@ def test_outcome_values_are_the_documented_names():
         "failed",
         "deferred",
         "approval_rejected",
+        "not_triggered",
+        "left_to_nightly",
     ]
     assert Outcome("failed") is Outcome.FAILED
     assert json.dumps({"outcome": Outcome.CREATED}) == '{"outcome": "created"}'

@@ -39,6 +39,8 @@ def test_summary_counts_every_outcome_in_a_fixed_order():
         "failed": 1,
         "deferred": 1,
         "approval_rejected": 0,
+        "not_triggered": 0,
+        "left_to_nightly": 0,
         "total": 4,
     }
     names = [line.split()[0] for line in table.splitlines()]
