@@ -62,14 +62,14 @@ def init_db() -> None:
     Pool.create_or_update_pool(CMS_POOL, slots=4, description="CMS user creation", include_deferred=False)
 
 
-def load_dag():
-    """The nightly DAG as the dag-processor would parse it; import errors are raised, not hidden."""
+def load_dag(dag_id: str = DAG_ID):
+    """A DAG (the nightly by default) as the dag-processor would parse it; import errors are raised, not hidden."""
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(str(REPO / "dags"))
     if bag.import_errors:
         raise RuntimeError("DAG import errors:\n" + "\n".join(f"{k}: {v}" for k, v in bag.import_errors.items()))
-    return bag.get_dag(DAG_ID)
+    return bag.get_dag(dag_id)
 
 
 def run_nightly(conf: dict | None = None):
@@ -77,12 +77,12 @@ def run_nightly(conf: dict | None = None):
     return load_dag().test(run_conf=conf or {})
 
 
-def xcom(run_id: str, task_id: str, key: str = "return_value", map_index: int = -1):
+def xcom(run_id: str, task_id: str, key: str = "return_value", map_index: int = -1, dag_id: str = DAG_ID):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.scalars(XComModel.get_many(run_id=run_id, key=key, task_ids=task_id, dag_ids=DAG_ID,
+        row = session.scalars(XComModel.get_many(run_id=run_id, key=key, task_ids=task_id, dag_ids=dag_id,
                                                  map_indexes=map_index)).first()
         return None if row is None else XComModel.deserialize_value(row)
 

@@ -23,6 +23,7 @@ import pandas as pd
 from civicrm_hooks import queries
 from provisioning import journal, outcomes, report
 from provisioning.outcomes import Outcome
+from provisioning.plan import PLAN_COLUMNS
 from provisioning.settings import Settings
 from provisioning.vocabulary import Action, Source, parse_source
 
@@ -44,7 +45,10 @@ def finalize_run(civicrm, settings: Settings, triggers: queries.Triggers, plan_r
             continue
         for row in result:
             by_contact[row["contact_id"]] = row
-    final = final_outcomes(civicrm, settings, pd.DataFrame(plan_rows), by_contact)
+    # a run with no contacts still has the plan's columns (an empty trigger group, a watcher event for a contact
+    # taken off since)
+    plan_df = pd.DataFrame(plan_rows) if plan_rows else pd.DataFrame(columns=PLAN_COLUMNS)
+    final = final_outcomes(civicrm, settings, plan_df, by_contact)
     record(civicrm, settings, triggers, final, marker=marker, stamp=stamp)
     return final, unfinished
 

@@ -515,3 +515,20 @@ def test_a_refusal_or_a_busy_site_in_a_200_body_is_read_as_such(hook, civicrm, b
     civicrm.inject(entity="UFMatch", action="get", status=200, body=body, times=5)
     with pytest.raises(error):
         hook.call("UFMatch", "get", {"select": ["id"], "limit": 1})
+
+
+def test_call_many_reads_several_entities_in_one_request(hook, civicrm):
+    before = len(civicrm.calls)
+    answers = hook.call_many({"groups": ("Group", "get", {"select": ["id"], "where": [["id", "=", 5]]}),
+                              "tags": ("Tag", "get", {"select": ["name"], "where": [["id", "=", 3]]})})
+    assert answers == {"groups": [{"id": 5}], "tags": [{"id": 3, "name": "needs_login"}]}
+    assert len(civicrm.calls) == before + 1
+
+
+def test_call_many_names_the_call_that_failed_and_takes_no_writes(hook):
+    with pytest.raises(CiviCRMError, match="Nope") as failed:
+        hook.call_many({"good": ("Group", "get", {"limit": 1}), "bad": ("Nope", "get", {})})
+    assert failed.value.entity == "Nope"
+    with pytest.raises(ValueError, match="reads only"):
+        hook.call_many({"write": ("Group", "create", {"values": {"name": "x"}})})
+

@@ -223,6 +223,27 @@ def test_triggered_members_without_tags_makes_no_tag_query(hook, civicrm):
     assert not calls(civicrm, "EntityTag")
 
 
+def test_triggered_members_among_given_contacts_only(hook, civicrm):
+    civicrm.set_smart_members(7, [4, 9])
+    triggers = Triggers(static_groups={5: "New members"}, smart_groups={7: "Volunteers (smart)"},
+                        tags={3: "Needs login"})
+
+    members = queries.triggered_members(hook, triggers, domain_id=1, contact_ids=[2, 3, 4, 8, 9])
+
+    # 6 (child group) is a member but was not asked about; 3 was removed; 8 is in nothing; 9 opted out
+    assert {cid: sorted(sources) for cid, sources in members.items()} == {
+        2: ["group:5", "tag:3"], 4: ["smart:7", "tag:3"]}
+    assert all(["id", "IN", [2, 3, 4, 8, 9]] in c.params["where"] for c in calls(civicrm, "Contact", "get"))
+
+
+def test_not_triggered_says_why_for_each_contact(hook):
+    assert queries.not_triggered(hook, [8, 10, 999999, 8]) == {
+        8: "not in a trigger group and without a trigger tag (now)",
+        10: "the contact is in the trash",
+        999999: "no such contact in CiviCRM"}
+    assert queries.not_triggered(hook, []) == {}
+
+
 def test_contact_details(hook, civicrm):
     civicrm.seed({"uf_matches": [{"contact_id": 4, "uf_id": 44, "uf_name": "alan@example.org", "domain_id": 2}]})
 

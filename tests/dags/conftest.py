@@ -39,14 +39,14 @@ class Sandbox:
         self.settings.update(overrides)
         self.settings_file.write_text(yaml.safe_dump(self.settings))
 
-    def run(self, conf: dict | None = None, *, logical_date=None):
-        """Run the nightly DAG once; returns (dag run, outcomes by contact id)."""
-        dag = local_airflow.load_dag()
+    def run(self, conf: dict | None = None, *, logical_date=None, dag_id: str = local_airflow.DAG_ID):
+        """Run a DAG (the nightly by default) once; returns (dag run, outcomes by contact id)."""
+        dag = local_airflow.load_dag(dag_id)
         kwargs = {"run_conf": conf or {}}
         if logical_date is not None:
             kwargs.update(logical_date=logical_date, run_after=logical_date)
         run = dag.test(**kwargs)
-        outcomes = local_airflow.xcom(run.run_id, "finalize", key="outcomes") or []
+        outcomes = local_airflow.xcom(run.run_id, "finalize", key="outcomes", dag_id=dag_id) or []
         return run, {row["contact_id"]: row for row in outcomes}
 
     # --- CiviCRM state helpers for assertions

@@ -90,7 +90,8 @@ def run_plan(make_contacts, make_cms_users, make_links, make_settings):
     """Plan contacts given as dicts; returns the plan indexed by contact_id for easy lookups."""
 
     def run(
-        contacts, users=(), links=(), *, limit=None, plan_options=None, **settings_overrides
+        contacts, users=(), links=(), *, limit=None, plan_options=None, first_attempts_only=False,
+        **settings_overrides
     ) -> pd.DataFrame:
         plan = plan_contacts(
             make_contacts(*contacts),
@@ -99,6 +100,7 @@ def run_plan(make_contacts, make_cms_users, make_links, make_settings):
             make_settings(**settings_overrides),
             replace(RULES, **(plan_options or {})),
             limit=limit,
+            first_attempts_only=first_attempts_only,
         )
         return plan.set_index("contact_id", drop=False)
 

@@ -12,9 +12,11 @@ from provisioning.plan import (
     batch_label,
     cms_users_frame,
     contacts_frame,
+    json_safe_records,
     links_frame,
     make_batches,
     plan_contacts,
+    with_not_triggered,
 )
 
 ADMIN = (1, "boss", "boss@example.org", ["administrator"])
@@ -123,6 +125,29 @@ def test_rule2_a_link_found_only_in_links_counts_too(run_plan, contact):
         300,
         "jane@example.org",
     )
+
+
+def test_rule2a_first_attempts_only_leaves_a_contact_tried_before_to_the_nightly_run(run_plan, contact):
+    contacts = [contact(1, email="a@example.org", tried=2, attempts=1), contact(2, email="b@example.org"),
+                contact(3, uf_id=45, uf_name="c@example.org", tried=1)]
+    plan = run_plan(contacts, first_attempts_only=True)
+    assert list(plan["outcome"]) == ["left_to_nightly", "created", "already_linked"]
+    assert row_of(plan, 1)["action"] == "none"
+    assert row_of(plan, 1)["reason"].startswith("tried 2 times since its last give-up")
+    # the nightly plan makes the next attempt
+    assert list(run_plan(contacts)["outcome"]) == ["created", "created", "already_linked"]
+
+
+def test_ids_in_no_trigger_are_added_as_not_triggered_rows_in_contact_order(run_plan, contact):
+    plan = with_not_triggered(run_plan([contact(2, email="a@example.org")]).reset_index(drop=True),
+                              {9: "no such contact in CiviCRM", 1: "the contact is in the trash"})
+    assert list(plan.columns) == PLAN_COLUMNS
+    assert list(zip(plan["contact_id"], plan["outcome"], plan["action"], strict=True)) == [
+        (1, "not_triggered", "none"), (2, "created", "create"), (9, "not_triggered", "none")]
+    assert plan.loc[2, "reason"] == "no such contact in CiviCRM" and plan.loc[2, "uf_id"] is None
+    assert make_batches(plan, 10) == [[r for r in json_safe_records(plan) if r["contact_id"] == 2]]
+    only = with_not_triggered(pd.DataFrame(columns=PLAN_COLUMNS), {5: "x"})
+    assert list(only["outcome"]) == ["not_triggered"]
 
 
 @pytest.mark.parametrize("email", [None, "", "   ", float("nan")])
