@@ -530,6 +530,53 @@ def test_group_contact_rules(civicrm_site):
     assert {h["method"] for h in history} == {None}  # 5.76 records no method for API writes
 
 
+def test_the_multi_call_form_answers_each_named_call_in_one_request(civicrm_site):
+    """`POST civicrm/ajax/api4` with `calls`: the near-real-time watcher's one request per poll."""
+    calls = {"history": ["SubscriptionHistory", "get", {"select": ["id"], "orderBy": {"id": "DESC"}, "limit": 1}],
+             "tags": ["EntityTag", "get", {"select": ["id"], "orderBy": {"id": "DESC"}, "limit": 1}],
+             "broken": ["NoSuchEntity", "get", {}]}
+    response = civicrm_site.session.post(civicrm_site.template.replace("/{entity}/{action}", ""),
+                                         data={"calls": json.dumps(calls)}, headers=civicrm_site.headers(),
+                                         timeout=30)
+    assert response.status_code == 200  # at least one call succeeded
+    body = response.json()
+    assert set(body) == {"history", "tags", "broken"}
+    assert {"values", "count"} <= set(body["history"]) and {"values", "count"} <= set(body["tags"])
+    assert "values" not in body["broken"] and "error_message" in body["broken"]
+
+
+def test_joins_and_tags_write_new_rows_with_growing_ids_the_watcher_can_follow(civicrm_site):
+    group = civicrm_site.create("Group", {"name": civicrm_site.unique("watch_"), "title": civicrm_site.unique("W ")})
+    tag = civicrm_site.create("Tag", {"name": civicrm_site.unique("wt_"), "label": civicrm_site.unique("WT ")})
+    contact = civicrm_site.contact(first_name="Watched")["id"]
+
+    def newest(entity):
+        rows = civicrm_site.values(entity, "get", {"select": ["id"], "orderBy": {"id": "DESC"}, "limit": 1})
+        return rows[0]["id"] if rows else 0
+
+    start_history, start_tags = newest("SubscriptionHistory"), newest("EntityTag")
+    match = {"match": ["contact_id", "group_id"]}
+    for status in ("Added", "Removed", "Added"):  # staff take a contact out to fix it and add it again
+        civicrm_site.values("GroupContact", "save", {
+            "records": [{"group_id": group["id"], "contact_id": contact, "status": status}], **match})
+    tagged = {"entity_table": "civicrm_contact", "entity_id": contact, "tag_id": tag["id"]}
+    first = civicrm_site.create("EntityTag", tagged)["id"]
+    civicrm_site.values("EntityTag", "delete", {"where": [["id", "=", first]]})
+    second = civicrm_site.create("EntityTag", tagged)["id"]
+
+    history = civicrm_site.values("SubscriptionHistory", "get", {
+        "select": ["id", "contact_id", "group_id", "status"], "where": [["id", ">", start_history]],
+        "orderBy": {"id": "ASC"}, "limit": 1000})
+    mine = [h for h in history if h["group_id"] == group["id"]]
+    assert [(h["contact_id"], h["status"]) for h in mine] == [(contact, "Added"), (contact, "Removed"),
+                                                             (contact, "Added")]
+    assert all(h["id"] > start_history for h in mine)  # a re-add is a new row, after the cursor
+    assert start_tags < first < second  # a tag given again is a new row too
+    rows = civicrm_site.values("EntityTag", "get", {"select": ["id", "entity_table", "entity_id", "tag_id"],
+                                                    "where": [["id", ">", start_tags]], "orderBy": {"id": "ASC"}})
+    assert [r for r in rows if r["tag_id"] == tag["id"]] == [{"id": second, **tagged}]
+
+
 def test_entity_tag_create_is_idempotent_and_checks_the_tag_only(civicrm_site):
     tag = civicrm_site.create("Tag", {"name": civicrm_site.unique("et_"), "label": civicrm_site.unique("ET ")})
     contact = civicrm_site.contact(first_name="Tagged")["id"]

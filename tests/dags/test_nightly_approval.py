@@ -20,8 +20,8 @@ pytestmark = pytest.mark.slow
 PLANNED_CREATES = {2, 3, 4, 5, 11, 16}  # the demo seed's new accounts (test_nightly.py)
 
 
-def decision(run_id: str) -> dict:
-    return local_airflow.xcom(run_id, "approval", key="decision")
+def decision(run_id: str, dag_id: str = "cmsuser_nightly") -> dict:
+    return local_airflow.xcom(run_id, "approval", key="decision", dag_id=dag_id)
 
 
 def test_under_the_threshold_the_run_does_not_wait(sandbox):
@@ -53,13 +53,13 @@ def api(monkeypatch):
         yield client
 
 
-def answer_when_asked(api, sandbox, option: str, seen: dict) -> None:
+def answer_when_asked(api, sandbox, option: str, seen: dict, dag_id: str = "cmsuser_nightly") -> None:
     """The operator (a thread: dag.test must run in the main thread): wait for the request, look, answer."""
     deadline = time.monotonic() + 120
     run_id = None
     try:
         while time.monotonic() < deadline:
-            answer = api.get("/api/v2/dags/cmsuser_nightly/dagRuns/~/hitlDetails",
+            answer = api.get(f"/api/v2/dags/{dag_id}/dagRuns/~/hitlDetails",
                              params={"response_received": "false"})
             pending = answer.json()["hitl_details"] if answer.status_code == 200 else []
             if pending:
@@ -72,7 +72,7 @@ def answer_when_asked(api, sandbox, option: str, seen: dict) -> None:
     finally:
         if run_id is not None:  # always answer once asked, or dag.test would wait for ever
             seen["answer"] = api.patch(
-                f"/api/v2/dags/cmsuser_nightly/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails",
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approval/-1/hitlDetails",
                 json={"chosen_options": [option]})
 
 
@@ -104,3 +104,23 @@ def test_over_the_threshold_dag_test_waits_for_an_answer_through_the_rest_api(sa
         assert decision(run_id)["decision"] == "approved"
         assert {cid for cid, row in outcomes.items() if row["outcome"] == "created"} == PLANNED_CREATES
         assert len(sandbox.wordpress.users) == accounts_before + len(PLANNED_CREATES)
+
+
+def test_the_realtime_dag_waits_for_the_same_threshold(sandbox, api):
+    """A bulk import into a trigger group is not created within the minute: it waits like the nightly run."""
+    sandbox.configure(approval_threshold=2)
+    accounts_before = len(sandbox.wordpress.users)
+    seen: dict = {}
+    operator = threading.Thread(target=answer_when_asked, args=(api, sandbox, "Reject", seen, "cmsuser_realtime"),
+                                daemon=True)
+    operator.start()
+    run, outcomes = sandbox.run({"contact_ids": sorted(PLANNED_CREATES)}, dag_id="cmsuser_realtime")
+    operator.join(timeout=10)
+    assert seen["request"]["subject"] == f"cmsuser_realtime: approve creating {len(PLANNED_CREATES)} CMS accounts?"
+    assert seen["accounts_while_waiting"] == accounts_before
+    assert str(run.state).endswith("success")
+    assert decision(run.run_id, "cmsuser_realtime")["decision"] == "rejected"
+    assert {cid: row["outcome"] for cid, row in outcomes.items()} == dict.fromkeys(PLANNED_CREATES,
+                                                                                   "approval_rejected")
+    assert len(sandbox.wordpress.users) == accounts_before
+

@@ -65,3 +65,16 @@ def test_a_run_with_nothing_to_do_ends_green(sandbox):
     assert str(run.state).endswith("success")
     assert outcomes == {}
     assert sandbox.wordpress.users and not [u for u in sandbox.wordpress.users if u["email"] == "ada@example.org"]
+
+
+def test_password_resets_are_sent_by_the_realtime_dag_too(sandbox):
+    from sandbox import local_airflow
+
+    sandbox.configure(reset_groups=["password_reset"], reset_tags=["reset_password"])
+    run, outcomes = sandbox.run({"contact_ids": []}, dag_id=REALTIME)  # a watcher event for a reset group join
+    assert str(run.state).endswith("success")
+    resets = local_airflow.xcom(run.run_id, "password_resets", key="resets", dag_id=REALTIME)
+    assert {r["contact_id"]: r["outcome"] for r in resets} == {7: "reset_sent", 13: "reset_failed"}
+    assert [m["user_login"] for m in sandbox.wordpress.mails] == ["larry"]
+    assert sandbox.membership(8) == {7: "Removed", 13: "Removed"}
+    assert outcomes == {}  # no account work was asked for
