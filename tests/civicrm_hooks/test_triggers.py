@@ -12,10 +12,6 @@ import pytest
 
 from civicrm_hooks import queries
 from civicrm_hooks.triggers import CURSOR_KEY, TriggerJoinsWatcher
-from sandbox.civicrm import testing as civicrm_fixtures
-
-civicrm = civicrm_fixtures.civicrm
-civicrm_conn = civicrm_fixtures.civicrm_conn
 
 NEW_MEMBERS, CHILD, SMART = 5, 6, 7
 NEEDS_LOGIN, LOGIN_CREATED = 3, 4
@@ -67,15 +63,6 @@ class Watching:
         except BaseException:  # noqa: BLE001 - cancelled, or ended by the error a test provoked
             pass
         self.loop.close()
-
-
-@pytest.fixture
-def hook(civicrm_conn):
-    from civicrm_hooks.hook import CiviCRMHook
-
-    made = CiviCRMHook(civicrm_conn, timeout=5)
-    yield made
-    made.close()
 
 
 @pytest.fixture
