@@ -27,6 +27,17 @@ BASE_SETTINGS = {
 }
 
 
+def triggered_contacts(seed: dict) -> set[int]:
+    """The seed's contacts in a trigger group (static or smart) or with a trigger tag of BASE_SETTINGS, trashed
+    ones left out: the nightly run's contacts (`seed` is the CiviCRM part of a seed like the demo's)."""
+    groups = {g["id"]: g for g in seed["groups"] if g["name"] in BASE_SETTINGS["trigger_groups"]}
+    tags = {t["id"] for t in seed["tags"] if t["name"] in BASE_SETTINGS["trigger_tags"]}
+    ids = {gc["contact_id"] for gc in seed["group_contacts"] if gc["group_id"] in groups and gc["status"] == "Added"}
+    ids |= {et["entity_id"] for et in seed["entity_tags"] if et["tag_id"] in tags}
+    ids |= {cid for group in groups.values() for cid in group.get("members", [])}  # smart groups' cache
+    return ids - {c["id"] for c in seed["contacts"] if c.get("is_deleted")}
+
+
 @dataclass
 class Sandbox:
     civicrm: CiviCRMEmulator

@@ -29,7 +29,7 @@ from sandbox.real_airflow import DAG_ID, RealAirflow, postgres_available
 from sandbox.sites import demo_seed, started_sites
 from sandbox.wordpress import WordPressEmulator
 from tests.conftest import require_real
-from tests.dags.conftest import BASE_SETTINGS
+from tests.dags.conftest import BASE_SETTINGS, triggered_contacts
 
 pytestmark = [pytest.mark.real_airflow, pytest.mark.slow]
 
@@ -38,20 +38,6 @@ TRIES = 4  # retries=3 on create_accounts
 CMS_FAULTS = 200  # more 503s than all tries of all batches can use
 CLIENT_TIMEOUT = 10  # seconds; the CMS connection's extra.timeout in this tier
 DEMO = demo_seed()
-
-
-def triggered_contacts(seed: dict) -> set[int]:
-    """Contacts the demo seed puts in a trigger group or under the trigger tag (trashed ones excluded)."""
-    groups = {g["name"]: g for g in seed["groups"]}
-    trigger_groups = {groups[name]["id"] for name in BASE_SETTINGS["trigger_groups"]}
-    trigger_tags = {t["id"] for t in seed["tags"] if t["name"] in BASE_SETTINGS["trigger_tags"]}
-    ids = {gc["contact_id"] for gc in seed["group_contacts"]
-           if gc["group_id"] in trigger_groups and gc["status"] == "Added"}
-    ids |= {et["entity_id"] for et in seed["entity_tags"] if et["tag_id"] in trigger_tags}
-    for name in BASE_SETTINGS["trigger_groups"]:
-        ids |= set(groups[name].get("members", []))  # smart group cache
-    trashed = {c["id"] for c in seed["contacts"] if c.get("is_deleted")}
-    return ids - trashed
 
 
 @dataclass
