@@ -35,7 +35,7 @@ from provisioning.plan import (
 )
 from provisioning.settings import Settings
 from provisioning.usernames import candidate_usernames
-from provisioning.vocabulary import Outcome
+from provisioning.vocabulary import BATCH_ACTIONS, Outcome
 from transport.errors import ProvisioningError
 
 log = logging.getLogger(__name__)
@@ -217,8 +217,16 @@ def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: st
 
 # --- plan -------------------------------------------------------------------------------------
 
-def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int | None) -> dict:
-    """Dedupe and decide in pandas: `plan` (one row per contact) and `batches` (the rows to create/link)."""
+def batch_size_within(count: int, batch_size: int, max_batches: int) -> int:
+    """`batch_size`, grown just enough that `count` rows make at most `max_batches` batches (Airflow's
+    `max_map_length`: a mapped task of more instances fails the run)."""
+    return max(batch_size, -(-count // max(1, max_batches)))
+
+
+def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int | None,
+         max_batches: int = 1024) -> dict:
+    """Dedupe and decide in pandas: `plan` (one row per contact) and `batches` (the rows to create/link),
+    at most `max_batches` of them."""
     settings = settings_of(run)
     plan_df = plan_contacts(contacts_frame(extracted["contacts"]), cms_users_frame(extracted["cms_users"]),
                             links_frame(extracted["links"]), settings, kind.rules, limit=limit,
@@ -231,9 +239,13 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
         log.info("%s", report.attention_table(planned, settings.log_attention_rows))
         batches = []
     else:
-        batches = make_batches(plan_df, settings.batch_size)
-        log.info("%d contacts to create or link, in %d batches of up to %d",
-                 sum(len(b) for b in batches), len(batches), settings.batch_size)
+        acting = int(plan_df["action"].isin(BATCH_ACTIONS).sum())
+        size = batch_size_within(acting, settings.batch_size, max_batches)
+        if size > settings.batch_size:
+            log.info("batch_size %d would make more than %d batches (Airflow's [core] max_map_length): batches of "
+                     "%d instead", settings.batch_size, max_batches, size)
+        batches = make_batches(plan_df, size)
+        log.info("%d contacts to create or link, in %d batches of up to %d", acting, len(batches), size)
     return {"plan": report.to_records(plan_df), "batches": batches,
             "labels": [batch_label(batch) for batch in batches]}
 

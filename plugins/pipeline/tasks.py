@@ -16,6 +16,7 @@ from datetime import timedelta
 import pandas as pd
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseHook, ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout, DownstreamTasksSkipped
 
 from civicrm_hooks import queries
@@ -158,7 +159,8 @@ def told(source: dict, context) -> dict:
 def plan(run: dict, extracted: dict, params=None) -> list[dict]:
     """Dedupe and decide; each batch goes under its own XCom key of this task, only labels are returned."""
     ti = get_current_context()["ti"]
-    planned = steps.plan(run, extracted, registry.get(run["cms_type"]), dry_run=params["dry_run"], limit=params.get("limit"))
+    planned = steps.plan(run, extracted, registry.get(run["cms_type"]), dry_run=params["dry_run"],
+                         limit=params.get("limit"), max_batches=conf.getint("core", "max_map_length"))
     ti.xcom_push(key="plan", value=planned["plan"])
     descriptors = []
     for index, (batch, label) in enumerate(zip(planned["batches"], planned["labels"], strict=True)):

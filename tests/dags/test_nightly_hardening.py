@@ -177,3 +177,14 @@ def test_outcomes_name_the_cms_login_and_why_no_mail_was_sent(sandbox, caplog):
     (attention,) = [r.getMessage() for r in caplog.records if "need attention" in r.getMessage()]
     assert attention.startswith("6 contacts need attention:")
     assert "Nora Noemail" in attention and "no primary email" in attention
+
+
+def test_batches_grow_to_stay_within_airflows_max_map_length(sandbox, monkeypatch):
+    from sandbox import local_airflow
+
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "2")  # the demo's 7 accounts in batches of 1 would be 7
+    sandbox.configure(batch_size=1)
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("success")
+    assert [b["label"] for b in local_airflow.xcom(run.run_id, "plan")] == ["contacts 2-5 (4)", "contacts 6-16 (3)"]
+    assert sum(1 for row in outcomes.values() if row["outcome"] in ("created", "linked_existing")) == 7
