@@ -26,8 +26,10 @@ No Airflow import here: the task in `tasks.py` hands in the backend and the Civi
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 from cms_operators.backend import (
@@ -45,6 +47,7 @@ from cms_operators.backend import (
     send_password_mails,
 )
 from pipeline.locks import Held, process_locks
+from pipeline.pacing import Pacer
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
@@ -85,6 +88,11 @@ class BatchContext:
     # creation exclusive per email: `with lock(emails) as held` (pipeline.locks.EmailLocks); the default
     # holds within this process only, so the tasks pass the store of the lock connection
     lock: Callable = field(default_factory=process_locks)
+    # creates sent side by side (`max_concurrency`), each thread with its own CMS session from open_backend
+    # (None: they share `backend`); every thread keeps the pacer's rate and pauses
+    concurrency: int = 1
+    open_backend: Callable[[], CmsBackend] | None = None
+    pacer: Pacer | None = None
 
 
 def _creating(rows: list[dict]) -> list[str]:
@@ -126,6 +134,10 @@ class _Batch:
         self.s = _State()
         self.journal: dict[int, list[JournalEntry]] = {}
         self.held = Held(frozenset())
+        self.pacer = ctx.pacer or Pacer(sleep=ctx.sleep)
+        self.threaded = False
+        self._local = threading.local()  # a creating thread's own backend
+        self._serial = threading.Lock()  # CiviCRM journal writes and the task state store: one at a time
 
     # ------------------------------------------------------------------ the whole batch
 
@@ -280,10 +292,44 @@ class _Batch:
         self.write_entries(planned, {r["contact_id"]: outcomes.journal_subject(r["username"]) for r in rows})
         if isinstance(self.ctx.backend, BulkBackend):
             rows = self.create_in_bulk(rows)
-        for n, row in enumerate(rows, 1):
+        workers = min(max(1, self.ctx.concurrency), len(rows))
+        if workers <= 1:
+            for n, row in enumerate(rows, 1):
+                self.pacer.wait()
+                self.one(row)
+                if n % 50 == 0:
+                    log.info("batch progress: %d/%d creates", n, len(rows))
+        else:
+            self.create_side_by_side(rows, workers)
+
+    def create_side_by_side(self, rows: list[dict], workers: int) -> None:
+        """`workers` threads, each with its own CMS session, send the creates; the emails are all held
+        already, so no two creates for one email overlap. A run-level error stops the rest."""
+        opened: list[CmsBackend] = []
+
+        def start_thread():
+            if self.ctx.open_backend is not None:
+                self._local.backend = self.ctx.open_backend()
+                with self._serial:
+                    opened.append(self._local.backend)
+
+        def one(row: dict) -> None:
+            self.pacer.wait()
             self.one(row)
-            if n % 50 == 0:
-                log.info("batch progress: %d/%d creates", n, len(rows))
+
+        self.threaded = True
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="create", initializer=start_thread)
+        try:
+            futures = [pool.submit(one, row) for row in rows]
+            for n, future in enumerate(as_completed(futures), 1):
+                future.result()  # CmsAuthError / CmsConfigError: the run stops
+                if n % 50 == 0:
+                    log.info("batch progress: %d/%d creates (%d side by side)", n, len(rows), workers)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self.threaded = False
+            for backend in opened:
+                backend.close()
 
     def create_in_bulk(self, rows: list[dict]) -> list[dict]:
         """Many creates per call (BulkBackend); returns the rows the one-by-one path must finish: those
@@ -293,6 +339,7 @@ class _Batch:
         left: list[dict] = []
         for start in range(0, len(rows), size):
             chunk = rows[start:start + size]
+            self.pacer.wait()
             try:
                 self.held.confirm()  # the locks' session still lives (else LockLost: transient)
                 answers = backend.create_users([_new_user(row) for row in chunk])
@@ -321,7 +368,7 @@ class _Batch:
         for row in chunk:
             self.s.transient[row["contact_id"]] = exc
         if exc.code == "timeout":
-            self.ctx.store_timed_out(journal.now_utc())
+            self.timed_out()
             return
         if exc.status == 429 or exc.retry_after is not None:
             self.pause(exc)
@@ -348,9 +395,18 @@ class _Batch:
         return JournalEntry(contact_id=contact_id)
 
     def write_entries(self, entries: list[JournalEntry], subjects: dict[int, str] | None = None) -> None:
-        written = self.ctx.write_journal(entries, subjects or {})
-        for cid, entry in written.items():
-            self.s.entries[cid] = entry
+        with self._serial:
+            written = self.ctx.write_journal(entries, subjects or {})
+            for cid, entry in written.items():
+                self.s.entries[cid] = entry
+
+    def backend(self) -> CmsBackend:
+        """The CMS session of this thread: a creating thread's own, else the batch's."""
+        return getattr(self._local, "backend", None) or self.ctx.backend
+
+    def timed_out(self) -> None:
+        with self._serial:
+            self.ctx.store_timed_out(journal.now_utc())
 
     def one(self, row: dict) -> None:
         try:
@@ -370,10 +426,12 @@ class _Batch:
         """The CMS asked us to slow down: stop sending for that long (bounded) instead of pressing on."""
         wait = min(MAX_PAUSE, exc.retry_after if exc.retry_after is not None else DEFAULT_PAUSE)
         log.info("the CMS asked to slow down (%s); pausing the batch for %.1f s", exc.message, wait)
+        if self.threaded:  # every thread stops: the others wait in the pacer before their next request
+            wait = self.pacer.pause(wait)
         self.ctx.sleep(wait)
 
     def create(self, row: dict) -> None:
-        backend = self.ctx.backend
+        backend = self.backend()
         cid = row["contact_id"]
         base = row.get("username_base") or row["username"]
         username = row["username"]
@@ -398,7 +456,7 @@ class _Batch:
             except (CmsDuplicateEmail, CmsUnavailable) as exc:
                 timed_out = isinstance(exc, CmsUnavailable) and exc.code == "timeout"
                 if timed_out:
-                    self.ctx.store_timed_out(journal.now_utc())
+                    self.timed_out()
                 if isinstance(exc, CmsUnavailable) and (exc.status == 429 or exc.retry_after is not None):
                     raise  # refused before it was processed: nothing to look for
                 # Doubt: the account may exist (ours, with a lost answer, or somebody's made since planning).

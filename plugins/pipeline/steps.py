@@ -21,6 +21,7 @@ from pipeline import sources
 from pipeline.batch import BatchContext, create_batch
 from pipeline.finalize import OUTCOME_COLUMNS, finalize_run
 from pipeline.locks import LockError, LockUnavailable
+from pipeline.pacing import Pacer
 from pipeline.resets import send_resets
 from provisioning import approval, report
 from provisioning.outcomes import audit_line
@@ -253,15 +254,22 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
 # --- create one batch -------------------------------------------------------------------------
 
 def create(run: dict, rows: list[dict], civicrm, backend: CmsBackend, *, marker: str, stamp: str,
-           final_try: bool, state, lock=None) -> list[dict]:
+           final_try: bool, state, lock=None, open_backend: Callable[[], CmsBackend] | None = None) -> list[dict]:
     """Create or link one batch; `state` keeps values across tries (get/set, Airflow's task state store);
-    `lock` holds the batch's emails (pipeline.locks.EmailLocks of the lock connection)."""
+    `lock` holds the batch's emails (pipeline.locks.EmailLocks of the lock connection); `open_backend` gives
+    each creating thread its own CMS session (`max_concurrency`)."""
     return create_batch(rows, batch_context(settings_of(run), civicrm, backend, marker=marker, stamp=stamp,
-                                            final_try=final_try, state=state, lock=lock))
+                                            final_try=final_try, state=state, lock=lock, open_backend=open_backend))
+
+
+def batch_pacer(settings: Settings) -> Pacer:
+    """One batch's pace: its equal share of the run's `max_requests_per_second`, if any."""
+    rate = settings.max_requests_per_second
+    return Pacer(rate / settings.parallel_batches if rate else None)
 
 
 def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: str, stamp: str, final_try: bool,
-                  state, lock=None) -> BatchContext:
+                  state, lock=None, open_backend: Callable[[], CmsBackend] | None = None) -> BatchContext:
     """What a batch needs, wired to the run's hooks (without `lock`: held within this process only)."""
 
     def write_journal(entries, subjects):
@@ -284,6 +292,9 @@ def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: s
         retry_delay=settings.retry_delay_seconds,
         load_timed_out=lambda: state.get(TIMED_OUT_KEY),
         store_timed_out=lambda when: state.set(TIMED_OUT_KEY, when),
+        concurrency=settings.max_concurrency,
+        open_backend=open_backend,
+        pacer=batch_pacer(settings),
         **({"lock": lock} if lock is not None else {}),
     )
 

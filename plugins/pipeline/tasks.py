@@ -180,11 +180,13 @@ def create_accounts(run: dict, batch: dict, task_state_store=None) -> list[dict]
     settings = steps.settings_of(run)
     rows = ti.xcom_pull(task_ids=batch["plan_task"], key=f"batch_{batch['index']}")
     log.info("%s: try %d of %d", batch["label"], ti.try_number, ti.max_tries + 1)
-    with _cms(run) as backend:  # one CMS session (HTTP or SSH) for the whole batch
+    kind = registry.get(run["cms_type"])
+    with _cms(run) as backend:  # one CMS session (HTTP or SSH) for the whole batch, plus one per creating thread
         results = steps.create(run, rows, CiviCRMHook(settings.civicrm_conn_id), backend,
                                marker=run_marker(context), stamp=run_stamp(context, settings),
                                final_try=ti.try_number > ti.max_tries, state=task_state_store,
-                               lock=CreationLockHook(settings.lock_conn_id).email_locks(settings.lock_wait_seconds))
+                               lock=CreationLockHook(settings.lock_conn_id).email_locks(settings.lock_wait_seconds),
+                               open_backend=lambda: kind.backend(settings.cms_conn_id, settings))
     counts = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
     log.info("%s done: %s", batch["label"], ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return results
@@ -345,7 +347,8 @@ def provisioning_run(settings: Settings, source: dict) -> None:
     batches = step(plan, "plan")(run, extracted)
     ids = wiring(preflight="preflight", plan="plan", create="create_accounts", approval="approval")
     approved = approval_gate(settings, task_id="approval", wiring=ids)
-    created = step(create_accounts, "create_accounts").partial(run=run).expand(batch=batches)
+    created = step(create_accounts, "create_accounts").override(
+        max_active_tis_per_dagrun=settings.parallel_batches).partial(run=run).expand(batch=batches)
     batches >> approved >> created
     created >> step(finalize, "finalize")(ids)
 

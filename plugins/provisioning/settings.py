@@ -57,7 +57,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
                  "sync_preferred_language", "user_fields", "admin_groups", "admin_roles"),
     "attempts": ("max_attempts", "activity_source_contact_id"),
     "tasks": ("batch_size", "retry_delay_seconds", "task_timeout_minutes", "log_attention_rows",
-              "lock_wait_seconds"),
+              "lock_wait_seconds", "max_concurrency", "parallel_batches", "max_requests_per_second"),
     "nightly": ("schedule", "timezone"),
     "approval": ("approval_threshold", "approval_users", "approval_timeout_minutes"),
     "realtime": ("watch_interval_seconds",),
@@ -209,6 +209,28 @@ class Settings(BaseModel):
         ge=1,
         le=1000,
         description="Contacts per create batch. Each batch is one Airflow task that retries on its own.",
+    )
+    max_concurrency: int = Field(
+        1,
+        ge=1,
+        le=32,
+        description="Creates one batch sends to the CMS side by side, each thread with its own CMS session. "
+        "Creates for one email never overlap (the creation lock); every other guarantee holds as with 1. "
+        "A CMS is slow and easy to overload: raise it only as far as the site copes (see docs/benchmarks.md).",
+    )
+    parallel_batches: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Batches of one run that may create at the same time (the create task's "
+        "`max_active_tis_per_dagrun`); the `cmsuser_cms` pool bounds them across runs and DAGs.",
+    )
+    max_requests_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="Creates per second one run may send to the CMS, over all its batches: each running batch "
+        "keeps an equal share (this divided by `parallel_batches`), across its threads, and every thread pauses "
+        "when the CMS asks (429 or 503 with Retry-After). Empty: no limit but the CMS's own answers.",
     )
     retry_delay_seconds: int = Field(
         300,

@@ -188,3 +188,16 @@ def test_batches_grow_to_stay_within_airflows_max_map_length(sandbox, monkeypatc
     assert str(run.state).endswith("success")
     assert [b["label"] for b in local_airflow.xcom(run.run_id, "plan")] == ["contacts 2-5 (4)", "contacts 6-16 (3)"]
     assert sum(1 for row in outcomes.values() if row["outcome"] in ("created", "linked_existing")) == 7
+
+
+def test_creates_side_by_side_give_every_contact_the_same_outcome(sandbox):
+    from tests.dags.test_nightly import EXPECTED
+
+    sandbox.configure(max_concurrency=4, batch_size=20, max_requests_per_second=50)
+    run, outcomes = sandbox.run()
+    assert str(run.state).endswith("success")
+    assert {cid: (row["outcome"], row["username"] if row["outcome"] not in ("failed", "already_linked") else None)
+            for cid, row in outcomes.items()} == EXPECTED
+    emails = [u["email"].lower() for u in sandbox.wordpress.users]
+    assert len(emails) == len(set(emails))  # one account per email
+    assert len(sandbox.ufmatch()) == len({cid for cid, row in outcomes.items() if row["uf_id"]})

@@ -214,14 +214,15 @@ class World:
         self.sleeps: list[float] = []
 
     def run(self, rows: list[dict], *, final_try: bool = False, notify: bool = True,
-            on_existing_email: str = "link", client_timeout: float = 30.0, retry_delay: float = 0.0) -> list[dict]:
+            on_existing_email: str = "link", client_timeout: float = 30.0, retry_delay: float = 0.0,
+            **more) -> list[dict]:
         ctx = BatchContext(backend=self.cms, linked_accounts=self.civicrm.linked_accounts,
                            save_links=self.civicrm.save_links, read_journal=self.journal.read,
                            write_journal=self.journal.write, links_for=self.civicrm.links_for, marker=MARKER,
                            notify=notify, on_existing_email=on_existing_email, final_try=final_try,
                            client_timeout=client_timeout, retry_delay=retry_delay,
                            load_timed_out=lambda: self.timed_out, store_timed_out=self._store_timed_out,
-                           sleep=self.sleeps.append)
+                           sleep=self.sleeps.append, **more)
         return create_batch(copy.deepcopy(rows), ctx)
 
     def _store_timed_out(self, when: str) -> None:

@@ -1,0 +1,144 @@
+"""Creates side by side inside one batch (`max_concurrency`): every guarantee of test_batch.py still holds,
+the threads share one pace, and each has its own CMS session."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cms_operators.backend import CmsAuthError, CmsUnavailable
+from pipeline.batch import BatchIncomplete
+from pipeline.pacing import Pacer
+from tests.pipeline.test_batch import ALAN, FakeCms, World, batch_of, by_id, person
+
+PEOPLE = [person(10 + n, f"First{n}", f"Last{n}") for n in range(12)]
+
+
+class SlowCms(FakeCms):
+    """The test batch's CMS, answering each create after `latency` seconds; records who was in flight."""
+
+    def __init__(self, latency: float = 0.05):
+        super().__init__()
+        self.latency = latency
+        self.guard = threading.RLock()
+        self.in_flight = self.most_in_flight = 0
+        self.starts: list[float] = []
+        self.sessions: list[SlowCms] = []  # the sessions opened for the batch's threads
+        self.closed = 0
+        self.parent: SlowCms | None = None
+
+    def session(self) -> SlowCms:
+        """A thread's own session on the same site (shares the users, the calls and the answers)."""
+        other = SlowCms(self.latency)
+        other.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("sessions", "parent", "closed")})
+        other.parent = self
+        with self.guard:
+            self.sessions.append(other)
+        return other
+
+    def close(self):
+        root = self.parent or self
+        with root.guard:
+            root.closed += 1
+
+    def create_user(self, **request):
+        root = self.parent or self
+        with root.guard:
+            root.in_flight += 1
+            root.most_in_flight = max(root.most_in_flight, root.in_flight)
+            root.starts.append(time.monotonic())
+        try:
+            time.sleep(self.latency)
+            with root.guard:  # the site's own table: one writer at a time
+                return super().create_user(**request)
+        finally:
+            with root.guard:
+                root.in_flight -= 1
+
+
+class Sleeps(list):
+    """Sleeps for real, and keeps what it slept."""
+
+    def append(self, seconds):
+        super().append(seconds)
+        time.sleep(seconds)
+
+
+@pytest.fixture
+def world() -> World:
+    made = World()
+    made.cms = SlowCms()
+    made.sleeps = []
+    return made
+
+
+def test_creates_run_side_by_side_each_thread_on_its_own_session_and_every_account_is_made_once(world):
+    started = time.monotonic()
+    results = world.run(batch_of(*PEOPLE), concurrency=4, open_backend=world.cms.session)
+    took = time.monotonic() - started
+
+    assert [r["outcome"] for r in results] == ["created"] * len(PEOPLE)
+    assert world.cms.most_in_flight == 4
+    assert took < len(PEOPLE) * world.cms.latency  # a sequential batch could not have been this quick
+    assert sorted(u.email for u in world.cms.users.values()) == sorted(p["email"] for p in PEOPLE)
+    assert len(world.cms.sessions) == 4 and world.cms.closed == 4  # each thread's session, closed after
+    assert sorted(world.saved_contacts()) == [p["contact_id"] for p in PEOPLE]  # linked in one write
+    # the journal names every account before any create is posted, as in the one-by-one batch
+    assert len(world.journal.writes[0]) == len(PEOPLE) and all(e.pending for e in world.journal.writes[0])
+    assert len(world.cms.mailed) == len(PEOPLE)
+
+
+def test_taken_logins_get_their_suffixes_side_by_side_too(world):
+    for n in range(4):
+        world.cms.add_user(f"first{n}.last{n}", f"someone{n}@elsewhere.example")
+    results = by_id(world.run(batch_of(*PEOPLE), concurrency=4, open_backend=world.cms.session))
+    assert {results[10 + n]["username"] for n in range(4)} == {f"first{n}.last{n}2" for n in range(4)}
+    assert all(r["outcome"] == "created" for r in results.values())
+
+
+def test_a_rate_limit_holds_across_the_threads():
+    clock = {"now": 0.0}
+    waits: list[float] = []
+
+    def sleep(seconds):
+        waits.append(seconds)
+
+    pacer = Pacer(10, clock=lambda: clock["now"], sleep=sleep)
+    threads = [threading.Thread(target=pacer.wait) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(waits) == pytest.approx([0.1, 0.2, 0.3, 0.4])  # five starts, 0.1 s apart, in any thread order
+    assert Pacer(None, clock=lambda: 5.0, sleep=sleep).wait() is None and len(waits) == 4  # no limit: no wait
+
+
+def test_a_pause_the_cms_asks_for_stops_every_thread(world):
+    world.cms.script(PEOPLE[0]["email"], CmsUnavailable(429, "rate_limited", "slow down", retry_after=0.4))
+    world.sleeps = Sleeps()
+    with pytest.raises(BatchIncomplete, match="1 of 12"):  # its create is left for the retry, as one by one
+        world.run(batch_of(*PEOPLE), concurrency=4, open_backend=world.cms.session,
+                  pacer=Pacer(sleep=world.sleeps.append))
+    assert len(world.cms.users) == len(PEOPLE) - 1
+    starts = sorted(world.cms.starts)
+    first = starts[0]
+    # the 429 came back after the first round (~0.05 s); the starts after it waited out the pause
+    later = [t - first for t in starts if t - first > 0.06]
+    assert later and min(later) >= 0.4
+    assert 0.4 in [round(s, 2) for s in world.sleeps]
+
+
+def test_a_refused_credential_in_one_thread_stops_the_batch(world):
+    world.cms.script(PEOPLE[5]["email"], CmsAuthError(401, "invalid_auth", "Sorry, you are not allowed"))
+    with pytest.raises(CmsAuthError):
+        world.run(batch_of(*PEOPLE), concurrency=3, open_backend=world.cms.session)
+    assert world.cms.closed == 3
+    assert len(world.cms.starts) < len(PEOPLE) + 1
+
+
+def test_one_thread_is_the_one_by_one_batch(world):
+    results = world.run(batch_of(ALAN, *PEOPLE[:3]), concurrency=1, open_backend=world.cms.session)
+    assert [r["outcome"] for r in results] == ["created"] * 4
+    assert world.cms.sessions == [] and world.cms.most_in_flight == 1
