@@ -136,7 +136,9 @@ class _Batch:
         self.held = Held(frozenset())
         self.pacer = ctx.pacer or Pacer(sleep=ctx.sleep)
         self.threaded = False
-        self._local = threading.local()  # a creating thread's own backend
+        self._pool: ThreadPoolExecutor | None = None  # the batch's threads, started at the first use
+        self._opened: list[CmsBackend] = []  # their own CMS sessions
+        self._local = threading.local()  # a thread's own backend
         self._serial = threading.Lock()  # CiviCRM journal writes and the task state store: one at a time
 
     # ------------------------------------------------------------------ the whole batch
@@ -144,6 +146,12 @@ class _Batch:
     def run(self) -> list[dict]:
         if not self.rows:
             return []
+        try:
+            return self.run_all()
+        finally:
+            self.stop_threads()
+
+    def run_all(self) -> list[dict]:
         # The emails' locks are held from before anything is read until the links are written: what a pass
         # reads (UFMatch, the journal) and the CMS's duplicate-email answer then show what another run made.
         # First the emails no other run holds, at once; then those it held, after a bounded wait.
@@ -300,36 +308,47 @@ class _Batch:
                 if n % 50 == 0:
                     log.info("batch progress: %d/%d creates", n, len(rows))
         else:
-            self.create_side_by_side(rows, workers)
+            # the emails are all held already, so no two creates for one email overlap
+            self.in_threads(rows, self.paced_one, "creates")
 
-    def create_side_by_side(self, rows: list[dict], workers: int) -> None:
-        """`workers` threads, each with its own CMS session, send the creates; the emails are all held
-        already, so no two creates for one email overlap. A run-level error stops the rest."""
-        opened: list[CmsBackend] = []
+    def paced_one(self, row: dict) -> None:
+        self.pacer.wait()
+        self.one(row)
 
-        def start_thread():
-            if self.ctx.open_backend is not None:
-                self._local.backend = self.ctx.open_backend()
-                with self._serial:
-                    opened.append(self._local.backend)
+    # ------------------------------------------------------------------ the batch's threads (max_concurrency)
 
-        def one(row: dict) -> None:
-            self.pacer.wait()
-            self.one(row)
-
-        self.threaded = True
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="create", initializer=start_thread)
+    def in_threads(self, items: list, work: Callable, what: str) -> None:
+        """`work(item)` for every item on the batch's threads, each thread with its own CMS session; a
+        run-level error (refused credentials) stops the rest and is raised."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.ctx.concurrency, thread_name_prefix="cms",
+                                            initializer=self.start_thread)
+            self.threaded = True
+        futures = [self._pool.submit(work, item) for item in items]
         try:
-            futures = [pool.submit(one, row) for row in rows]
             for n, future in enumerate(as_completed(futures), 1):
-                future.result()  # CmsAuthError / CmsConfigError: the run stops
+                future.result()
                 if n % 50 == 0:
-                    log.info("batch progress: %d/%d creates (%d side by side)", n, len(rows), workers)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            self.threaded = False
-            for backend in opened:
-                backend.close()
+                    log.info("batch progress: %d/%d %s (%d side by side)", n, len(items), what,
+                             self.ctx.concurrency)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+    def start_thread(self) -> None:
+        if self.ctx.open_backend is not None:
+            self._local.backend = self.ctx.open_backend()
+            with self._serial:
+                self._opened.append(self._local.backend)
+
+    def stop_threads(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool, self.threaded = None, False
+        for backend in self._opened:
+            backend.close()
+        self._opened = []
 
     def create_in_bulk(self, rows: list[dict]) -> list[dict]:
         """Many creates per call (BulkBackend); returns the rows the one-by-one path must finish: those
@@ -421,6 +440,23 @@ class _Batch:
         except CmsError as exc:
             self.s.reached_cms = True
             self.s.results[row["contact_id"]] = _result(row, Outcome.FAILED, outcomes.cms_rejected(exc.message))
+
+    def send_mails(self, users: list[CmsUser]) -> dict[int, CmsError]:
+        """The password-set mails of these accounts: side by side when the batch has threads (one call for a
+        bulk backend); uf_id -> why not, for those the CMS did not send."""
+        if isinstance(self.ctx.backend, BulkBackend) or self.ctx.concurrency <= 1 or len(users) <= 1:
+            return send_password_mails(self.ctx.backend, users)
+        failed: dict[int, CmsError] = {}
+
+        def send(user: CmsUser) -> None:
+            self.pacer.wait()
+            try:
+                self.backend().send_password_mail(user)
+            except CmsError as exc:
+                failed[user.uf_id] = exc
+
+        self.in_threads(users, send, "mails")
+        return failed
 
     def pause(self, exc: CmsUnavailable) -> None:
         """The CMS asked us to slow down: stop sending for that long (bounded) instead of pressing on."""
@@ -550,7 +586,7 @@ class _Batch:
             chunk = due[start:start + MAIL_CHUNK]
             self.write_entries([self.entry_for(cid, user).with_mail(journal.MAIL_SENDING) for cid, user in chunk])
             try:
-                failed = send_password_mails(self.ctx.backend, [user for _, user in chunk])
+                failed = self.send_mails([user for _, user in chunk])
             except CmsError as exc:  # a bulk call that died: which mails went out is unknown, none is resent
                 log.warning("the password mails of %d accounts are in doubt: %s", len(chunk), exc.message)
                 for contact_id, _ in chunk:

@@ -228,7 +228,7 @@ class Settings(BaseModel):
     max_requests_per_second: float | None = Field(
         None,
         gt=0,
-        description="Creates per second one run may send to the CMS, over all its batches: each running batch "
+        description="Creates and password mails per second one run may send to the CMS, over all its batches: each running batch "
         "keeps an equal share (this divided by `parallel_batches`), across its threads, and every thread pauses "
         "when the CMS asks (429 or 503 with Retry-After). Empty: no limit but the CMS's own answers.",
     )

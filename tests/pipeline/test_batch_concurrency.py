@@ -28,11 +28,13 @@ class SlowCms(FakeCms):
         self.sessions: list[SlowCms] = []  # the sessions opened for the batch's threads
         self.closed = 0
         self.parent: SlowCms | None = None
+        self.mailed_by: list[SlowCms] = []
 
     def session(self) -> SlowCms:
         """A thread's own session on the same site (shares the users, the calls and the answers)."""
         other = SlowCms(self.latency)
-        other.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("sessions", "parent", "closed")})
+        other.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if k not in ("sessions", "parent", "closed", "mailed_by")})
         other.parent = self
         with self.guard:
             self.sessions.append(other)
@@ -42,6 +44,12 @@ class SlowCms(FakeCms):
         root = self.parent or self
         with root.guard:
             root.closed += 1
+
+    def send_password_mail(self, user):
+        root = self.parent or self
+        with root.guard:
+            root.mailed_by.append(self)
+        super().send_password_mail(user)
 
     def create_user(self, **request):
         root = self.parent or self
@@ -88,6 +96,7 @@ def test_creates_run_side_by_side_each_thread_on_its_own_session_and_every_accou
     # the journal names every account before any create is posted, as in the one-by-one batch
     assert len(world.journal.writes[0]) == len(PEOPLE) and all(e.pending for e in world.journal.writes[0])
     assert len(world.cms.mailed) == len(PEOPLE)
+    assert set(world.cms.mailed_by) <= set(world.cms.sessions) and len(world.cms.mailed_by) == len(PEOPLE)
 
 
 def test_taken_logins_get_their_suffixes_side_by_side_too(world):
