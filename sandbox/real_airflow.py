@@ -1,4 +1,5 @@
-"""Run Airflow's real api-server, scheduler and dag-processor as subprocesses, on PostgreSQL.
+"""Run Airflow's real api-server, scheduler and dag-processor (and, with `triggerer=True`, the triggerer
+that runs asset watchers) as subprocesses, on PostgreSQL.
 
 The in-process `dag.test()` harness (local_airflow.py) skips what only the real components do:
 the executor's task subprocesses talking to the Execution API, retries scheduled by the
@@ -38,6 +39,7 @@ ADMIN_USER = "admin"
 TERMINAL_RUN_STATES = {"success", "failed"}
 FINISHED_TASK_STATES = {"success", "failed", "skipped", "upstream_failed", "removed"}
 COMPONENTS = ("api-server", "scheduler", "dag-processor")
+TRIGGERER = "triggerer"  # opt-in: asset watchers (the near-real-time DAG) run only there
 
 
 class AirflowHarnessError(RuntimeError):
@@ -102,12 +104,15 @@ def _log_text(content) -> str:
 
 
 class RealAirflow:
-    """Airflow's three long-running components on a fresh PostgreSQL database, driven over REST."""
+    """Airflow's long-running components (three, or four with the triggerer) on a fresh PostgreSQL database,
+    driven over REST."""
 
     def __init__(self, env: dict[str, str], *, dags_folder: Path = REPO / "dags", parallelism: int = 2,
                  dag_ids: tuple[str, ...] = (DAG_ID,), home: Path | None = None,
-                 database: str = DEFAULT_DATABASE, pool_slots: int = 4):
+                 database: str = DEFAULT_DATABASE, pool_slots: int = 4, triggerer: bool = False):
         self.extra_env = dict(env)
+        self.triggerer = triggerer
+        self.components = COMPONENTS + ((TRIGGERER,) if triggerer else ())
         self.dags_folder = Path(dags_folder)
         self.parallelism = parallelism
         self.dag_ids = tuple(dag_ids)
@@ -152,8 +157,10 @@ class RealAirflow:
             "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
             # Task tokens are signed by the scheduler and checked by the api-server: one secret for all.
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-            # Only runs the test triggers: unpausing must not add a scheduled run of its own.
-            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # Only runs the test triggers: unpausing must not add a scheduled run of its own. With the
+            # triggerer it must be on: the same switch makes the runs of asset events (unpause only
+            # asset-scheduled DAGs then, e.g. dag_ids=("cmsuser_realtime",)).
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": str(self.triggerer),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
@@ -166,6 +173,8 @@ class RealAirflow:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # the triggerer (when started) reports itself alive at the scheduler's pace
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
             # The creation lock: PostgreSQL advisory locks in this stack's own database, as production has them
             # (task processes are separate, so an in-process lock would protect nothing here)
             "AIRFLOW_CONN_CMSUSER_LOCK": json.dumps({"conn_type": "postgres", "host": PG_HOST, "port": PG_PORT,
@@ -191,7 +200,7 @@ class RealAirflow:
                                       f"last lines of {log_file}:\n{_tail(log_file)}")
 
     def start(self, timeout: float = 120) -> None:
-        """Fresh database, the three components, a REST login; returns once the DAGs are parsed and unpaused."""
+        """Fresh database, the components, a REST login; returns once the DAGs are parsed and unpaused."""
         started = time.monotonic()
         self.home.mkdir(parents=True, exist_ok=True)
         self.port = _free_port()
@@ -203,7 +212,7 @@ class RealAirflow:
         _fresh_database(self.database)
         self._airflow("db", "migrate")
         self.timings["db migrate"] = time.monotonic() - started
-        for name in COMPONENTS:
+        for name in self.components:
             log_file = (self.home / f"{name}.log").open("ab")
             # Own process group: stop() can end each component together with its task subprocesses.
             self.processes[name] = subprocess.Popen(
@@ -219,7 +228,11 @@ class RealAirflow:
                 "include_deferred": False})
             for dag_id in self.dag_ids:
                 self._wait_for_dag(dag_id, deadline)
-                self._request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+                dag = self._request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+                if self.triggerer:
+                    # a DAG's watchers are registered when its file is parsed unpaused: ask for that parse
+                    # now rather than waiting for the next one (min_file_process_interval)
+                    self._request("PUT", f"/api/v2/parseDagFile/{dag['file_token']}", accept_status=(201,))
         except BaseException:
             self.print_component_logs()
             self.stop()
@@ -265,7 +278,7 @@ class RealAirflow:
 
     def print_component_logs(self, lines: int = 40) -> None:
         """The last lines of each component's log, to see why something did not start or run."""
-        for name in COMPONENTS:
+        for name in self.components:
             print(f"----- last {lines} lines of {self.home / (name + '.log')}\n"
                   f"{_tail(self.home / f'{name}.log', lines)}", flush=True)
 
@@ -338,6 +351,41 @@ class RealAirflow:
         run = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns",
                             json={"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
+
+    def post_run(self, dag_id: str, run_id: str, conf: dict | None = None) -> tuple[int, dict]:
+        """POST a run with a chosen dag_run_id (no logical date), as an external system does; returns
+        (HTTP status, body) whatever the status (201 started, 409 that id exists)."""
+        answer = self._http.post(f"{self.url}/api/v2/dags/{dag_id}/dagRuns", timeout=30,
+                                 json={"dag_run_id": run_id, "logical_date": None, "conf": conf or {}})
+        return answer.status_code, (answer.json() if answer.content else {})
+
+    def runs(self, dag_id: str) -> list[dict]:
+        """Every run of the DAG, oldest first (run_type, state, conf, dates)."""
+        found: list[dict] = []
+        while True:
+            page = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                                 params={"limit": 100, "offset": len(found), "order_by": "id"})
+            found += page["dag_runs"]
+            if len(found) >= page["total_entries"] or not page["dag_runs"]:
+                return found
+
+    def log_text(self, component: str) -> str:
+        """What a component has written to its log so far (e.g. the triggerer's watcher lines)."""
+        try:
+            return (self.home / f"{component}.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, component: str, text: str, timeout: float = 90) -> float:
+        """Poll until `text` is in the component's log (e.g. a watcher saying it started); returns the seconds."""
+        started = time.monotonic()
+        while text not in self.log_text(component):
+            self._check_alive()
+            if time.monotonic() - started > timeout:
+                self.print_component_logs()
+                raise AirflowHarnessError(f"{component} did not log {text!r} within {timeout:.0f}s")
+            time.sleep(0.5)
+        return time.monotonic() - started
 
     def run_state(self, dag_id: str, run_id: str) -> str:
         # a loaded machine can make the api-server answer one poll with a 500 "Database error" (its
