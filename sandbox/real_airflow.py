@@ -57,6 +57,27 @@ def postgres_available(host: str = PG_HOST, port: int = PG_PORT, user: str = PG_
     return None
 
 
+REDIS_URL = os.environ.get("CMSUSER_REDIS_URL", "redis://127.0.0.1:6379")
+CELERY_REDIS_DB = 11  # this harness's own Redis database, emptied at each start
+
+
+def redis_available(url: str = REDIS_URL) -> str | None:
+    """None when Redis answers a PING, else why not (for a skip or fail message)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        return f"Redis at {url} is not reachable: {exc}"
+    return None
+
+
+def worker_hostname() -> str:
+    """`[core] hostname_callable` of the Celery tier: each worker's name (CMSUSER_WORKER_NAME), so a task
+    instance shows which worker ran it even though both run on this one machine."""
+    return os.environ.get("CMSUSER_WORKER_NAME") or socket.getfqdn()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -109,8 +130,11 @@ class RealAirflow:
 
     def __init__(self, env: dict[str, str], *, dags_folder: Path = REPO / "dags", parallelism: int = 2,
                  dag_ids: tuple[str, ...] = (DAG_ID,), home: Path | None = None,
-                 database: str = DEFAULT_DATABASE, pool_slots: int = 4, triggerer: bool = False):
+                 database: str = DEFAULT_DATABASE, pool_slots: int = 4, triggerer: bool = False,
+                 executor: str = "LocalExecutor", celery_workers: tuple[str, ...] = ()):
         self.extra_env = dict(env)
+        self.executor = executor
+        self.celery_workers = tuple(celery_workers) if executor == "CeleryExecutor" else ()
         self.triggerer = triggerer
         self.components = COMPONENTS + ((TRIGGERER,) if triggerer else ())
         self.dags_folder = Path(dags_folder)
@@ -139,7 +163,7 @@ class RealAirflow:
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": self.executor,
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
             "AIRFLOW__CORE__AUTH_MANAGER":
@@ -175,6 +199,14 @@ class RealAirflow:
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             # the triggerer (when started) reports itself alive at the scheduler's pace
             "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # a task whose worker died is failed (and retried) after this long without a heartbeat
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            # CeleryExecutor (when chosen): this machine's Redis as the broker, the stack's database for results
+            "AIRFLOW__CELERY__BROKER_URL": f"{REDIS_URL}/{CELERY_REDIS_DB}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sandbox.real_airflow.worker_hostname",
             # The creation lock: PostgreSQL advisory locks in this stack's own database, as production has them
             # (task processes are separate, so an in-process lock would protect nothing here)
             "AIRFLOW_CONN_CMSUSER_LOCK": json.dumps({"conn_type": "postgres", "host": PG_HOST, "port": PG_PORT,
@@ -212,12 +244,22 @@ class RealAirflow:
         _fresh_database(self.database)
         self._airflow("db", "migrate")
         self.timings["db migrate"] = time.monotonic() - started
-        for name in self.components:
+        if self.celery_workers:
+            import redis
+
+            redis.Redis.from_url(f"{REDIS_URL}/{CELERY_REDIS_DB}").flushdb()  # no queued work of an earlier start
+        commands = {name: [name] for name in self.components}
+        extra_env: dict[str, dict[str, str]] = {}
+        for worker in self.celery_workers:
+            name = f"celery-worker-{worker}"
+            commands[name] = ["celery", "worker", "--celery-hostname", f"{worker}@%h", "--skip-serve-logs"]
+            extra_env[name] = {"CMSUSER_WORKER_NAME": worker}
+        for name, command in commands.items():
             log_file = (self.home / f"{name}.log").open("ab")
             # Own process group: stop() can end each component together with its task subprocesses.
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "airflow", name], env=self.child_env(), stdout=log_file,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                [sys.executable, "-m", "airflow", *command], env={**self.child_env(), **extra_env.get(name, {})},
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
             log_file.close()
         try:
             deadline = started + timeout
@@ -278,9 +320,20 @@ class RealAirflow:
 
     def print_component_logs(self, lines: int = 40) -> None:
         """The last lines of each component's log, to see why something did not start or run."""
-        for name in self.components:
+        for name in [*self.components, *(f"celery-worker-{w}" for w in self.celery_workers)]:
             print(f"----- last {lines} lines of {self.home / (name + '.log')}\n"
                   f"{_tail(self.home / f'{name}.log', lines)}", flush=True)
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL a component and every process it started (a worker dying with its tasks mid-work)."""
+        proc = self.processes.pop(name)
+        family = psutil.Process(proc.pid).children(recursive=True)
+        with _suppress_lookup():
+            os.killpg(proc.pid, signal.SIGKILL)
+        for child in family:
+            with _suppress_lookup():
+                child.kill()
+        proc.wait(timeout=10)
 
     def _check_alive(self) -> None:
         for name, proc in self.processes.items():
