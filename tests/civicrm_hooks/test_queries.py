@@ -299,9 +299,18 @@ def test_attempts_count_failures_since_the_last_reset_and_not_this_run(hook, civ
         activity(6, "Failed", OTHER_RUN, source=4),       # 4 only wrote it
     ]})
 
-    attempts = queries.activity_history(hook, [2, 4, 6, 7], MARKER).attempts
+    history = queries.activity_history(hook, [2, 4, 6, 7], MARKER)
 
-    assert attempts == {2: 1, 4: 2, 6: 1}
+    assert history.attempts == {2: 1, 4: 2, 6: 1}
+    # any status counts as tried (the near-real-time run's first-attempts rule): 2 has a Failed and a
+    # Completed since its give-up; a contact given up on and added again is a first attempt again
+    assert history.tried == {2: 2, 4: 2, 6: 1}
+
+
+def test_a_contact_given_up_on_and_added_again_has_not_been_tried(hook, civicrm, options):
+    hook.call("Activity", "save", {"records": [activity(2, "Failed", OTHER_RUN) for _ in range(4)]
+                                   + [activity(2, "Cancelled", OTHER_RUN)]})
+    assert queries.activity_history(hook, [2], MARKER).tried == {2: 0}
 
 
 # ------------------------------------------------------------------------------- links
