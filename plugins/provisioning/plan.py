@@ -7,7 +7,9 @@ dry-run report. Rules are applied in order; the first that matches decides a con
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -99,18 +101,42 @@ def _with_columns(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFram
 
 def _text(series: pd.Series) -> pd.Series:
     """Trimmed text, '' for missing values, as an object column."""
-    values = series.astype(object)
-    return values.where(values.notna(), "").map(lambda value: str(value).strip()).astype(object)
+    values = series.to_numpy(dtype=object)
+    texts = np.full(len(values), "", dtype=object)
+    present = np.flatnonzero(series.notna().to_numpy())  # a login column, say, is mostly empty
+    texts[present] = _objects([value.strip() if type(value) is str else str(value).strip()
+                               for value in values[present].tolist()])
+    return pd.Series(texts, index=series.index, dtype=object)
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-d object array of the values as they are."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _lower(texts: pd.Series | np.ndarray) -> np.ndarray:
+    """Lower-cased texts (all `str`), as an object array."""
+    values = texts.to_numpy() if isinstance(texts, pd.Series) else texts
+    return np.fromiter(map(str.lower, values), dtype=object, count=len(values))
 
 
 def _optional_ids(series: pd.Series) -> pd.Series:
     """Ids as Python ints, None where missing (object column, JSON-safe)."""
-    numbers = pd.to_numeric(series, errors="coerce")
-    return pd.Series(
-        [None if math.isnan(value) else int(value) for value in numbers.astype(float)],
-        index=series.index,
-        dtype=object,
-    )
+    numbers = pd.to_numeric(series, errors="coerce").astype(float).to_numpy()
+    ids = np.full(len(numbers), None, dtype=object)
+    present = ~np.isnan(numbers)
+    ids[present] = numbers[present].astype(np.int64).tolist()  # int() of each: Python ints
+    return pd.Series(ids, index=series.index, dtype=object)
+
+
+def _flags(series: pd.Series) -> np.ndarray:
+    """_truthy of each value, as a bool array (a bool column as it is)."""
+    if series.dtype == bool:
+        return series.to_numpy()
+    return np.fromiter((value if type(value) is bool else _truthy(value) for value in series.tolist()),
+                       dtype=bool, count=len(series))
 
 
 def _truthy(value: Any) -> bool:
@@ -167,15 +193,20 @@ def plan_contacts(
         raise ValueError(f"limit must be 0 or more (or None for no limit), got {limit}")
 
     contacts = _with_columns(contacts, CONTACT_COLUMNS)
-    contacts = contacts[contacts["contact_id"].notna()]
-    contacts = contacts.astype({"contact_id": "int64"})
+    # each step only when needed: each copies every column of a million rows
+    if contacts["contact_id"].isna().any():
+        contacts = contacts[contacts["contact_id"].notna()]
+    if contacts["contact_id"].dtype != np.int64:
+        contacts = contacts.astype({"contact_id": "int64"})
     contacts = _merge_duplicate_contacts(contacts)
-    contacts = contacts.sort_values("contact_id", kind="stable").reset_index(drop=True)
+    if not contacts["contact_id"].is_monotonic_increasing:
+        contacts = contacts.sort_values("contact_id", kind="stable")
+    contacts = contacts.reset_index(drop=True)
     count = len(contacts)
 
     contact_ids = contacts["contact_id"].to_numpy()
     email = _text(contacts["email"])
-    email_key = email.str.lower().astype(object)
+    email_key = _lower(email)
     own_uf_id = _optional_ids(contacts["uf_id"])
 
     action = np.full(count, NONE, dtype=object)
@@ -201,15 +232,17 @@ def plan_contacts(
         undecided[rows] = False
 
     # 1. deceased
-    decide(contacts["is_deceased"].map(_truthy).to_numpy(dtype=bool), Outcome.FAILED, why.CONTACT_DECEASED)
+    decide(_flags(contacts["is_deceased"]), Outcome.FAILED, why.CONTACT_DECEASED)
 
     # 2. already linked in this domain. The extract reports the contact's own UFMatch; one that
     # only shows up in `links` counts as well, since CiviCRM would refuse a second link.
     users, taken_usernames = _prepare_cms_users(cms_users, rules)
     link_rows = _prepare_links(links)
     uf_names = _text(contacts["uf_name"])
-    first_links = link_rows.sort_values("uf_id", key=lambda ids: ids.astype("int64"), kind="stable")
-    first_links = first_links[first_links["uf_id"].notna()].drop_duplicates("contact_id")
+    # a UFMatch row without a uf_id links nothing (CiviCRM requires one; a damaged row must not stop the plan)
+    first_links = link_rows[link_rows["uf_id"].notna()]
+    first_links = first_links.sort_values("uf_id", key=lambda ids: ids.astype("int64"), kind="stable")
+    first_links = first_links.drop_duplicates("contact_id")
     link_of = dict(
         zip(
             first_links["contact_id"],
@@ -239,11 +272,13 @@ def plan_contacts(
     decide(exhausted, Outcome.FAILED, lambda row: why.exhausted_earlier(int(attempts[row])))
 
     # 3-5. email present, valid and storable
-    decide((email == "").to_numpy(), Outcome.FAILED, why.NO_PRIMARY_EMAIL)
-    valid = email.str.fullmatch(rules.email_pattern).fillna(False).astype(bool)
-    decide((~valid).to_numpy(), Outcome.FAILED, lambda row: why.invalid_email(email[row]))
+    email_text = email.to_numpy()
+    decide(email_text == "", Outcome.FAILED, why.NO_PRIMARY_EMAIL)
+    fullmatch = re.compile(rules.email_pattern).fullmatch
+    valid = np.fromiter(map(bool, map(fullmatch, email_text)), dtype=bool, count=count)  # a match is truthy
+    decide(~valid, Outcome.FAILED, lambda row: why.invalid_email(email[row]))
     decide(
-        (email.str.len() > rules.max_email_length).to_numpy(), Outcome.FAILED,
+        np.fromiter(map(len, email_text), dtype=np.int64, count=count) > rules.max_email_length, Outcome.FAILED,
         why.email_too_long(rules.max_email_length),
     )
 
@@ -252,61 +287,60 @@ def plan_contacts(
     _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id, journal_activity_id,
                         rules)
 
-    # 6. one email, one contact: the lowest contact id keeps it
+    # Rules 6-8 compare lower-cased emails: one factorize gives every contact, account and UFMatch
+    # login an int code, so the joins below are array lookups (at a million rows the merges on text
+    # were seconds).
+    codes, code_count = _codes([email_key, users["email_key"].to_numpy(), link_rows["uf_name_key"].to_numpy()])
+    contact_codes, user_codes, link_codes = codes
+
+    # 6. one email, one contact: the lowest contact id keeps it (rows are sorted by contact_id: the first)
     open_rows = np.flatnonzero(undecided)
-    lowest = (
-        pd.Series(contact_ids[open_rows], index=open_rows)
-        .groupby(email_key.iloc[open_rows].to_numpy())
-        .transform("min")
-    )
+    open_codes = contact_codes[open_rows]
+    first_of_code = np.full(code_count, -1, dtype=np.int64)
+    present, first = np.unique(open_codes, return_index=True)
+    first_of_code[present] = open_rows[first]
+    lowest = contact_ids[first_of_code[open_codes]]
     shared = np.zeros(count, dtype=bool)
-    shared[open_rows] = (lowest != contact_ids[open_rows]).to_numpy()
-    decide(shared, Outcome.FAILED, lambda row: why.email_shared(email[row], lowest[row]))
+    shared[open_rows] = lowest != contact_ids[open_rows]
+    lowest_of = np.zeros(count, dtype=np.int64)
+    lowest_of[open_rows] = lowest
+    decide(shared, Outcome.FAILED, lambda row: why.email_shared(email[row], int(lowest_of[row])))
 
     # 7. a CMS account already has this email
     open_rows = np.flatnonzero(undecided)
-    matches = (
-        pd.DataFrame(
-            {
-                "row": open_rows,
-                "email_key": email_key.iloc[open_rows].to_numpy(),
-                "contact_id": contact_ids[open_rows],
-            }
-        )
-        .merge(users, on="email_key", how="inner")
-        .set_index("row")
-    )
-    if len(matches):
-        linked = (
-            matches[["contact_id", "uf_id"]]
-            .reset_index()
-            .merge(
-                link_rows[["contact_id", "uf_id"]].rename(columns={"contact_id": "linked_contact"}),
-                on="uf_id",
-            )
-        )
+    user_of_code = np.full(code_count, -1, dtype=np.int64)
+    present, first = np.unique(user_codes, return_index=True)  # users are by uf_id: the lowest
+    user_of_code[present] = first
+    found = user_of_code[contact_codes[open_rows]]
+    match_rows = open_rows[found >= 0]
+    if len(match_rows):
+        found = found[found >= 0]
+        names = users["username"].to_numpy()[found]
+        ids = users["uf_id"].to_numpy()[found]
+        account_of = dict(zip(match_rows.tolist(), zip(names.tolist(), ids.tolist(), strict=True), strict=True))
         # Any link found is another contact's: a contact's own links settled it in rule 2.
-        other_owner = linked.groupby("row")["linked_contact"].min()
-
-        matched = np.zeros(count, dtype=bool)
-        matched[matches.index.to_numpy()] = True
-        username[matched] = matches["username"].reindex(np.flatnonzero(matched)).to_numpy()
-        uf_id[matched] = matches["uf_id"].reindex(np.flatnonzero(matched)).to_numpy()
-
-        def account(row) -> tuple[str, int]:
-            return matches.at[row, "username"], matches.at[row, "uf_id"]
-
-        decide(
-            _mask(count, other_owner.index),
-            Outcome.FAILED,
-            lambda row: why.account_linked_to_other(*account(row), other_owner[row]),
+        owner_of_account = (
+            link_rows[link_rows["uf_id"].notna()].groupby("uf_id")["contact_id"].min().to_dict()
+            if len(link_rows) else {}
         )
-        admin_rows = matches.index[matches["is_admin"].to_numpy(dtype=bool)]
+        other_owner = {row: owner_of_account[account[1]] for row, account in account_of.items()
+                       if account[1] in owner_of_account}
+
+        matched = _mask(count, match_rows)
+        username[match_rows] = names
+        uf_id[match_rows] = ids
+
         decide(
-            _mask(count, admin_rows), Outcome.FAILED, lambda row: why.account_is_administrator(*account(row))
+            _mask(count, other_owner),
+            Outcome.FAILED,
+            lambda row: why.account_linked_to_other(*account_of[row], other_owner[row]),
+        )
+        admin_rows = match_rows[users["is_admin"].to_numpy(dtype=bool)[found]]
+        decide(
+            _mask(count, admin_rows), Outcome.FAILED, lambda row: why.account_is_administrator(*account_of[row])
         )
         if settings.on_existing_email == OnExistingEmail.FAIL:
-            decide(matched, Outcome.FAILED, lambda row: why.existing_email_not_linked(*account(row)))
+            decide(matched, Outcome.FAILED, lambda row: why.existing_email_not_linked(*account_of[row]))
         decide(matched, Outcome.LINKED_EXISTING, why.EXISTING_ACCOUNT_SAME_EMAIL, action_value=LINK)
         # Failed rows keep the account's name and id in the reason, not as the contact's own.
         failed_here = matched & (outcome == Outcome.FAILED.value)
@@ -315,34 +349,28 @@ def plan_contacts(
 
     # 8. CiviCRM would refuse a second UFMatch with the same login name (uf_name) in the domain
     open_rows = np.flatnonzero(undecided)
-    login_owners = (
-        pd.DataFrame(
-            {
-                "row": open_rows,
-                "uf_name_key": email_key.iloc[open_rows].to_numpy(),
-                "contact_id": contact_ids[open_rows],
-            }
-        )
-        .merge(
-            link_rows[["uf_name_key", "contact_id"]].rename(columns={"contact_id": "owner"}), on="uf_name_key"
-        )
-        .groupby("row")["owner"]
-        .min()
-    )
+    login_owners: dict[int, Any] = {}
+    if len(link_rows):
+        owner_of_code = pd.Series(link_rows["contact_id"].to_numpy()).groupby(link_codes).min()
+        owner_at = np.full(code_count, -1, dtype=np.int64)
+        owner_at[owner_of_code.index.to_numpy()] = np.arange(len(owner_of_code))
+        at = owner_at[contact_codes[open_rows]]
+        owners = owner_of_code.to_numpy()
+        login_owners = dict(zip(open_rows[at >= 0].tolist(), owners[at[at >= 0]].tolist(), strict=True))
     decide(
-        _mask(count, login_owners.index),
+        _mask(count, login_owners),
         Outcome.FAILED,
         lambda row: why.email_is_login_of(email[row], login_owners[row]),
     )
 
     # 9. create: a unique username from the pattern, else the fallback pattern, else user{contact_id}
     open_rows = np.flatnonzero(undecided)
-    name_fields = contacts.iloc[open_rows][["first_name", "last_name", "display_name", "contact_id"]].assign(
-        email=email.iloc[open_rows].to_numpy()
-    )
+    name_fields = {field: contacts[field].to_numpy(dtype=object)[open_rows]
+                   for field in ("first_name", "last_name", "display_name", "contact_id")}
+    name_fields["email"] = email_text[open_rows]
     patterns = [settings.username_pattern, settings.username_fallback_pattern]
     candidates = pd.Series(
-        candidate_usernames(name_fields.to_dict("records"), patterns, rules.sanitize_username), index=open_rows, dtype=object
+        candidate_usernames(name_fields, patterns, rules.sanitize_username), index=open_rows, dtype=object
     )
     empty = candidates == ""
     # Only a sanitiser that leaves nothing even of user{contact_id} gets here; kept for safety.
@@ -353,7 +381,10 @@ def plan_contacts(
     username[creating] = unique_usernames(candidates[~empty], taken_usernames, rules.max_username_length).to_numpy()
     # The name before any suffix, so a retry after a race bumps jane.doe2 to jane.doe3, not jane.doe22.
     username_base = np.full(count, "", dtype=object)
-    username_base[creating] = [suffix_base(name, rules.max_username_length) for name in candidates[~empty]]
+    names = candidates[~empty].tolist()
+    if max(map(len, names), default=0) > rules.max_username_length:
+        names = [suffix_base(name, rules.max_username_length) for name in names]
+    username_base[creating] = names
     decide(_mask(count, creating), Outcome.CREATED, why.NEW_ACCOUNT, action_value=CREATE)
 
     # 10. limit: the lowest contact ids go first, the rest wait for the next run
@@ -364,11 +395,14 @@ def plan_contacts(
         outcome[later] = Outcome.DEFERRED.value
         reason[later] = why.beyond_limit(limit)
 
-    notes = _text(contacts["email_note"])
-    reason = np.array([f"{text}; {note}" if note and text else text for text, note in zip(reason, notes,
-                                                                                           strict=True)],
-                      dtype=object)
-    roles = [list(settings.roles) if value == CREATE else [] for value in action]
+    notes = _text(contacts["email_note"]).to_numpy()
+    for row in np.flatnonzero(notes != "").tolist():  # few contacts have a note
+        if reason[row]:
+            reason[row] = f"{reason[row]}; {notes[row]}"
+    # One roles list for all creates and one empty list for the rest: nothing changes them in place
+    # (the batches and records get copies), and a million small lists cost a second.
+    create_roles, no_roles = list(settings.roles), []
+    roles = [create_roles if value == CREATE else no_roles for value in action]
     columns = {
         "contact_id": contact_ids.astype("int64"),
         "email": _none_if_blank(email),
@@ -385,8 +419,9 @@ def plan_contacts(
         "locale": (_none_if_blank(_text(contacts["preferred_language"])) if settings.sync_preferred_language
                    else np.full(count, None, dtype=object)),
         "user_fields": _user_fields(contacts, action, settings.user_fields),
-        "do_not_email": contacts["do_not_email"].map(_truthy).to_numpy(dtype=bool),
-        "sources": contacts["sources"].map(_as_list),
+        "do_not_email": _flags(contacts["do_not_email"]),
+        # the contacts' own lists (read only, as above); anything else made a list
+        "sources": [value if type(value) is list else _as_list(value) for value in contacts["sources"].tolist()],
         "attempts": attempts,
         "uf_name": _none_if_blank(uf_names),
         "journal_activity_id": journal_activity_id,
@@ -395,33 +430,65 @@ def plan_contacts(
     # Text columns stay `object` so a missing value is None, as in the batches, not NaN.
     return pd.DataFrame(
         {
-            name: values
-            if isinstance(values, np.ndarray) and values.dtype != object
-            else pd.Series(list(values), dtype=object)
+            name: values if isinstance(values, np.ndarray) and values.dtype != object else _object_column(values)
             for name, values in columns.items()
         },
         columns=PLAN_COLUMNS,
     )
 
 
+def _object_column(values) -> pd.Series:
+    """An `object` Series of the values as they are (no copy of an array, no str inference)."""
+    if isinstance(values, pd.Series):
+        values = values.to_numpy(dtype=object)
+    if not isinstance(values, np.ndarray):
+        values = np.fromiter(values, dtype=object, count=len(values))  # lists stay items, not a 2-d array
+    return pd.Series(values, dtype=object)
+
+
 def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id,
                         journal_activity_id, rules: AccountRules) -> None:
     """Rule 5b: link (as `created`) the accounts the contacts' journal entries name."""
-    rows = [row for row in np.flatnonzero(undecided) if _as_list(contacts["journal"].iat[row])]
+    journals = contacts["journal"].to_numpy(dtype=object)
+    values = journals.tolist()
+    if set(map(type, values)) <= {list}:  # the usual case: bool() of each list, in C
+        has_entries = np.fromiter(map(bool, values), dtype=bool, count=len(values))
+    else:
+        has_entries = np.fromiter((bool(_as_list(value)) for value in values), dtype=bool, count=len(values))
+    rows = np.flatnonzero(has_entries & undecided).tolist()
     if not rows:
         return
-    users = _with_columns(cms_users, CMS_USER_COLUMNS).to_dict("records")
+    journal_of = {row: [JournalEntry.from_dict(int(contacts["contact_id"].iat[row]), entry)
+                        for entry in _as_list(journals[row])] for row in rows}
+    users = _accounts_named(_with_columns(cms_users, CMS_USER_COLUMNS), list(journal_of.values()))
+    # Each contact looks only at the accounts its own entries name (by id or login), in the users'
+    # order: the first account an entry owns decides, as when every account was looked at.
+    by_id: dict[int, list[int]] = {}
+    by_login: dict[str, list[int]] = {}
+    always: list[int] = []
+    for index, user in enumerate(users):
+        if user.get("uf_id") is None:
+            continue
+        try:
+            by_id.setdefault(int(user["uf_id"]), []).append(index)
+        except (TypeError, ValueError):
+            always.append(index)  # checked by every contact (and fails there as it always did)
+        by_login.setdefault(str(user.get("username") or "").lower(), []).append(index)
     owners: dict[int, set[int]] = {}
     for link in link_rows.itertuples(index=False):
         if link.uf_id is not None:
             owners.setdefault(int(link.uf_id), set()).add(int(link.contact_id))
     adopted, admins, others = {}, {}, {}
-    for row in rows:
+    for row, entries in journal_of.items():
         contact_id = int(contacts["contact_id"].iat[row])
-        entries = [JournalEntry.from_dict(contact_id, e) for e in _as_list(contacts["journal"].iat[row])]
-        for user in users:
-            if user.get("uf_id") is None:
-                continue
+        named = set(always)
+        for entry in entries:
+            if entry.uf_id is not None:
+                named.update(by_id.get(entry.uf_id, ()))
+            else:
+                named.update(index for name in entry.usernames for index in by_login.get(name.lower(), ()))
+        for index in sorted(named):
+            user = users[index]
             entry = journal.owner_entry(entries, int(user["uf_id"]), str(user.get("username") or ""),
                                         user.get("registered"))
             if entry is None:
@@ -444,23 +511,53 @@ def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, usern
            lambda row: why.adopted_from_journal(adopted[row][2].sent), action_value=LINK)
 
 
+def _accounts_named(cms_users: pd.DataFrame, journals: list[list[JournalEntry]]) -> list[dict]:
+    """The CMS users (as records, in their order) any of the journal entries may own, by id or by a
+    sent login: a superset, which _adopt_own_accounts checks exactly. Odd ids or names are kept."""
+    ids = [entry.uf_id for entries in journals for entry in entries
+           if isinstance(entry.uf_id, (int, float)) and math.isfinite(entry.uf_id)]
+    logins = {name.lower() for entries in journals for entry in entries if entry.uf_id is None
+              for name in entry.usernames}
+    numbers = pd.to_numeric(cms_users["uf_id"], errors="coerce")
+    if pd.api.types.is_integer_dtype(numbers.dtype):
+        by_id = numbers.isin([int(value) for value in ids]).to_numpy()
+    else:  # int() truncates; NaN and text are kept for the exact check
+        values = np.trunc(numbers.astype(float).to_numpy())
+        by_id = np.isin(values, [float(int(value)) for value in ids]) | ~np.isfinite(values)
+    names = cms_users["username"].tolist()
+    # a name that is not text is kept too
+    by_name = np.fromiter((type(name) is not str or name.lower() in logins for name in names), dtype=bool,
+                          count=len(names))
+    return cms_users.iloc[np.flatnonzero(by_id | by_name)].to_dict("records")
+
+
 def _user_fields(contacts: pd.DataFrame, action: np.ndarray, patterns: dict[str, str]) -> list[dict | None]:
     """Per contact to create, the configured extra user fields rendered from its own fields ('' left out)."""
     if not patterns:
         return [None] * len(contacts)
-    records = contacts.to_dict("records")
-    rendered = {name: render_usernames(pattern, records) for name, pattern in patterns.items()}
+    rendered = {name: render_usernames(pattern, contacts) for name, pattern in patterns.items()}
     return [{name: values[row].strip() for name, values in rendered.items() if values[row].strip()}
             if action[row] == CREATE else None for row in range(len(contacts))]
 
 
 def _none_if_blank(text: pd.Series) -> np.ndarray:
-    return text.where(text != "", None).to_numpy(dtype=object)
+    values = text.to_numpy(dtype=object, copy=True)
+    values[values == ""] = None
+    return values
+
+
+def _codes(keys: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """One int code per distinct value across the arrays (equal values, equal codes), and how many."""
+    sizes = [len(values) for values in keys]
+    codes, uniques = pd.factorize(np.concatenate([np.asarray(values, dtype=object) for values in keys]))
+    bounds = np.cumsum([0, *sizes])
+    return [codes[bounds[i]:bounds[i + 1]] for i in range(len(keys))], len(uniques)
 
 
 def _mask(count: int, rows: Iterable[int]) -> np.ndarray:
     mask = np.zeros(count, dtype=bool)
-    mask[np.asarray(list(rows), dtype=np.int64)] = True
+    rows = rows if isinstance(rows, (np.ndarray, pd.Index)) else list(rows)
+    mask[np.asarray(rows, dtype=np.int64)] = True
     return mask
 
 
@@ -471,34 +568,50 @@ def _is_admin(flag: Any, uf_id: Any, roles: Any, rules: AccountRules) -> bool:
     return rules.is_admin(uf_id, _as_list(roles))
 
 
+def _admin_flags(users: pd.DataFrame, rules: AccountRules) -> np.ndarray:
+    """_is_admin of each user; a bool is_admin column (the backends' word for every user) as it is."""
+    if users["is_admin"].dtype == bool:
+        return users["is_admin"].to_numpy()
+    return np.array([_is_admin(flag, uf_id, roles, rules) for flag, uf_id, roles
+                     in zip(users["is_admin"], users["uf_id"], users["roles"], strict=True)], dtype=bool)
+
+
 def _prepare_cms_users(cms_users: pd.DataFrame | None, rules: AccountRules) -> tuple[pd.DataFrame, list[str]]:
-    """CMS users keyed by lower-cased email (the lowest uf_id per email), and every username."""
+    """CMS users with an id and an email (its lower-cased `email_key`) by uf_id, and every username.
+
+    Several accounts may share an email: rule 7 takes the first (the lowest uf_id)."""
     users = _with_columns(cms_users, CMS_USER_COLUMNS)
+    ids = _optional_ids(users["uf_id"]).to_numpy()
+    names = _text(users["username"]).to_numpy()
+    email_keys = _lower(_text(users["email"]))
+    is_admin = _admin_flags(users, rules)
+    taken = names[names != ""].tolist()
+    keep = np.flatnonzero(~pd.isna(ids) & (email_keys != ""))
+    # lowest uf_id first (stable), then the first row of each email
+    keep = keep[np.argsort(np.array(ids[keep].tolist(), dtype=np.int64), kind="stable")]
+    # object columns throughout: pandas would otherwise make the texts its slower `str` dtype
     table = pd.DataFrame(
         {
-            "uf_id": _optional_ids(users["uf_id"]).to_numpy(),
-            "username": _text(users["username"]).to_numpy(),
-            "email_key": _text(users["email"]).str.lower().to_numpy(),
-            "is_admin": [_is_admin(flag, uf_id, roles, rules) for flag, uf_id, roles
-                         in zip(users["is_admin"], users["uf_id"], users["roles"], strict=True)],
+            "uf_id": pd.Series(ids[keep], dtype=object),
+            "username": pd.Series(names[keep], dtype=object),
+            "email_key": pd.Series(email_keys[keep], dtype=object),
+            "is_admin": is_admin[keep],
         },
         columns=["uf_id", "username", "email_key", "is_admin"],
     )
-    taken = [name for name in table["username"] if name]
-    table = table[table["uf_id"].notna() & (table["email_key"] != "")]
-    table = table.sort_values("uf_id", key=lambda ids: ids.astype("int64"), kind="stable")
-    return table.drop_duplicates("email_key", keep="first"), taken
+    return table, taken
 
 
 def _prepare_links(links: pd.DataFrame | None) -> pd.DataFrame:
     """UFMatch rows with int ids and a lower-cased uf_name key."""
     rows = _with_columns(links, LINK_COLUMNS)
+    uf_names = _text(rows["uf_name"]).to_numpy()
     table = pd.DataFrame(
         {
-            "contact_id": _optional_ids(rows["contact_id"]).to_numpy(),
-            "uf_id": _optional_ids(rows["uf_id"]).to_numpy(),
-            "uf_name": _text(rows["uf_name"]).to_numpy(),
-            "uf_name_key": _text(rows["uf_name"]).str.lower().to_numpy(),
+            "contact_id": _optional_ids(rows["contact_id"]),
+            "uf_id": _optional_ids(rows["uf_id"]),
+            "uf_name": pd.Series(uf_names, index=rows.index, dtype=object),
+            "uf_name_key": pd.Series(_lower(uf_names), index=rows.index, dtype=object),
         },
         columns=["contact_id", "uf_id", "uf_name", "uf_name_key"],
     )
@@ -541,8 +654,29 @@ def make_batches(plan: pd.DataFrame, batch_size: int) -> list[list[dict]]:
 def json_safe_records(frame: pd.DataFrame) -> list[dict]:
     """The frame's rows as dicts of plain Python values (no numpy scalars, NaN as None)."""
     # Column by column: tolist() already gives Python scalars for numeric columns.
-    columns = {str(name): [_json_safe(value) for value in frame[name].tolist()] for name in frame.columns}
-    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    columns = {str(name): _json_safe_column(frame[name].tolist()) for name in frame.columns}
+    keys = list(columns)
+    return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+_PLAIN_KINDS = frozenset({str, int, bool, type(None)})
+
+
+def _json_safe_column(values: list) -> list:
+    """_json_safe of each value; a column of plain values (most) is looked at once, not value by value."""
+    kinds = set(map(type, values))
+    if kinds <= _PLAIN_KINDS:
+        return values
+    if all(kind is type(None) or issubclass(kind, str) for kind in kinds):  # text, e.g. the Action members
+        return [value if value is None else str(value) for value in values]
+    if kinds == {list} and set(map(type, chain.from_iterable(values))) <= _PLAIN_KINDS:
+        # value[:]: list(value) was ten times slower here (with the collector on)
+        if len(set(map(id, values))) * 2 > len(values):
+            return [value[:] for value in values]
+        # rows that share one list in the frame (the plan's roles) share one copy
+        copies = {id(value): value[:] for value in values}
+        return [copies[id(value)] for value in values]
+    return [_json_safe(value) for value in values]
 
 
 def batch_label(batch: list[dict]) -> str:

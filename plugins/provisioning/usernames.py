@@ -10,7 +10,9 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 
+import numpy as np
 import pandas as pd
 from text_unidecode import unidecode
 
@@ -96,13 +98,65 @@ def render_username(pattern: str, contact: Mapping) -> str:
     )
 
 
-def render_usernames(pattern: str, contacts: Iterable[Mapping]) -> list[str]:
-    """render_username for many contacts, parsing the pattern once."""
-    parts = pattern_parts(pattern)
-    return [
-        "".join(_token_value(text, contact) if is_token else text for text, is_token in parts)
-        for contact in contacts
+def render_usernames(pattern: str, contacts: Iterable[Mapping] | pd.DataFrame) -> list[str]:
+    """render_username for many contacts (dicts, or a frame's rows), parsing the pattern once."""
+    if not isinstance(contacts, (pd.DataFrame, Mapping)):
+        contacts = contacts if isinstance(contacts, Sequence) else list(contacts)
+    columns = _TokenColumns(contacts)
+    return _render_columns(pattern_parts(pattern), columns, range(columns.count))
+
+
+class _TokenColumns:
+    """The contacts' token values as text, column by column (at a million contacts per-row dict
+    lookups and calls were most of the time); a whole column is made once, a few rows on demand."""
+
+    def __init__(self, contacts: Sequence[Mapping] | pd.DataFrame | Mapping[str, Sequence]):
+        self.contacts = contacts
+        if isinstance(contacts, Mapping):  # columns by field name
+            self.count = len(next(iter(contacts.values()))) if contacts else 0
+        else:
+            self.count = len(contacts)
+        self.columns: dict[str, list[str]] = {}
+
+    def values(self, token: str, rows: Sequence[int] | None = None) -> list[str]:
+        """The token's text for every contact, or for the given rows only."""
+        if rows is None or token in self.columns:
+            if token not in self.columns:
+                self.columns[token] = self._texts(token, None)
+            column = self.columns[token]
+            return column if rows is None else [column[row] for row in rows]
+        return self._texts(token, rows)
+
+    def _texts(self, token: str, rows: Sequence[int] | None) -> list[str]:
+        if token == "email_local":
+            return [email.split("@", 1)[0] if email else "" for email in self.values("email", rows)]
+        return [value.strip() if type(value) is str else _text(value) for value in self._raw(token, rows)]
+
+    def _raw(self, field: str, rows: Sequence[int] | None) -> list:
+        contacts = self.contacts
+        if isinstance(contacts, (pd.DataFrame, Mapping)):
+            if field not in contacts:
+                return [None] * (self.count if rows is None else len(rows))
+            values = contacts[field]
+            column = values.tolist() if isinstance(values, (pd.Series, np.ndarray)) else list(values)
+            return column if rows is None else [column[row] for row in rows]
+        if rows is None:
+            return [contact.get(field) for contact in contacts]
+        return [contacts[row].get(field) for row in rows]
+
+
+def _render_columns(parts: list[tuple[str, bool]], columns: _TokenColumns, rows: Sequence[int]) -> list[str]:
+    """The pattern (as pattern_parts) rendered for the given rows."""
+    if not any(is_token for _, is_token in parts):  # literals only: the same text for every row
+        return ["".join(text for text, _ in parts)] * len(rows)
+    every_row = isinstance(rows, range) and rows == range(columns.count)
+    pieces: list[Iterable[str]] = [
+        columns.values(text, None if every_row else rows) if is_token else repeat(text) for text, is_token in parts
     ]
+    if len(pieces) == 1:
+        return list(pieces[0])
+    # strict=False: the literals repeat forever; the token columns all have len(rows) items
+    return ["".join(row) for row in zip(*pieces, strict=False)]
 
 
 def ascii_login(raw: str, clean: Callable[[str], str]) -> str:
@@ -116,6 +170,93 @@ def ascii_login(raw: str, clean: Callable[[str], str]) -> str:
         return ""
     text = str(raw)
     return clean(_fold_latin(text)) or clean(_transliterate(unicodedata.normalize("NFC", text)))
+
+
+def ascii_logins(raws: Sequence[str], clean: Callable[[str], str]) -> list[str]:
+    """ascii_login of each text, the same answers; fast when `clean` is a LoginCleaner (cleans all at once)."""
+    texts = raws if set(map(type, raws)) <= {str} else [str(raw) if raw else "" for raw in raws]
+    others = [row for row, text in enumerate(texts) if not text.isascii()]  # ASCII folds to itself
+    plain = list(texts)
+    folded: dict[str, str] = {}  # non-ASCII names repeat: fold each distinct one once
+    for row in others:
+        text = texts[row]
+        if text not in folded:
+            folded[text] = _fold_latin(text)
+        plain[row] = folded[text]
+    many = getattr(clean, "many", None)
+    logins = many(plain) if many is not None else [clean(text) for text in plain]
+    for row in others:  # likewise ASCII transliterates to itself: only these may still give a login
+        if not logins[row]:
+            logins[row] = clean(_transliterate(unicodedata.normalize("NFC", texts[row])))
+    return logins
+
+
+class LoginCleaner:
+    """A CMS's login cleaner: lower case, whitespace runs as one '.', only the `allowed` characters
+    (a regex class body, ASCII only), repeated dots collapsed, the `edges` stripped from both ends;
+    shorter than `min_length` gives ''.
+
+    `many` cleans a list with the same answers in a few C-level passes over the texts joined by NUL
+    (at a million names, per-name regex calls were seconds)."""
+
+    _SEP = "\x00"
+
+    def __init__(self, allowed: str, edges: str, min_length: int = 1):
+        if not allowed.isascii() or not edges.isascii() or self._SEP in allowed + edges:
+            raise ValueError("allowed and edges must be ASCII without NUL")
+        self.edges = edges
+        self.min_length = min_length
+        self._whitespace = re.compile(r"\s+")
+        self._not_allowed = re.compile(f"[^{allowed}]")
+        self._dots = re.compile(r"\.{2,}")
+        # the ASCII characters `many` deletes (all others are non-ASCII: dropped as well)
+        self._delete = bytes(code for code in range(1, 128) if self._not_allowed.match(chr(code)))
+        # `many` turns whitespace at a text's ends into '.' too, which the edge strip then removes
+        self._batch = "." in edges and not self._not_allowed.match(".")
+
+    def __call__(self, text: str) -> str:
+        text = self._whitespace.sub(".", text.lower().strip())
+        text = self._not_allowed.sub("", text)
+        text = self._dots.sub(".", text)
+        text = text.strip(self.edges)
+        return text if len(text) >= self.min_length else ""
+
+    def many(self, texts: Sequence[str]) -> list[str]:
+        if not texts:
+            return []
+        joined = self._SEP.join(texts)
+        if not self._batch or joined.count(self._SEP) != len(texts) - 1:  # a text holds NUL itself
+            return [self(text) for text in texts]
+        # lower() is per character (only a final sigma looks at its neighbours, and no Greek stays);
+        # split() cuts at the same whitespace as \s and strip()
+        joined = ".".join(joined.lower().split())
+        # what is left outside ASCII is not allowed; the rest of the disallowed is deleted by byte
+        ascii_text = joined.encode("ascii", "ignore").translate(None, self._delete).decode("ascii")
+        while ".." in ascii_text:
+            ascii_text = ascii_text.replace("..", ".")
+        edges, least = self.edges, self.min_length
+        cleaned = [text.strip(edges) for text in ascii_text.split(self._SEP)]
+        if least > 1:
+            cleaned = [text if len(text) >= least else "" for text in cleaned]
+        return cleaned
+
+
+class LoginSanitizer:
+    """raw text -> login, as ascii_login(raw, clean); `many` does a list at once with the same answers."""
+
+    def __init__(self, clean: Callable[[str], str], name: str, doc: str | None = None):
+        self.clean = clean
+        self.__name__ = self.__qualname__ = name
+        self.__doc__ = doc
+
+    def __call__(self, raw: str) -> str:
+        return ascii_login(raw, self.clean)
+
+    def many(self, raws: Sequence[str]) -> list[str]:
+        return ascii_logins(raws, self.clean)
+
+    def __repr__(self) -> str:
+        return f"<login sanitizer {self.__name__}>"
 
 
 def _fold_latin(text: str) -> str:
@@ -148,7 +289,7 @@ def _ascii_spelling(char: str) -> str:
 
 
 def candidate_usernames(
-    contacts: Sequence[Mapping],
+    contacts: Sequence[Mapping] | pd.DataFrame | Mapping[str, Sequence],
     patterns: Sequence[str],
     sanitize: Callable[[str], str],
 ) -> list[str]:
@@ -156,18 +297,32 @@ def candidate_usernames(
 
     The patterns are tried in order (username_pattern, then username_fallback_pattern), each only
     for the contacts still without a name; '' only if even user{contact_id} sanitises to nothing.
+    `contacts` are dicts, a frame, or a dict of columns (field -> values). A sanitiser with a `many`
+    method (LoginSanitizer) does all names at once.
     """
-    names = [""] * len(contacts)
+    columns = _TokenColumns(contacts)
+    names = [""] * columns.count
+    many = getattr(sanitize, "many", None)
     sanitized: dict[str, str] = {}  # many contacts share names; sanitise each distinct text once
-    rows: Sequence[int] = range(len(contacts))
-    for pattern in [*patterns, LAST_RESORT_PATTERN]:
-        rows = [row for row in rows if not names[row]]
+    rows: Sequence[int] = range(columns.count)  # every name is still '' for the first pattern
+    for number, pattern in enumerate([*patterns, LAST_RESORT_PATTERN]):
+        if number:
+            rows = [row for row in rows if not names[row]]
         if not rows:
             break
-        for row, raw in zip(rows, render_usernames(pattern, [contacts[row] for row in rows]), strict=True):
-            if raw not in sanitized:
-                sanitized[raw] = sanitize(raw)
-            names[row] = sanitized[raw]
+        raws = _render_columns(pattern_parts(pattern), columns, rows)
+        if many is not None:
+            logins = many(raws)
+        else:
+            for raw in raws:
+                if raw not in sanitized:
+                    sanitized[raw] = sanitize(raw)
+            logins = [sanitized[raw] for raw in raws]
+        if not number:
+            names = list(logins)
+            continue
+        for row, login in zip(rows, logins, strict=True):
+            names[row] = login
     return names
 
 
@@ -187,11 +342,16 @@ class _UsernameAllocator:
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {max_length}")
         self.max_length = max_length
-        self.used: set[str] = {name.lower() for name in taken if isinstance(name, str) and name}
+        taken = taken if isinstance(taken, (list, tuple)) else list(taken)
+        if set(map(type, taken)) <= {str}:  # the usual case, in C
+            self.used: set[str] = set(map(str.lower, taken))
+            self.used.discard("")
+        else:
+            self.used = {name.lower() for name in taken if isinstance(name, str) and name}
         self.next_suffix: dict[str, int] = {}
 
     def claim(self, candidate: str) -> str:
-        base = _fit(candidate, "", self.max_length)
+        base = candidate if len(candidate) <= self.max_length else _fit(candidate, "", self.max_length)
         key = base.lower()
         if key not in self.used:
             self.used.add(key)
@@ -216,13 +376,27 @@ def unique_usernames(
     whole fits max_length. Empty/missing candidates stay ''. Runs in O(len + len(taken)).
     """
     allocator = _UsernameAllocator(taken, max_length)
-    names = [allocator.claim(value) if (value := _text(raw)) else "" for raw in candidates]
+    claim, used, add = allocator.claim, allocator.used, allocator.used.add
+    values = candidates.tolist()
+    if not set(map(type, values)) <= {str}:
+        values = [_text(raw) for raw in values]
+    values = list(map(str.strip, values))
+    names = []
+    append = names.append
+    for value, key in zip(values, map(str.lower, values), strict=True):
+        if not value:
+            append("")
+        elif key not in used and len(value) <= max_length:  # claim's first answer, inline
+            add(key)
+            append(value)
+        else:
+            append(claim(value))
     return pd.Series(names, index=candidates.index, dtype=object, name=candidates.name)
 
 
 def suffix_base(candidate: str, max_length: int) -> str:
     """The name a candidate's numeric suffixes are added to: the candidate cut to max_length."""
-    return _fit(candidate, "", max_length)
+    return candidate if len(candidate) <= max_length else _fit(candidate, "", max_length)
 
 
 def next_candidate(base: str, taken: Iterable[str], max_length: int) -> str:

@@ -629,3 +629,11 @@ def test_plans_100k_contacts_quickly(make_settings):
     created = plan[plan["action"] == "create"]
     assert created["username"].str.lower().is_unique
     assert elapsed < 30
+
+
+def test_a_ufmatch_row_without_a_uf_id_stops_nothing(run_plan, contact):
+    plan = run_plan([contact(1, email="jane@example.org"), contact(2, email="joe@example.org")],
+                    links=[(1, None, "jane@example.org"), (2, 300, "joe@example.org")])
+    # the damaged row links nothing; its uf_name still holds the email as a login, so no account is made over it
+    assert list(plan["outcome"]) == ["failed", "already_linked"]
+    assert "login name of contact 1's CMS link" in row_of(plan, 1)["reason"]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 
 from provisioning.rules import AccountRules
-from provisioning.usernames import ascii_login
+from provisioning.usernames import LoginCleaner, LoginSanitizer
 
 MAX_USERNAME_LENGTH = 60
 MAX_EMAIL_LENGTH = 254
@@ -47,10 +47,7 @@ EMAIL_PATTERN = (rf"(?=.{{3,{MAX_EMAIL_LENGTH}}}$)(?=[^@]{{1,64}}@){_EMAIL_ATOM}
 _NAME_ASCII_RE = re.compile(r"[^\x80-\U0010ffff a-zA-Z0-9@+_.'-]")
 _NAME_BAD_RE = re.compile("[\x80-\xa0\xad\u2000-\u200f\u2028-\u202f\u205f-\u206f\ufeff\uff01-\uff60\ufff9-\ufffd\x00-\x1f]")
 
-_NOT_ALLOWED_RE = re.compile(r"[^a-z0-9_.@+-]")
-_WHITESPACE_RE = re.compile(r"\s+")
-_DOTS_RE = re.compile(r"\.{2,}")
-_EDGE_CHARS = " ._-+"
+_clean = LoginCleaner(allowed=r"a-z0-9_.@+-", edges=" ._-+")
 
 
 def username_problem(username: str) -> str | None:
@@ -70,21 +67,13 @@ def username_problem(username: str) -> str | None:
     return None
 
 
-def _clean(text: str) -> str:
-    text = _WHITESPACE_RE.sub(".", text.lower().strip())
-    text = _NOT_ALLOWED_RE.sub("", text)
-    text = _DOTS_RE.sub(".", text)
-    return text.strip(_EDGE_CHARS)
-
-
-def sanitize_drupal(raw: str) -> str:
-    """A username Drupal stores exactly as given, made of raw text.
+sanitize_drupal = LoginSanitizer(_clean, "sanitize_drupal", """A username Drupal stores exactly as given, made of raw text.
 
     Accents folded to ASCII (Drupal would take them, but its collation makes 'josé' and 'jose' one
     name, answered with a 500), lower case, whitespace runs become one '.', only [a-z0-9_.@+-] kept,
     repeated dots collapsed, separators stripped from both ends. May return ''.
-    """
-    return ascii_login(raw, _clean)
+    `sanitize_drupal.many(texts)` does a list at once.
+    """)
 
 
 RULES = AccountRules(

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 
 from provisioning.rules import AccountRules
-from provisioning.usernames import ascii_login
+from provisioning.usernames import LoginCleaner, LoginSanitizer
 
 MIN_USERNAME_LENGTH = 2
 MAX_USERNAME_LENGTH = 150
@@ -43,10 +43,7 @@ ADMIN_GROUP_NAMES = frozenset({"8", "7", "super users", "administrator", "super 
 
 # The characters Joomla's username check refuses, plus anything else we do not want in generated
 # logins: we keep ASCII letters, digits and `_ . @ + -`.
-_NOT_ALLOWED_RE = re.compile(r"[^a-z0-9_.@+-]")
-_WHITESPACE_RE = re.compile(r"\s+")
-_DOTS_RE = re.compile(r"\.{2,}")
-_EDGE_CHARS = " ._-+"
+_clean = LoginCleaner(allowed=r"a-z0-9_.@+-", edges=" ._-+", min_length=MIN_USERNAME_LENGTH)
 
 # The form's EmailRule regex and Table\\User::check()'s MailHelper::isEmailAddress() together: a
 # local part of 1 to 64 allowed characters without a leading, trailing or doubled dot; domain
@@ -60,23 +57,14 @@ EMAIL_PATTERN = rf"{_EMAIL_LOCAL}@{_EMAIL_LABEL}(?:\.{_EMAIL_LABEL})+"
 FORBIDDEN_USERNAME_RE = re.compile(r"""[<>"'%;()&\\]|\.\./""")
 
 
-def _clean(text: str) -> str:
-    text = _WHITESPACE_RE.sub(".", text.lower().strip())
-    text = _NOT_ALLOWED_RE.sub("", text)
-    text = _DOTS_RE.sub(".", text)
-    text = text.strip(_EDGE_CHARS)
-    return text if len(text) >= MIN_USERNAME_LENGTH else ""
-
-
-def sanitize_joomla(raw: str) -> str:
-    """A login Joomla stores exactly as given, made of raw text.
+sanitize_joomla = LoginSanitizer(_clean, "sanitize_joomla", """A login Joomla stores exactly as given, made of raw text.
 
     Accents folded to ASCII (Joomla would take them, but its collation makes 'josé' and 'jose' one
     login anyway), lower case (Joomla compares case-insensitively), whitespace runs become one '.',
     only [a-z0-9_.@+-] kept, repeated dots collapsed (so never '../'), separators stripped from
     both ends; a result shorter than Joomla's 2 characters gives '' (the next pattern is used).
-    """
-    return ascii_login(raw, _clean)
+    `sanitize_joomla.many(texts)` does a list at once.
+    """)
 
 
 def username_problem(username: str) -> str | None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 from provisioning.rules import AccountRules
-from provisioning.usernames import ascii_login
+from provisioning.usernames import LoginCleaner, LoginSanitizer
 
 #: users.user_login is a varchar(60); longer logins fail with `user_login_too_long`.
 MAX_USERNAME_LENGTH = 60
@@ -20,30 +18,18 @@ _EMAIL_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+"
 _EMAIL_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 EMAIL_PATTERN = rf"(?=.{{6,}}$){_EMAIL_LOCAL}@{_EMAIL_LABEL}(?:\.{_EMAIL_LABEL})+"
 
-_NOT_ALLOWED_RE = re.compile(r"[^a-z0-9 _.@-]")
-_WHITESPACE_RE = re.compile(r"\s+")
-_DOTS_RE = re.compile(r"\.{2,}")
-_EDGE_CHARS = " ._-"
+# Kept: [a-z0-9 _.@-] (the space only in principle: whitespace runs have become '.' by then).
+_clean = LoginCleaner(allowed=r"a-z0-9 _.@-", edges=" ._-")
 
-
-def _clean(text: str) -> str:
-    text = _WHITESPACE_RE.sub(".", text.lower().strip())
-    text = _NOT_ALLOWED_RE.sub("", text)
-    text = _DOTS_RE.sub(".", text)
-    return text.strip(_EDGE_CHARS)
-
-
-def sanitize_wordpress(raw: str) -> str:
-    """Turn raw text into a login WordPress' strict `sanitize_user` accepts unchanged.
+sanitize_wordpress = LoginSanitizer(_clean, "sanitize_wordpress", """Turn raw text into a login WordPress' strict `sanitize_user` accepts unchanged.
 
     WordPress's REST API rejects (never rewrites) a login that `sanitize_user($login, true)` would
     change. Accents are folded to ASCII, everything is lower-cased (WordPress compares logins
     case-insensitively, so mixed case only invites 'Jane.Doe' vs 'jane.doe' surprises), whitespace
     runs become one '.', characters outside [a-z0-9 _.@-] are dropped, repeated dots collapse, and
     leading/trailing separators are stripped; names without Latin letters are transliterated.
-    May return ''.
-    """
-    return ascii_login(raw, _clean)
+    May return ''. `sanitize_wordpress.many(texts)` does a list at once.
+    """)
 
 
 RULES = AccountRules(
