@@ -41,8 +41,8 @@ EXPECTED_HOOKS = {
 }
 EXPECTED_EXTRAS = {"civicrm": {"site_key", "api4_url", "verify", "timeout"},
                    "wordpress": {"rest_url", "verify", "timeout"}}
-#: requirements.in entries that are the deployment's (metadata database drivers), not the code's
-DEPLOYMENT_ONLY = {"psycopg2-binary", "asyncpg"}
+#: requirements.in entries that are the deployment's (metadata database drivers, the executor), not the code's
+DEPLOYMENT_ONLY = {"psycopg2-binary", "asyncpg", "apache-airflow-providers-celery"}
 
 
 def _schema(name: str) -> dict:
