@@ -39,6 +39,16 @@ def require_real() -> bool:
     return os.environ.get("CMSUSER_REQUIRE_REAL") == "1"
 
 
+def need_services(tier: str, *problems: str | None) -> None:
+    """Skip the tier when a service it needs is missing (each problem: None, or why a service is not there);
+    fail instead under CMSUSER_REQUIRE_REAL=1."""
+    problem = next((p for p in problems if p), None)
+    if problem:
+        if require_real():
+            pytest.fail(f"{problem}; CMSUSER_REQUIRE_REAL=1 requires the {tier} tier to run")
+        pytest.skip(problem)
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """A migrated metadata database with the CMS pool (dag.test needs both), made once per session."""

@@ -17,7 +17,7 @@ import yaml
 
 from sandbox.real_airflow import RealAirflow, postgres_available, redis_available
 from sandbox.sites import started_sites
-from tests.conftest import require_real
+from tests.conftest import need_services
 from tests.dags.conftest import BASE_SETTINGS
 
 pytestmark = [pytest.mark.real_airflow, pytest.mark.slow]
@@ -43,11 +43,7 @@ def seed() -> dict:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    problem = postgres_available() or redis_available()
-    if problem:
-        if require_real():
-            pytest.fail(f"{problem}; CMSUSER_REQUIRE_REAL=1 requires the Celery tier to run")
-        pytest.skip(problem)
+    need_services("Celery", postgres_available(), redis_available())
     home = tmp_path_factory.mktemp("real_airflow_celery")
     settings_file = home / "cmsuser.yaml"
     settings_file.write_text(yaml.safe_dump({**BASE_SETTINGS, "trigger_groups": ["new_members"],

@@ -23,7 +23,7 @@ import yaml
 
 from sandbox.real_airflow import PG_HOST, PG_PORT, PG_USER, REPO, RealAirflow, postgres_available
 from sandbox.sites import demo_seed, started_sites
-from tests.conftest import require_real
+from tests.conftest import need_services
 from tests.dags.conftest import BASE_SETTINGS, triggered_contacts
 
 pytestmark = [pytest.mark.real_airflow, pytest.mark.slow]
@@ -45,11 +45,7 @@ TRIGGERED = sorted(triggered_contacts(DEMO["civicrm"]))
 
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory):
-    problem = postgres_available()
-    if problem:
-        if require_real():
-            pytest.fail(f"{problem}; CMSUSER_REQUIRE_REAL=1 requires the real-Airflow tier to run")
-        pytest.skip(problem)
+    need_services("real-Airflow", postgres_available())
     home = tmp_path_factory.mktemp("real_airflow_lock")
     settings_file = home / "cmsuser.yaml"
     # BASE_SETTINGS names no reset group or tag: password_resets has nothing to do in either DAG

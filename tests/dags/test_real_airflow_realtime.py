@@ -20,7 +20,7 @@ from sandbox.civicrm import CiviCRMEmulator
 from sandbox.real_airflow import RealAirflow, postgres_available
 from sandbox.sites import demo_seed, started_sites
 from sandbox.wordpress import WordPressEmulator
-from tests.conftest import require_real
+from tests.conftest import need_services
 from tests.dags.conftest import BASE_SETTINGS
 
 pytestmark = [pytest.mark.real_airflow, pytest.mark.slow]
@@ -67,11 +67,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    problem = postgres_available()
-    if problem:
-        if require_real():
-            pytest.fail(f"{problem}; CMSUSER_REQUIRE_REAL=1 requires the real-Airflow tier to run")
-        pytest.skip(problem)
+    need_services("real-Airflow", postgres_available())
     started = time.monotonic()
     home = tmp_path_factory.mktemp("real_airflow_realtime")
     settings_file = home / "cmsuser.yaml"

@@ -14,7 +14,7 @@ import pytest
 
 from bench import realtime_latency
 from sandbox.real_airflow import postgres_available
-from tests.conftest import require_real
+from tests.conftest import need_services
 
 pytestmark = [pytest.mark.real_airflow, pytest.mark.real_civicrm, pytest.mark.slow]
 
@@ -23,11 +23,7 @@ DATABASE = "cmsuser_airflow_realtime_latency_test"
 
 
 def test_every_join_gets_exactly_one_account_and_a_completed_activity(real_civicrm, tmp_path):
-    problem = postgres_available()
-    if problem:
-        if require_real():
-            pytest.fail(f"{problem}; CMSUSER_REQUIRE_REAL=1 requires the real-Airflow tier to run")
-        pytest.skip(problem)
+    need_services("real-Airflow", postgres_available())
     real_civicrm.reset()
     started = time.monotonic()
     tries, result = realtime_latency.measure(real_civicrm, TRIES, tmp_path, database=DATABASE)

@@ -24,7 +24,7 @@ from pipeline.locks import EmailLocks, LockError, LockUnavailable, ProcessLockSt
 from provisioning import outcomes
 from sandbox.real_airflow import PG_HOST, PG_PORT, PG_USER, postgres_available
 from tests import real_wordpress as wp_fixtures
-from tests.conftest import require_real
+from tests.conftest import need_services
 from tests.pipeline.test_batch import FakeJournal, FakeUFMatch, batch_of, person
 
 wordpress = wp_fixtures.wordpress
@@ -83,11 +83,7 @@ def test_unreachable_postgresql_is_transient_and_names_the_connection(monkeypatc
 
 @pytest.fixture(scope="module")
 def lock_database():
-    problem = postgres_available()
-    if problem:
-        if require_real():
-            pytest.fail(f"{problem}; CMSUSER_REQUIRE_REAL=1 requires the creation-lock tier to run")
-        pytest.skip(problem)
+    need_services("creation-lock", postgres_available())
     import psycopg2
 
     admin = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname="postgres", connect_timeout=5)
