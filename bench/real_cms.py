@@ -5,9 +5,9 @@
 In one session: starts the real CMS (its sandbox/real_<cms> handle) and a CiviCRM emulator seeded
 with N new contacts in a trigger group, runs the nightly DAG once (dag.test via sandbox.local_airflow)
 and times it (the whole run, and the create phase from the task timings); then resets the site and
-runs a bare loop on it: one backend (one API session), the same per-account operations the pipeline
-makes (create_user, and send_password_mail when notify is on) for N fresh accounts, one after the
-other. CMS calls are counted in this process (every HTTP request sent to the site's address,
+runs the bare loop of bench/bare.py on it at concurrency 1: one backend (one API session), the same
+per-account operations the pipeline makes (create_user, and send_password_mail when notify is on) for N
+fresh accounts, one after the other. CMS calls are counted in this process (every HTTP request sent to the site's address,
 redirect hops included), so nothing stands between the code and the site. Prints one table;
 progress goes to stderr. Never part of the pass/fail suite.
 
@@ -170,28 +170,21 @@ def run_pipeline(site: BenchSite, contacts: int) -> dict:
 
 
 def run_bare_loop(site: BenchSite, contacts: int, notify: bool) -> dict:
+    from bench.bare import bare_loop, bare_people
     from cms_operators import registry
     from provisioning.settings import load_settings
 
     settings = load_settings()
-    backend = registry.get(site.cms_type).backend(CONN_ID, settings=settings)
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = local_airflow.connection_env(
         "http://127.0.0.1:9", "unused", None, site.host, site.login, site.password, cms_type=site.cms_type,
         cms_extra=site.extra or None)["AIRFLOW_CONN_CMS_DEFAULT"]
     mails_before = site.mails()
     counter = CallCounter(site.host)
-    created = 0
     with counter.counting():
-        started = time.monotonic()
-        for i in range(2, contacts + 2):
-            user = backend.create_user(username=f"bare{i}.last{i}", email=f"bare{i}@bench.example",
-                                       first_name=f"Bare{i}", last_name=f"Last{i}", display_name="",
-                                       roles=list(settings.roles))
-            created += 1
-            if notify:
-                backend.send_password_mail(user)
-        seconds = time.monotonic() - started
-    return {"seconds": seconds, "calls": counter.count, "created": created, "mails": site.mails() - mails_before}
+        bare = bare_loop(lambda: registry.get(site.cms_type).backend(CONN_ID, settings=settings),
+                         bare_people(contacts), roles=list(settings.roles), notify=notify, concurrency=1)
+    return {"seconds": bare["seconds"], "calls": counter.count, "created": bare["created"],
+            "mails": site.mails() - mails_before}
 
 
 def main() -> int:

@@ -1,0 +1,392 @@
+"""Benchmark: the nightly pipeline under the REAL scheduler against the bare create loop (issue 12).
+
+    .venv/bin/python -m bench.throughput --contacts 2000 --latency 0.02 --concurrency 1 4 8
+
+For each concurrency c, in one session: fresh CiviCRM and WordPress emulators (N synthetic contacts in a
+trigger group; every POST /wp/v2/users delayed by --latency seconds), the real Airflow (sandbox/real_airflow.py:
+api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL database `cmsuser_airflow_throughput_bench`)
+with the settings that make the pipeline's concurrency c, one nightly run triggered over REST; then the bare
+loop (bench/bare.py) at concurrency c on fresh emulator sites with the same latency. Concurrency c means, by
+--mode: `threads` (default) max_concurrency=c, parallel_batches=1, pool slots 1 (c creating threads in one
+batch task at a time); `batches` max_concurrency=1, parallel_batches=c, pool slots c, LocalExecutor
+parallelism c+1 (c batch tasks at once, one create each).
+
+Writes every row to bench/results/throughput.json (rows of other invocations are kept, a row of the same
+N, c, latency, mode and notify is replaced) and regenerates docs/benchmarks.md from it. Progress goes to
+stderr. Never part of the pass/fail suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "throughput.json"
+DOC = REPO / "docs" / "benchmarks.md"
+DATABASE = "cmsuser_airflow_throughput_bench"
+DAG_ID = "cmsuser_nightly"
+CONN_ID = "cms_default"
+ROLES = ["subscriber"]
+CREATE_ROUTE = "/wp/v2/users"
+FOREVER = 10**9  # "times" of the latency injection: every create of the run
+SAMPLE_SECONDS = 0.1  # how often task processes' memory is sampled
+IDLE_SECONDS = 10.0  # the stack's CPU while no run is going, measured before the trigger
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _utc(stamp: str | None) -> float | None:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() if stamp else None
+
+
+# ---------------------------------------------------------------------- CPU and memory of Airflow's processes
+
+def _own_and_children(proc: psutil.Process) -> float:
+    """User+system CPU of the process and of its children that exited and were waited for."""
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def tree_cpu(roots: list[int]) -> float:
+    """CPU seconds so far of every process in the trees under `roots` (each component and all it started):
+    the live ones' own time plus, through each live parent's children times, every descendant that exited
+    and was waited for (a task process is waited for by its LocalExecutor worker)."""
+    total, seen = 0.0, set()
+    for pid in roots:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                if proc.pid in seen:
+                    continue
+                seen.add(proc.pid)
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                    total += _own_and_children(proc)
+    return total
+
+
+class TaskMemory:
+    """Samples, every SAMPLE_SECONDS, the RSS of each task process: a child of a LocalExecutor worker (the
+    worker is the task's supervisor; its title names the task instance's id). Peak per task instance id."""
+
+    def __init__(self, roots: list[int]):
+        self.roots = roots
+        self.peak: dict[str, int] = {}  # task instance id -> peak RSS bytes of its task process
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-memory", daemon=True)
+
+    def __enter__(self) -> TaskMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(SAMPLE_SECONDS)
+
+    def sample(self) -> None:
+        self.samples += 1
+        for pid in self.roots:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for proc in psutil.Process(pid).children(recursive=True):
+                    with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                        title = " ".join(proc.cmdline())
+                        if "LocalExecutor:" not in title or title.endswith("<idle>"):
+                            continue
+                        ti_id = title.rpartition(" ")[2]
+                        for task in proc.children():
+                            with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess):
+                                rss = task.memory_info().rss
+                                self.peak[ti_id] = max(self.peak.get(ti_id, 0), rss)
+
+
+# ---------------------------------------------------------------------- the two measurements
+
+def settings_file(home: Path, args, concurrency: int) -> Path:
+    threads = args.mode == "threads"
+    path = home / "cmsuser.yaml"
+    path.write_text(yaml.safe_dump({
+        "trigger_groups": ["new_members"], "history_group": "has_login", "roles": ROLES,
+        "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": not args.no_notify,
+        "max_concurrency": concurrency if threads else 1, "parallel_batches": 1 if threads else concurrency}))
+    return path
+
+
+def slow_creates(wordpress, latency: float) -> None:
+    """Every create waits `latency` seconds in the CMS (outside the emulator's lock: creates overlap)."""
+    if latency > 0:
+        wordpress.inject(method="POST", path=CREATE_ROUTE, status=None, delay=latency, times=FOREVER)
+
+
+def run_pipeline(args, concurrency: int, home: Path) -> dict:
+    from bench.run import synthetic_seed
+    from sandbox.real_airflow import RealAirflow
+    from sandbox.sites import started_sites
+
+    civicrm_seed, wordpress_seed = synthetic_seed(args.contacts, 0.0)
+    settings = settings_file(home, args, concurrency)
+    threads = args.mode == "threads"
+    pool = 1 if threads else concurrency
+    parallelism = 2 if threads else concurrency + 1
+    with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}) as sites:
+        slow_creates(sites.cms, args.latency)
+        env = {**sites.connection_env, "CMSUSER_SETTINGS": str(settings)}
+        airflow = RealAirflow(env, dags_folder=REPO / "dags", dag_ids=(DAG_ID,), home=home / "airflow_home",
+                              database=DATABASE, pool_slots=pool, parallelism=parallelism)
+        airflow.start()
+        try:
+            roots = [proc.pid for proc in airflow.processes.values()]
+            idle_before = tree_cpu(roots)
+            time.sleep(IDLE_SECONDS)
+            idle_rate = (tree_cpu(roots) - idle_before) / IDLE_SECONDS
+            sites.civicrm.reset_calls()
+            sites.cms.reset_calls()
+            mails_before = len(sites.cms.mails)
+            cpu_before = tree_cpu(roots)
+            with TaskMemory(roots) as memory:
+                triggered = time.time()
+                run_id = airflow.trigger(DAG_ID)
+                state = airflow.wait(DAG_ID, run_id, timeout=args.timeout)
+                cpu_after = tree_cpu(roots)
+            (run,) = [r for r in airflow.runs(DAG_ID) if r["dag_run_id"] == run_id]
+            tis = airflow.task_instances(DAG_ID, run_id)
+            outcomes = airflow.xcom(DAG_ID, run_id, "finalize", key="outcomes") or []
+            # that the setting took effect: the batch's own word on how many creates it sent side by side
+            first_batch = airflow.logs(DAG_ID, run_id, "create_accounts", map_index=0)
+            side_by_side = sorted({int(m) for m in re.findall(r"\((\d+) side by side\)", first_batch)})
+            civicrm_calls, wordpress_calls = len(sites.civicrm.calls), len(sites.cms.calls)
+            creates = sum(1 for call in sites.cms.calls if call.method == "POST" and CREATE_ROUTE in (
+                call.path + " " + str(call.query.get("rest_route", ""))))
+            mails = len(sites.cms.mails) - mails_before
+        finally:
+            airflow.stop()
+    ended = _utc(run["end_date"])
+    create_tis = [ti for ti in tis if ti["task_id"] == "create_accounts"]
+    starts = [_utc(ti["start_date"]) for ti in create_tis if ti["start_date"]]
+    ends = [_utc(ti["end_date"]) for ti in create_tis if ti["end_date"]]
+    tasks: dict[str, float] = {}
+    for ti in tis:
+        tasks[ti["task_id"]] = tasks.get(ti["task_id"], 0.0) + (ti["duration"] or 0.0)
+    by_id = {ti["id"]: ti["task_id"] for ti in tis}
+    peak: dict[str, int] = {}
+    for ti_id, rss in memory.peak.items():
+        task_id = by_id.get(ti_id, "?")
+        peak[task_id] = max(peak.get(task_id, 0), rss)
+    counts: dict[str, int] = {}
+    for row in outcomes:
+        counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
+    return {
+        "state": state, "run_id": run_id, "pool_slots": pool, "parallelism": parallelism,
+        "seconds": ended - triggered,  # trigger POST to the run's end_date
+        "run_seconds": ended - _utc(run["start_date"]),
+        "create_seconds": (max(ends) - min(starts)) if starts and ends else None,
+        "create_batches": len(create_tis), "tasks": tasks,
+        "created": counts.get("created", 0), "outcomes": counts, "mails": mails,
+        "cpu_seconds": cpu_after - cpu_before, "idle_cpu_per_second": idle_rate,
+        "civicrm_calls": civicrm_calls, "wordpress_calls": wordpress_calls, "wordpress_creates": creates,
+        "peak_rss_mb": {task: round(rss / 2**20, 1) for task, rss in sorted(peak.items())},
+        "side_by_side_logged": side_by_side, "memory_samples": memory.samples, "startup_seconds": airflow.startup_seconds,
+    }
+
+
+def run_bare(args, concurrency: int, settings_path: Path) -> dict:
+    from bench.bare import bare_loop, bare_people
+    from cms_operators import registry
+    from provisioning.settings import load_settings
+    from sandbox.sites import started_sites
+
+    os.environ["CMSUSER_SETTINGS"] = str(settings_path)
+    settings = load_settings()
+    with started_sites({"civicrm": {}, "wordpress": {}}) as sites:
+        slow_creates(sites.cms, args.latency)
+        os.environ.update(sites.connection_env)
+        kind = registry.get("wordpress")
+        sites.cms.reset_calls()
+        bare = bare_loop(lambda: kind.backend(CONN_ID, settings=settings), bare_people(args.contacts),
+                         roles=list(settings.roles), notify=not args.no_notify, concurrency=concurrency)
+        bare.update(wordpress_calls=len(sites.cms.calls), civicrm_calls=len(sites.civicrm.calls),
+                    site_mails=len(sites.cms.mails))
+    return bare
+
+
+def measure(args, concurrency: int) -> dict:
+    home = Path(tempfile.mkdtemp(prefix=f"cmsuser-bench-throughput-c{concurrency}-"))
+    progress(f"c={concurrency}: pipeline over {args.contacts} contacts, latency {args.latency} s ...")
+    piped = run_pipeline(args, concurrency, home)
+    progress(f"c={concurrency}: pipeline {piped['state']} in {piped['seconds']:.1f} s "
+             f"(create phase {piped['create_seconds']}); {piped['outcomes']}")
+    progress(f"c={concurrency}: bare loop ...")
+    bare = run_bare(args, concurrency, home / "cmsuser.yaml")
+    progress(f"c={concurrency}: bare loop {bare['created']} in {bare['seconds']:.1f} s")
+    command = (f"python -m bench.throughput --contacts {args.contacts} --latency {args.latency} "
+               f"--concurrency {concurrency} --batch-size {args.batch_size}"
+               + (f" --mode {args.mode}" if args.mode != "threads" else "")
+               + (" --no-notify" if args.no_notify else ""))
+    return {"contacts": args.contacts, "concurrency": concurrency, "latency": args.latency, "mode": args.mode,
+            "notify": not args.no_notify, "batch_size": args.batch_size, "command": command,
+            "when": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(), "load_after": round(os.getloadavg()[0], 2),
+            "pipeline": piped, "bare": bare}
+
+
+# ---------------------------------------------------------------------- results
+
+def _key(row: dict) -> tuple:
+    return (row["contacts"], row["concurrency"], row["latency"], row["mode"], row["notify"])
+
+
+def store(rows: list[dict], path: Path = RESULTS) -> list[dict]:
+    """Add the rows to the results file (replacing earlier rows of the same key); returns all rows."""
+    kept = json.loads(path.read_text()) if path.exists() else []
+    new = {_key(row) for row in rows}
+    merged = sorted([r for r in kept if _key(r) not in new] + rows, key=_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1) + "\n")
+    return merged
+
+
+def _f(value, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    head = ("| N | c | latency ms | pipeline wall s | create phase s | accounts/s (whole / create) | "
+            "bound N·lat/c s | bare wall s | bare accounts/s | × bare: whole / create | "
+            "CPU ms/account: pipeline / bare | CiviCRM calls/contact | WP calls/contact: pipeline / bare | "
+            "peak RSS MB: create task / any task | command |")
+    lines = [head, "|" + "---:|" * 14 + "---|"]
+    for row in rows:
+        p, b, n = row["pipeline"], row["bare"], row["contacts"]
+        created = p["created"] or n
+        create_s = p["create_seconds"]
+        rss = p["peak_rss_mb"]
+        lines.append(
+            f"| {n} | {row['concurrency']}{' (batches)' if row['mode'] != 'threads' else ''} | "
+            f"{row['latency'] * 1000:g} | {_f(p['seconds'])} | {_f(create_s)} | "
+            f"{_f(p['created'] / p['seconds'])} / {_f(p['created'] / create_s if create_s else None)} | "
+            f"{_f(n * row['latency'] / row['concurrency'])} | {_f(b['seconds'])} | "
+            f"{_f(b['created'] / b['seconds'])} | {_f(p['seconds'] / b['seconds'], 2)} / "
+            f"{_f(create_s / b['seconds'] if create_s else None, 2)} | "
+            f"{_f(1000 * p['cpu_seconds'] / created)} / {_f(1000 * b['thread_cpu_seconds'] / max(1, b['created']))} | "
+            f"{_f(p['civicrm_calls'] / n, 3)} | {_f(p['wordpress_calls'] / n, 3)} / "
+            f"{_f(b['wordpress_calls'] / max(1, b['created']), 3)} | "
+            f"{_f(rss.get('create_accounts'), 0)} / {_f(max(rss.values()) if rss else None, 0)} | "
+            f"`{row['command']}` |")
+    return lines
+
+
+def detail_lines(rows: list[dict]) -> list[str]:
+    lines = []
+    for row in rows:
+        p, b = row["pipeline"], row["bare"]
+        tasks = ", ".join(f"{task} {seconds:.1f}" for task, seconds in p["tasks"].items())
+        lines.append(
+            f"- N {row['contacts']}, c {row['concurrency']} ({row['mode']}: max_concurrency "
+            f"{row['concurrency'] if row['mode'] == 'threads' else 1}, parallel_batches "
+            f"{1 if row['mode'] == 'threads' else row['concurrency']}, pool {p['pool_slots']}, parallelism "
+            f"{p['parallelism']}, batch_size {row['batch_size']}, {p['create_batches']} batches; the first batch's log "
+            f"says {p.get('side_by_side_logged') or 'nothing'} side by side), {row['when']}: "
+            f"run {p['state']}, outcomes {p['outcomes']}, {p['mails']} mails; run start to end "
+            f"{p['run_seconds']:.1f} s; task seconds: {tasks}; stack idle CPU "
+            f"{p['idle_cpu_per_second'] * 1000:.0f} ms per second (included in the pipeline's CPU); bare loop "
+            f"{b['created']} accounts, {b['mails']} mails, process CPU {b['cpu_seconds']:.1f} s (with the "
+            f"in-process emulators), its threads' own {b['thread_cpu_seconds']:.1f} s; load average "
+            f"{row['load_after']} on {row['cpus']} CPUs after the row.")
+    return lines
+
+
+HOW_MEASURED = """\
+## How measured
+
+`bench/throughput.py`, one row per concurrency c, pipeline first, then the bare loop, in one session on this
+machine. **Sites**: the CiviCRM and WordPress emulators (`sandbox.sites.started_sites`, in the benchmark's
+process), seeded with N new contacts in a trigger group and no existing accounts; every `POST /wp/v2/users`
+waits `latency` in the emulator before answering (`inject(delay=...)`, outside its lock, so creates overlap);
+fresh sites for the pipeline and for the bare loop. **Pipeline**: the real Airflow 3.3.2 (`RealAirflow`:
+api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL), `cmsuser_nightly` triggered over REST,
+notify on; c = `max_concurrency` with `parallel_batches` 1 and pool slots 1 (mode `threads`), or, in rows
+marked *(batches)*, `max_concurrency` 1 with `parallel_batches` c, pool slots c and LocalExecutor parallelism
+c + 1 (mode `batches`: c batch tasks at once). *Pipeline wall*:
+from the trigger POST to the run's `end_date`; *create phase*: first `create_accounts` start to last end (task
+instances over REST). **Bare loop**: `bench/bare.py`, c threads, each its own WordPress session, one shared
+queue, per account `create_user` then `send_password_mail`: nothing else. *× bare*: pipeline seconds divided
+by bare-loop seconds (1.0 = as fast as the bare loop). *Bound*: N × latency / c, what the injected latency
+alone costs at that concurrency. **CPU, pipeline**: psutil `cpu_times` (user + system + children_user +
+children_system) summed over the process trees of the api-server, scheduler and dag-processor, sampled
+just before the trigger and right after the run ended; task processes and LocalExecutor workers are in
+those trees, and a task process that exited is counted in its waiting parent's children times. It includes
+the benchmark's own REST polling (every 2 s) and the stack's idle work during the run (its idle rate, measured over 10 s before the trigger, is in the
+details) but not PostgreSQL's server processes nor the emulators. **CPU, bare loop**: the loop threads' own
+CPU (`time.thread_time`), since the emulators serve from the same process; the process's total is in the
+details. **Calls**: the emulators' call records (every request received, preflight and extract included).
+**Peak RSS**: psutil `memory_info().rss` of each task process (the child of a LocalExecutor worker), sampled
+every 0.1 s, the highest per task; RSS counts pages still shared with the forking worker, and a task shorter
+than the sampling interval may be missed.
+"""
+
+
+def write_doc(rows: list[dict], path: Path = DOC) -> None:
+    lines = ["# Benchmarks", "",
+             "## Throughput: the nightly pipeline under the real scheduler against the bare create loop", "",
+             "Issue 12. Each row was produced by the command beside it (from the project folder, with "
+             "`.venv/bin/python`); `bench/results/throughput.json` has every measured value. Seconds are wall "
+             "clock; accounts/s count accounts created.", "",
+             *table_lines(rows), "", "Details per row:", "", *detail_lines(rows), "", HOW_MEASURED]
+    path.write_text("\n".join(lines).rstrip() + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=2000)
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds every create waits in the CMS")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--mode", choices=("threads", "batches"), default="threads")
+    parser.add_argument("--no-notify", action="store_true")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds a pipeline run may take")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file of every row")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page written from it")
+    args = parser.parse_args(argv)
+    from sandbox import local_airflow
+    from sandbox.real_airflow import postgres_available
+
+    problem = postgres_available()
+    if problem:
+        raise SystemExit(problem)
+    # this process only opens CMS sessions (the bare loop): Airflow's config points at a throwaway home
+    local_airflow.configure(Path(tempfile.mkdtemp(prefix="cmsuser-bench-throughput-")), fresh=True)
+    progress(f"bench.throughput {shlex.join(argv if argv is not None else sys.argv[1:])}")
+    failed = False
+    for concurrency in args.concurrency:
+        with contextlib.redirect_stdout(sys.stderr):  # the harness's progress; stdout gets the table
+            row = measure(args, concurrency)
+        rows = store([row], args.results)
+        write_doc(rows, args.doc)
+        failed |= row["pipeline"]["state"] != "success"
+        progress(f"wrote {args.results} and {args.doc}")
+    print("\n".join(table_lines([r for r in rows if r["contacts"] == args.contacts])))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
