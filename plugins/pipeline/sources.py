@@ -23,7 +23,7 @@ def trigger_membership() -> dict:
 
 
 def requested() -> dict:
-    """The contacts a run is told about; the task fills in `contact_ids` and `spans` (see `told`)."""
+    """The contacts a run is told about; the task fills in `contact_ids` and `spans` (`told`, from `tasks.told_in`)."""
     return {"kind": REQUESTED}
 
 

@@ -171,7 +171,8 @@ def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: st
     settings = settings_of(run)
     found = sources.members(source, civicrm, triggers_of(run), settings.domain_id)
     members = found.members
-    if source.get("kind") == sources.REQUESTED:
+    requested = source.get("kind") == sources.REQUESTED  # a run told about given contacts
+    if requested:
         log.info("asked about %d contacts (%d given, the rest from the watcher's events): %d in a trigger group "
                  "or with a trigger tag, %d not", len(members) + len(found.not_triggered),
                  len(source.get("contact_ids") or ()), len(members), len(found.not_triggered))
@@ -184,7 +185,7 @@ def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: st
         contact["attempts"] = history.attempts.get(contact["contact_id"], 0)
         contact["tried"] = history.tried.get(contact["contact_id"], 0)
         contact["journal"] = [entry.to_dict() for entry in history.journal.get(contact["contact_id"], [])]
-    if found.first_attempts_only:  # every id asked about gets an outcome, a trashed one too (a tag can stay on it)
+    if requested:  # every id asked about gets an outcome, a trashed one too (its tag stays on)
         live = {c["contact_id"] for c in contacts}
         found.not_triggered.update({cid: "the contact is in the trash" for cid in members if cid not in live})
     log.info("%d of them are live contacts (trashed ones are left out); %d have more than one primary email",

@@ -133,13 +133,13 @@ def extract(run: dict, source: dict) -> dict:
     context = get_current_context()
     settings = steps.settings_of(run)
     if source.get("kind") == sources.REQUESTED:
-        source = told(source, context)
+        source = told_in(context, source)
     with _cms(run) as backend:
         return steps.extract(run, CiviCRMHook(settings.civicrm_conn_id), backend, source,
                              marker=run_marker(context))
 
 
-def told(source: dict, context) -> dict:
+def told_in(context, source: dict) -> dict:
     """What this run was told about: `conf.contact_ids` (the REST API) and every asset event's id spans
     (the watcher's; events that came before the scheduler looked are merged into one run)."""
     spans: dict[str, list[list[int]]] = {}
