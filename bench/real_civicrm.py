@@ -70,7 +70,8 @@ def main() -> int:
     settings = home / "cmsuser.yaml"
     settings.write_text(yaml.safe_dump({"trigger_groups": ["new_members"], "history_group": "has_login",
                                         "roles": ["subscriber"], "batch_size": args.batch_size,
-                                        "retry_delay_seconds": 0, "notify": True}))
+                                        "retry_delay_seconds": 0, "notify": True,
+                                        "keep_run_files_hours": 1}))  # outcomes are read after the run
     os.environ["CMSUSER_SETTINGS"] = str(settings)
     local_airflow.init_db()
     site = RealCiviCRM.start()

@@ -216,7 +216,8 @@ def measure(args, notify: bool) -> tuple[BenchSite, dict, dict]:
         settings = home / "cmsuser.yaml"
         settings.write_text(yaml.safe_dump({
             "trigger_groups": ["new_members"], "history_group": "has_login", "roles": site.roles,
-            "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": notify}))
+            "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": notify,
+            "keep_run_files_hours": 1}))  # the outcomes file is read after the run
         os.environ["CMSUSER_SETTINGS"] = str(settings)
         local_airflow.init_db()
         site.reset()

@@ -149,7 +149,8 @@ class Bench:
         settings.write_text(yaml.safe_dump({
             "trigger_groups": ["new_members"], "history_group": "has_login", "roles": ["subscriber"],
             "username_pattern": "{first_name}.{last_name}", "notify": False, "retry_delay_seconds": 1,
-            "watch_interval_seconds": self.watch_interval}))
+            "watch_interval_seconds": self.watch_interval,
+            "keep_run_files_hours": 1}))  # the outcomes file is read after the run
         env = {"AIRFLOW_CONN_CIVICRM_DEFAULT": self.site.civicrm_connection(),
                "AIRFLOW_CONN_CMS_DEFAULT": self.site.wordpress_connection(), "CMSUSER_SETTINGS": str(settings)}
         self.airflow = RealAirflow(env, home=self.home / "airflow_home", dag_ids=(DAG_ID,), triggerer=True,

@@ -52,7 +52,8 @@ def main() -> int:
     settings = home / "cmsuser.yaml"
     settings.write_text(yaml.safe_dump({
         "trigger_groups": ["new_members"], "history_group": "has_login", "roles": ["subscriber"],
-        "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": not args.no_notify}))
+        "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": not args.no_notify,
+        "keep_run_files_hours": 1}))  # the outcomes file is read after the run
     os.environ["CMSUSER_SETTINGS"] = str(settings)
     started = time.monotonic()
     with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}) as sites:

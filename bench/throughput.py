@@ -128,7 +128,8 @@ def settings_file(home: Path, args, concurrency: int) -> Path:
     path.write_text(yaml.safe_dump({
         "trigger_groups": ["new_members"], "history_group": "has_login", "roles": ROLES,
         "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": not args.no_notify,
-        "max_concurrency": concurrency if threads else 1, "parallel_batches": 1 if threads else concurrency}))
+        "max_concurrency": concurrency if threads else 1, "parallel_batches": 1 if threads else concurrency,
+        "keep_run_files_hours": 1}))  # the outcomes file is read after the run
     return path
 
 

@@ -77,14 +77,19 @@ def run_nightly(conf: dict | None = None):
     return load_dag().test(run_conf=conf or {})
 
 
-def xcom(run_id: str, task_id: str, key: str = "return_value", map_index: int = -1, dag_id: str = DAG_ID):
+def xcom(run_id: str, task_id: str, key: str = "return_value", map_index: int = -1, dag_id: str = DAG_ID, *,
+         resolve: bool = True):
+    """One XCom value; with `resolve`, a reference to a run file (the per-contact data) is read through."""
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+
+    from pipeline import run_files
 
     with create_session() as session:
         row = session.scalars(XComModel.get_many(run_id=run_id, key=key, task_ids=task_id, dag_ids=dag_id,
                                                  map_indexes=map_index)).first()
-        return None if row is None else XComModel.deserialize_value(row)
+        value = None if row is None else XComModel.deserialize_value(row)
+    return run_files.read(value) if resolve and run_files.is_ref(value) else value
 
 
 def outcome_counts(run_id: str) -> dict[str, int]:

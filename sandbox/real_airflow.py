@@ -565,8 +565,10 @@ class RealAirflow:
             entry["value"] = value
         return entries
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1):
-        """One XCom value of the run (None when there is none)."""
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1, *,
+             resolve: bool = True):
+        """One XCom value of the run (None when there is none); with `resolve`, a reference to a run file (the
+        per-contact data, on this host's disk) is read through."""
         answer = self._http.get(
             f"{self.url}/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
             params={"map_index": map_index}, timeout=30)
@@ -574,8 +576,11 @@ class RealAirflow:
             return None
         if not answer.ok:
             raise AirflowHarnessError(f"XCom {task_id}/{key} answered {answer.status_code}: {answer.text[:300]}")
+        from pipeline import run_files
+
         value = answer.json()["value"]
-        return json.loads(value) if isinstance(value, str) else value
+        value = json.loads(value) if isinstance(value, str) else value
+        return run_files.read(value) if resolve and run_files.is_ref(value) else value
 
     def rendered_fields(self, dag_id: str, run_id: str) -> dict[tuple[str, int], dict]:
         """Rendered template fields of each task instance, keyed (task_id, map_index)."""

@@ -303,8 +303,7 @@ class _Batch:
         workers = min(max(1, self.ctx.concurrency), len(rows))
         if workers <= 1:
             for n, row in enumerate(rows, 1):
-                self.pacer.wait()
-                self.one(row)
+                self.paced_one(row)
                 if n % 50 == 0:
                     log.info("batch progress: %d/%d creates", n, len(rows))
         else:
@@ -313,7 +312,9 @@ class _Batch:
 
     def paced_one(self, row: dict) -> None:
         self.pacer.wait()
+        started = self.pacer.clock()
         self.one(row)
+        self.pacer.answered(self.pacer.clock() - started)
 
     # ------------------------------------------------------------------ the batch's threads (max_concurrency)
 

@@ -3,14 +3,26 @@
 A batch with `max_concurrency` threads sends its creates side by side; the pacer makes them all keep one
 rate (`max_requests_per_second`, the batch's share of the run's) and all stop together when the CMS asks
 for a pause (429 / 503 with Retry-After, or our own default), instead of each thread finding out alone.
+It also backs off by itself when the CMS slows down before it refuses anything: the threads report how
+long each create took, and while the median of the last few stays well above the fastest seen, requests are
+spaced out (the gap doubling until the CMS recovers, then halving away).
 No Airflow import; the clock and the sleep are given, so tests run without waiting.
 """
 
 from __future__ import annotations
 
+import logging
+import statistics
 import threading
 import time
 from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+SLOW = 2.0  # the recent median this many times the fastest seen: the CMS is struggling
+RECOVERED = 1.5  # back under this many times the fastest: it has recovered
+DECIDE_EVERY = 10  # answers per median (and between two changes of the gap): one slow answer is not a trend
+MAX_GAP = 5.0  # seconds: the widest spacing back-off reaches
 
 
 class Pacer:
@@ -23,12 +35,15 @@ class Pacer:
         self._lock = threading.Lock()
         self._next = 0.0  # the earliest moment the next request may start
         self._paused_until = 0.0
+        self.gap = 0.0  # back-off: the least time between two request starts while the CMS is slow
+        self._window: list[float] = []
+        self._fastest = float("inf")
 
     def wait(self) -> None:
         with self._lock:  # each caller takes the next free moment, so the rate holds across threads
             now = self.clock()
             start = max(now, self._next, self._paused_until)
-            self._next = start + self.interval
+            self._next = start + max(self.interval, self.gap)
         if start > now:
             self.sleep(start - now)
 
@@ -38,3 +53,23 @@ class Pacer:
             now = self.clock()
             self._paused_until = max(self._paused_until, now + seconds)
             return self._paused_until - now
+
+    def answered(self, seconds: float) -> None:
+        """One create (or mail) took `seconds`: widen the gap while the CMS is slow, narrow it once it is not."""
+        with self._lock:
+            self._window.append(seconds)
+            if len(self._window) < DECIDE_EVERY:
+                return
+            recent = statistics.median(self._window)
+            self._window = []
+            fastest = self._fastest = min(self._fastest, recent)
+            before = self.gap
+            if recent > SLOW * fastest:
+                self.gap = min(MAX_GAP, max(2 * self.gap, fastest))
+            elif recent <= RECOVERED * fastest:
+                self.gap = self.gap / 2 if self.gap > fastest / 8 else 0.0
+        if self.gap > before:
+            log.info("the CMS is slowing down (%.0f ms a create, %.0f ms at best): at most one request every "
+                     "%.0f ms for now", recent * 1000, fastest * 1000, self.gap * 1000)
+        elif before and not self.gap:
+            log.info("the CMS answers at its usual speed again (%.0f ms a create): back-off ended", recent * 1000)

@@ -237,7 +237,8 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
     planned = report.planned_outcomes(plan_df, dry_run=dry_run)
     log.info("plan:\n%s", report.summary_table(planned))
     if dry_run:
-        log.info("dry run: nothing will be written. %s", report.where_outcomes_are(dry_run=True))
+        log.info("dry run: nothing will be written. %s", report.where_outcomes_are(
+            dry_run=True, keep_hours=settings.keep_run_files_hours))
         log.info("%s", report.attention_table(planned, settings.log_attention_rows))
         batches = []
     else:

@@ -3,7 +3,8 @@
 A DAG file wires these with its own task ids; each task finds its upstream values either as
 arguments (XComArgs) or, where upstream may have failed (finalize), through the ids the DAG file
 hands it in `wiring`. Hooks are built here, from the run snapshot; the steps (steps.py) do the work.
-No task logs its return value (`show_return_value_in_logs=False`): the values hold members' data.
+Per-contact data (contacts, plan, batches, results, outcomes) goes to the run's files (run_files.py);
+XComs carry references to them, labels and counts. No task logs its return value either.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cms_operators import registry
 from cms_operators.backend import CmsAuthError, CmsConfigError
 from lock_hooks.hook import CreationLockHook
 from pipeline import sources, steps
+from pipeline.run_files import RunFiles
 from provisioning import approval, report
 from provisioning.settings import Settings, load_settings
 from provisioning.vocabulary import ApprovalDecision
@@ -55,6 +57,11 @@ def run_stamp(context, settings: Settings) -> str:
     """The run's time in the settings' timezone, as CiviCRM stores activity dates."""
     when = context["dag_run"].run_after
     return pd.Timestamp(when).tz_convert(settings.timezone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def run_files(context, run: dict) -> RunFiles:
+    """This run's files (where its per-contact data lives between tasks)."""
+    return RunFiles(steps.settings_of(run), context["dag"].dag_id, context["run_id"])
 
 
 @contextlib.contextmanager
@@ -121,7 +128,7 @@ def password_resets(run: dict, params=None) -> dict:
         results = steps.password_resets(run, CiviCRMHook(settings.civicrm_conn_id), backend,
                                         dry_run=params["dry_run"], marker=run_marker(context),
                                         stamp=run_stamp(context, settings))
-    context["ti"].xcom_push(key="resets", value=results)
+    context["ti"].xcom_push(key="resets", value=run_files(context, run).write("resets", results))
     return {"contacts": len(results), **pd.Series([r["outcome"] for r in results], dtype=object)
             .value_counts().to_dict()}
 
@@ -135,8 +142,9 @@ def extract(run: dict, source: dict) -> dict:
     if source.get("kind") == sources.REQUESTED:
         source = told_in(context, source)
     with _cms(run) as backend:
-        return steps.extract(run, CiviCRMHook(settings.civicrm_conn_id), backend, source,
-                             marker=run_marker(context))
+        extracted = steps.extract(run, CiviCRMHook(settings.civicrm_conn_id), backend, source,
+                                  marker=run_marker(context))
+    return run_files(context, run).write("extract", extracted)
 
 
 def told_in(context, source: dict) -> dict:
@@ -157,28 +165,29 @@ def told_in(context, source: dict) -> dict:
 @task(retries=2, retry_policy=RUN_LEVEL_POLICY, show_return_value_in_logs=False)
 @stops_cleanly
 def plan(run: dict, extracted: dict, params=None) -> list[dict]:
-    """Dedupe and decide; each batch goes under its own XCom key of this task, only labels are returned."""
-    ti = get_current_context()["ti"]
-    planned = steps.plan(run, extracted, registry.get(run["cms_type"]), dry_run=params["dry_run"],
+    """Dedupe and decide; the plan and each batch go to the run's files: returns one small descriptor per
+    batch (its index, label and file), which the create task is mapped over."""
+    context = get_current_context()
+    files = run_files(context, run)
+    planned = steps.plan(run, files.read(extracted), registry.get(run["cms_type"]), dry_run=params["dry_run"],
                          limit=params.get("limit"), max_batches=conf.getint("core", "max_map_length"))
-    ti.xcom_push(key="plan", value=planned["plan"])
-    descriptors = []
-    for index, (batch, label) in enumerate(zip(planned["batches"], planned["labels"], strict=True)):
-        ti.xcom_push(key=f"batch_{index}", value=batch)
-        descriptors.append({"index": index, "label": label, "plan_task": ti.task_id})
-    return descriptors
+    context["ti"].xcom_push(key="plan", value=files.write("plan", planned["plan"]))
+    return [{"index": index, "label": label, "rows": files.write(f"batch_{index}", batch)}
+            for index, (batch, label) in enumerate(zip(planned["batches"], planned["labels"], strict=True))]
 
 
 @task(map_index_template="{{ batch_label }}", pool=CMS_POOL, retries=3, retry_exponential_backoff=True,
       retry_policy=RUN_LEVEL_POLICY, show_return_value_in_logs=False)
 @stops_cleanly
-def create_accounts(run: dict, batch: dict, task_state_store=None) -> list[dict]:
-    """Create or link one batch of accounts; retried by Airflow for transient CMS errors only."""
+def create_accounts(run: dict, batch: dict, task_state_store=None) -> dict:
+    """Create or link one batch of accounts; retried by Airflow for transient CMS errors only.
+    Returns the reference to its results file (finalize reads it) with the batch's counts."""
     context = get_current_context()
     context["batch_label"] = batch["label"]
     ti = context["ti"]
     settings = steps.settings_of(run)
-    rows = ti.xcom_pull(task_ids=batch["plan_task"], key=f"batch_{batch['index']}")
+    files = run_files(context, run)
+    rows = files.read(batch["rows"])
     log.info("%s: try %d of %d", batch["label"], ti.try_number, ti.max_tries + 1)
     kind = registry.get(run["cms_type"])
     with _cms(run) as backend:  # one CMS session (HTTP or SSH) for the whole batch, plus one per creating thread
@@ -189,7 +198,7 @@ def create_accounts(run: dict, batch: dict, task_state_store=None) -> list[dict]
                                open_backend=lambda: kind.backend(settings.cms_conn_id, settings))
     counts = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
     log.info("%s done: %s", batch["label"], ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    return results
+    return {**files.write(f"created_{batch['index']}", results), "counts": counts}
 
 
 @task(trigger_rule="all_done", retries=2, retry_exponential_backoff=True, retry_policy=RUN_LEVEL_POLICY,
@@ -205,25 +214,30 @@ def finalize(wiring: dict, params=None) -> dict:
     context = get_current_context()
     ti = context["ti"]
     run = ti.xcom_pull(task_ids=wiring["preflight"])
-    plan_rows = ti.xcom_pull(task_ids=wiring["plan"], key="plan")
+    plan_ref = ti.xcom_pull(task_ids=wiring["plan"], key="plan")
     batches = ti.xcom_pull(task_ids=wiring["plan"]) or []
-    if plan_rows is None or run is None:
+    if plan_ref is None or run is None:
         raise AirflowFailException("The run stopped before it had a plan (see the pre-flight, extract or plan task "
                                    "log); nothing was written for any contact.")
     settings = steps.settings_of(run)
+    files = run_files(context, run)
+    plan_rows = files.read(plan_ref)
     dry_run = params["dry_run"]
     gate = ti.xcom_pull(task_ids=wiring["approval"], key=APPROVAL_KEY) if wiring.get("approval") else None
     if approval.is_rejected(gate):  # create_accounts was skipped: nothing was created, nothing is written
         done = steps.finalize_rejected(run, plan_rows, gate)
-        ti.xcom_push(key="outcomes", value=done["outcomes"])
-        log.info("%s", report.where_outcomes_are(dry_run=False))
-        return done["counts"]
-    # aligned with the batches; None where a batch left no result
-    results = ti.xcom_pull(task_ids=wiring["create"], map_indexes=list(range(len(batches)))) if batches else []
-    done = steps.finalize(run, CiviCRMHook(settings.civicrm_conn_id), plan_rows, [b["label"] for b in batches],
-                          results, dry_run=dry_run, marker=run_marker(context), stamp=run_stamp(context, settings))
-    ti.xcom_push(key="outcomes", value=done["outcomes"])
-    log.info("%s", report.where_outcomes_are(dry_run=dry_run))
+    else:
+        # aligned with the batches; None where a batch left no result
+        created = ti.xcom_pull(task_ids=wiring["create"], map_indexes=list(range(len(batches)))) if batches else []
+        done = steps.finalize(run, CiviCRMHook(settings.civicrm_conn_id), plan_rows, [b["label"] for b in batches],
+                              [files.read(ref) for ref in created], dry_run=dry_run, marker=run_marker(context),
+                              stamp=run_stamp(context, settings))
+    ti.xcom_push(key="outcomes", value=files.write("outcomes", done["outcomes"]))
+    log.info("%s", report.where_outcomes_are(dry_run=dry_run and not approval.is_rejected(gate),
+                                             keep_hours=None if done["unfinished"] else settings.keep_run_files_hours))
+    if not done["unfinished"]:  # a batch left to retry still needs the files; they go with its retry's finalize
+        files.finished(settings.keep_run_files_hours)
+    files.sweep()
     if done["unfinished"]:
         raise AirflowFailException(
             f"{len(done['unfinished'])} batch(es) did not finish: {', '.join(done['unfinished'])}. Their contacts "
@@ -265,7 +279,7 @@ class ApprovalGate(ApprovalOperator):
     def _read(self, context) -> tuple[dict, Settings, list[dict], approval.Gate]:
         ti = context["ti"]
         run = ti.xcom_pull(task_ids=self.wiring["preflight"])
-        plan_rows = ti.xcom_pull(task_ids=self.wiring["plan"], key="plan") or []
+        plan_rows = run_files(context, run).read(ti.xcom_pull(task_ids=self.wiring["plan"], key="plan")) or []
         settings = steps.settings_of(run)
         return run, settings, plan_rows, approval.gate(plan_rows, settings.approval_threshold,
                                                        dry_run=context["params"]["dry_run"])

@@ -101,7 +101,8 @@ def body(plan_rows: list[dict], run_gate: Gate, *, cms_label: str, timeout_minut
         report.outcome_table(acting, max_rows=sample_rows, columns=("contact_id", "outcome", "username")),
         "```",
         "",
-        f"Every contact's planned outcome and reason: this run's `{plan_task}` task, XCom `plan`.",
+        f"Every contact's planned outcome and reason: this run's plan file, whose address is the `{plan_task}` "
+        "task's XCom `plan`.",
     ])
 
 

@@ -56,11 +56,16 @@ def attention_table(outcomes: pd.DataFrame, max_rows: int) -> str:
     return f"{len(failed)} contact{'s' if len(failed) != 1 else ''} need attention:\n{table}{more}"
 
 
-def where_outcomes_are(*, dry_run: bool) -> str:
+def where_outcomes_are(*, dry_run: bool, keep_hours: float | None = None) -> str:
+    """Where a run's per-contact table is; `keep_hours` None: the run is unfinished (its files wait for retries)."""
     what = "planned outcome" if dry_run else "outcome"
-    return (f"Every contact's {what} (reason, login, password email) is in this run's XCom 'outcomes' of "
-            "the finalize task: Airflow UI > the run > finalize > XCom, or GET "
-            "/api/v2/dags/<dag>/dagRuns/<run>/taskInstances/finalize/xcomEntries/outcomes")
+    kept = ("deleted as this task ends (keep_run_files_hours is 0)" if keep_hours == 0
+            else f"kept {keep_hours:g} hours after the run (keep_run_files_hours)" if keep_hours
+            else "kept for this run's retries (at most 7 days)")
+    return (f"Every contact's {what} (reason, login, password email) is in this run's outcomes file, {kept}: "
+            "its address is the finalize task's XCom 'outcomes' (Airflow UI > the run > finalize > XCom, or GET "
+            "/api/v2/dags/<dag>/dagRuns/<run>/taskInstances/finalize/xcomEntries/outcomes). Each contact's "
+            "outcome is also one line of the finalize log and an activity in CiviCRM.")
 
 
 def planned_outcomes(plan: pd.DataFrame, *, dry_run: bool = False) -> pd.DataFrame:

@@ -61,6 +61,7 @@ SECTIONS: dict[str, tuple[str, ...]] = {
     "nightly": ("schedule", "timezone"),
     "approval": ("approval_threshold", "approval_users", "approval_timeout_minutes"),
     "realtime": ("watch_interval_seconds",),
+    "run_files": ("run_files_url", "run_files_conn_id", "keep_run_files_hours"),
 }
 SECTION_OF = {key: section for section, keys in SECTIONS.items() for key in keys}
 
@@ -257,7 +258,7 @@ class Settings(BaseModel):
         50,
         ge=0,
         description="At most this many failed contacts (id, display name, reason) are listed in the "
-        "finalize log for staff to look at; the full per-contact table is the run's `outcomes` XCom.",
+        "finalize log for staff to look at; the full per-contact table is the run's `outcomes` file.",
     )
     activity_source_contact_id: int | None = Field(
         None,
@@ -308,6 +309,30 @@ class Settings(BaseModel):
         "joined a static trigger or reset group or been given a trigger or reset tag: one request of two "
         "primary-key reads that find nothing while nothing happens. A contact's account is made within about "
         "this plus the run's own time (about 20 s). Smart groups are not watched: the nightly run takes them.",
+    )
+
+    run_files_url: str | None = Field(
+        None,
+        min_length=1,
+        description="Where a run keeps its per-contact data between tasks (the contacts read, the plan, each batch, "
+        "the outcomes), as files under one folder per run; XComs carry only references and counts. Empty: "
+        "`$AIRFLOW_HOME/cmsuser_runs` on the local disk, right when every task runs on one host. With workers on "
+        "several hosts, a store they all see: an object-storage URL such as `s3://bucket/cmsuser-runs` (with "
+        "`run_files_conn_id`), or a shared mount. Local folders are made readable by their owner only.",
+    )
+    run_files_conn_id: str | None = Field(
+        None,
+        min_length=1,
+        description="The Airflow connection that opens `run_files_url` (e.g. an `aws` connection for `s3://`; its "
+        "provider must be installed). Empty for the local disk.",
+    )
+    keep_run_files_hours: float = Field(
+        0,
+        ge=0,
+        le=24 * 90,
+        description="Hours a finished run's files (members' data) are kept after its finalize, e.g. to read the "
+        "`outcomes` file; 0 deletes them as finalize ends. A run that has not finished keeps them for its "
+        "retries and clears, at most 7 days. Every finalize deletes the files of older runs.",
     )
 
     @model_validator(mode="before")

@@ -24,6 +24,7 @@ BASE_SETTINGS = {
     "notify": True,
     "retry_delay_seconds": 0,  # dag.test waits out retry delays
     "batch_size": 5,
+    "keep_run_files_hours": 1,  # the tests read each run's outcomes file after the run
 }
 
 

@@ -6,6 +6,8 @@ trigger group, 7 the smart one, tag 3 the trigger tag, group 6 and tag 4 the his
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pendulum
 import pytest
 
@@ -357,3 +359,29 @@ def test_a_dry_run_sends_no_reset(sandbox):
     run, _ = sandbox.run({"dry_run": True})
     assert str(run.state).endswith("success")
     assert sandbox.wordpress.mails == [] and {e: sandbox.civicrm.table(e) for e in before} == before
+
+
+def test_xcoms_carry_no_member_data_and_the_files_go_when_the_run_is_done(sandbox):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from sandbox import local_airflow
+
+    sandbox.configure(keep_run_files_hours=0)
+    run = local_airflow.load_dag().test()  # not sandbox.run(): it reads the outcomes file, gone by now
+    assert str(run.state).endswith("success")
+    with create_session() as session:
+        stored = {(row.task_id, row.map_index, row.key): XComModel.deserialize_value(row)
+                  for row in session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids="cmsuser_nightly"))}
+    text = repr(stored)
+    emails = [c["email"] for c in sandbox.civicrm.table("Email") if c.get("email")]
+    names = [c["display_name"] for c in sandbox.civicrm.table("Contact") if c.get("display_name")]
+    assert emails and not [e for e in emails if e in text] and not [n for n in names if n in text]
+    # references, labels and counts (the run snapshot is the settings, whatever the number of contacts)
+    assert max(len(repr(v)) for k, v in stored.items() if k[0] != "preflight") < 1000
+    refs = [value for value in stored.values() if isinstance(value, dict) and "run_file" in value]
+    refs += [item["rows"] for value in stored.values() if isinstance(value, list) for item in value]
+    assert {"plan", "outcomes", "extract"} <= {ref["run_file"].rsplit("/", 1)[1][:-5] for ref in refs}
+    # keep_run_files_hours 0: the run's folder went as finalize ended
+    assert not any(Path(ref["run_file"].removeprefix("file://")).parent.exists() for ref in refs)
+    assert local_airflow.xcom(run.run_id, "finalize", key="outcomes", resolve=False)["rows"] == len(EXPECTED)

@@ -73,6 +73,7 @@ def test_clearing_an_old_batch_after_a_later_night_mailed_sends_no_second_mail(s
     from civicrm_hooks import queries
     from civicrm_hooks.hook import CiviCRMHook
     from cms_operators import registry
+    from pipeline import run_files
     from pipeline.batch import create_batch
     from pipeline.steps import batch_context
     from provisioning.settings import load_settings
@@ -85,7 +86,7 @@ def test_clearing_an_old_batch_after_a_later_night_mailed_sends_no_second_mail(s
     assert _mails_to(sandbox.wordpress, "ada.lovelace") == 1
 
     # an operator clears night 1's first batch afterwards: it runs again from night 1's own plan
-    rows = local_airflow.xcom(run1.run_id, "plan", key="batch_0")
+    rows = run_files.read(local_airflow.xcom(run1.run_id, "plan")[0]["rows"])
     ctx = batch_context(load_settings(), CiviCRMHook(), registry.get("wordpress").backend("cms_default"), marker=queries.run_marker("cmsuser_nightly", run1.run_id),
                         stamp="2026-03-01 02:00:00", final_try=False, state=_Store())
     results = {r["contact_id"]: r for r in create_batch(rows, ctx)}

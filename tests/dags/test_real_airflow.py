@@ -100,9 +100,10 @@ def story(stack) -> Story:
     story = Story(run_id=run_id, first_state=first_state, first_tis=first_tis,
                   first_finalize_log=airflow.logs(DAG_ID, run_id, "finalize", -1, 1),
                   accounts_after_failure=len(wordpress.users))
-    for ti in first_tis:
-        if ti["task_id"] == CREATE:
-            story.batches[ti["map_index"]] = airflow.xcom(DAG_ID, run_id, "plan", key=f"batch_{ti['map_index']}")
+    from pipeline import run_files
+
+    for descriptor in airflow.xcom(DAG_ID, run_id, "plan"):
+        story.batches[descriptor["index"]] = run_files.read(descriptor["rows"])
     failed = [ti["map_index"] for ti in first_tis if ti["task_id"] == CREATE and ti["state"] == "failed"]
     if first_state != "failed" or not failed:
         return story  # nothing for the operator to clear; the test says what went wrong

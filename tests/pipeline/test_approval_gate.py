@@ -44,6 +44,19 @@ def snapshot(**settings) -> dict:
             "cms_type": "wordpress", "triggers": {}}
 
 
+@pytest.fixture(autouse=True)
+def run_files_home(tmp_path, monkeypatch):
+    """The runs' files go under a fresh $AIRFLOW_HOME."""
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+
+
+def plan_file(**settings) -> dict:
+    """PLAN written as the plan task writes it; returns the reference its XCom carries."""
+    from pipeline.run_files import RunFiles
+
+    return RunFiles(Settings(trigger_groups=["new_members"], **settings), DAG_ID, RUN_ID).write("plan", PLAN)
+
+
 @pytest.fixture
 def gate_in_dag():
     """The gate wired as the nightly DAG wires it: plan >> approval >> create_accounts >> finalize."""
@@ -64,7 +77,7 @@ def gate_in_dag():
 
 
 def context_for(gate, *, dry_run=False, **settings) -> dict:
-    ti = FakeTI({("preflight", "return_value"): snapshot(**settings), ("plan", "plan"): PLAN})
+    ti = FakeTI({("preflight", "return_value"): snapshot(**settings), ("plan", "plan"): plan_file(**settings)})
     return {"ti": ti, "task_instance": ti, "params": {"dry_run": dry_run}, "dag": SimpleNamespace(dag_id=DAG_ID),
             "run_id": RUN_ID, "task": gate}
 
@@ -155,8 +168,9 @@ def test_finalize_after_a_rejection_writes_nothing_and_does_not_fail(monkeypatch
     caplog.set_level(logging.INFO)
     gate = {"decision": "rejected", "by": "ops", "to_create": 3, "to_link": 0, "threshold": 2,
             "timeout_minutes": 720}
-    ti = FakeTI({("preflight", "return_value"): snapshot(approval_threshold=2), ("plan", "plan"): PLAN,
-                 ("plan", "return_value"): [{"index": 0, "label": "contacts 1-3 (3)", "plan_task": "plan"}],
+    ti = FakeTI({("preflight", "return_value"): snapshot(approval_threshold=2, keep_run_files_hours=1),
+                 ("plan", "plan"): plan_file(),
+                 ("plan", "return_value"): [{"index": 0, "label": "contacts 1-3 (3)", "rows": None}],
                  ("approval", "decision"): gate})
     monkeypatch.setattr(tasks, "get_current_context", lambda: {"ti": ti, "dag": SimpleNamespace(dag_id=DAG_ID),
                                                                 "run_id": RUN_ID})
@@ -168,7 +182,9 @@ def test_finalize_after_a_rejection_writes_nothing_and_does_not_fail(monkeypatch
     ids = tasks.wiring(preflight="preflight", plan="plan", create="create_accounts", approval="approval")
     counts = tasks.finalize.function(ids, params={"dry_run": False})
     assert counts == {"contacts": 4, "approval_rejected": 4, "approval": "rejected"}
-    outcomes = ti.pushed["outcomes"]
+    from pipeline import run_files
+
+    outcomes = run_files.read(ti.pushed["outcomes"])
     assert [(row["contact_id"], row["outcome"], row["attempt"]) for row in outcomes] == [
         (cid, "approval_rejected", None) for cid in (1, 2, 3, 4)]
     assert "contact=1 outcome=approval_rejected username=ada.lovelace" in caplog.messages

@@ -151,3 +151,20 @@ def test_one_thread_is_the_one_by_one_batch(world):
     results = world.run(batch_of(ALAN, *PEOPLE[:3]), concurrency=1, open_backend=world.cms.session)
     assert [r["outcome"] for r in results] == ["created"] * 4
     assert world.cms.sessions == [] and world.cms.most_in_flight == 1
+
+
+def test_every_create_reports_its_time_to_the_pacer(world):
+    class Recording(Pacer):
+        def __init__(self):
+            super().__init__()
+            self.times: list[float] = []
+
+        def answered(self, seconds):
+            self.times.append(seconds)
+            super().answered(seconds)
+
+    for concurrency, people in ((1, PEOPLE[:6]), (4, PEOPLE[6:])):
+        pacer = Recording()
+        world.run(batch_of(*people), concurrency=concurrency,
+                  open_backend=world.cms.session, pacer=pacer)
+        assert len(pacer.times) == 6 and min(pacer.times) >= world.cms.latency * 0.9

@@ -663,3 +663,14 @@ def test_dockerfile_checks_the_plugins_import_at_build_time():
     result = subprocess.run([sys.executable, "-c", "import provisioning, civicrm_hooks, cms_operators"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_every_worker_shares_one_volume_for_the_run_files(compose):
+    """A batch planned on one worker replica is read by another: the run files' default folder is one named
+    volume, mounted in every Airflow container and made the task user's alone by airflow-init."""
+    mount = "cmsuser-runs:/opt/airflow/cmsuser_runs"
+    assert "cmsuser-runs" in compose["volumes"]
+    for name in airflow_services(compose):
+        assert mount in compose["services"][name]["volumes"], name
+    init = "\n".join(compose["services"]["airflow-init"]["command"])
+    assert "chmod 700 /opt/airflow/cmsuser_runs" in init

@@ -175,3 +175,43 @@ def test_a_secret_with_a_line_break_is_refused_without_showing_it(monkeypatch, s
     with pytest.raises(DemoError, match="password contains a line break") as caught:
         _ = DemoHook().endpoint
     assert "pa55" not in str(caught.value)
+
+
+def _demo_connection(monkeypatch, host: str, **extra) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DEMO_DEFAULT", json.dumps({
+        "conn_type": "demo", "host": host, "login": "api", "password": "pa55word", "extra": {"timeout": 2, **extra}}))
+
+
+def test_the_environments_proxy_is_honoured_and_read_once_per_session(server, monkeypatch):
+    import requests.sessions
+    import requests.utils
+
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url)  # the test server plays the proxy
+    _demo_connection(monkeypatch, "http://members.example.invalid")
+    reads = []
+    real = requests.utils.get_environ_proxies
+    for module in (requests.utils, requests.sessions):
+        monkeypatch.setattr(module, "get_environ_proxies", lambda *a, **k: reads.append(a) or real(*a, **k))
+    hook = DemoHook()
+    for _ in range(5):
+        assert hook.get("/ping") == {}
+    assert [r["path"] for r in server.requests] == ["http://members.example.invalid/ping"] * 5  # via the proxy
+    assert len(reads) == 1  # not once per request: that walk of os.environ cost ~2 ms a request
+
+
+def test_no_proxy_and_the_ca_bundle_of_the_environment_still_apply(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    _demo_connection(monkeypatch, server.url)
+    hook = DemoHook()
+    assert hook.get("/ping") == {} and server.requests[0]["path"] == "/ping"  # straight to the site
+    assert hook._verify == str(bundle)
+    _demo_connection(monkeypatch, server.url, verify=False)
+    unverified = DemoHook()
+    unverified.get_conn()
+    assert unverified._verify is False  # the connection's own `verify` wins

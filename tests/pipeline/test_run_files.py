@@ -1,0 +1,85 @@
+"""A run's per-contact files: owner-only, whole or absent, found by reference, and deleted on time."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import run_files
+from pipeline.run_files import RunFiles, RunFilesError
+from provisioning.settings import Settings
+
+RUN_ID = "scheduled__2026-12-04T02:00:00+00:00"
+
+
+def settings(tmp_path: Path, **overrides) -> Settings:
+    return Settings(trigger_groups=["new_members"], run_files_url=f"file://{tmp_path}/runs", **overrides)
+
+
+def local(ref: dict) -> Path:
+    return Path(ref["run_file"].removeprefix("file://"))
+
+
+def test_a_value_goes_to_the_run_folder_and_only_a_reference_comes_back(tmp_path):
+    rows = [{"contact_id": 7, "email": "member7@example.org", "n": 1.5}]
+    ref = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID).write("plan", rows)
+    assert ref["rows"] == 1 and set(ref) == {"run_file", "rows"}
+    assert "member7" not in json.dumps(ref)  # what XCom stores names a file, not a member
+    assert local(ref).parent.parent == tmp_path / "runs" / "cmsuser_nightly"
+    assert run_files.read(ref) == rows
+    assert run_files.is_ref(ref) and not run_files.is_ref(rows)
+
+
+def test_files_and_folders_are_for_their_owner_only(tmp_path):
+    ref = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID).write("batch_0", [{"contact_id": 1}])
+    path = local(ref)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for folder in (path.parent, path.parent.parent, tmp_path / "runs"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]  # written whole, then renamed
+
+
+def test_run_ids_become_distinct_safe_folder_names():
+    names = {run_files.folder_name(r) for r in (RUN_ID, RUN_ID.replace(":", "_"), "manual__x/../../etc", "..")}
+    assert len(names) == 4
+    assert all(Path(n).name == n and n not in (".", "..") and ":" not in n for n in names)
+
+
+def test_the_default_place_is_under_airflow_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    assert run_files.root_url(Settings(trigger_groups=["g"])) == f"file://{tmp_path}/cmsuser_runs"
+
+
+def test_a_deleted_file_is_named_with_what_to_do(tmp_path):
+    files = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID)
+    ref = files.write("plan", [])
+    files.finished(0)
+    assert not local(ref).parent.exists()
+    with pytest.raises(RunFilesError, match="keep_run_files_hours"):
+        files.read(ref)
+    assert files.read(None) is None  # an upstream task that left nothing
+
+
+def test_finished_runs_go_after_their_keep_time_and_unfinished_ones_after_a_week(tmp_path, monkeypatch):
+    clock = [time.time()]
+    monkeypatch.setattr(run_files.time, "time", lambda: clock[0])
+    kept = RunFiles(settings(tmp_path, keep_run_files_hours=2), "cmsuser_nightly", "kept")
+    unfinished = RunFiles(settings(tmp_path), "cmsuser_realtime", "unfinished")
+    kept_ref, unfinished_ref = kept.write("outcomes", [1]), unfinished.write("batch_0", [2])
+    kept.finished(2)
+    assert kept.sweep() == 0 and local(kept_ref).exists()
+    clock[0] += 2 * 3600 + 1
+    assert kept.sweep() == 1  # any finalize sweeps every DAG's folders
+    assert not local(kept_ref).exists() and local(unfinished_ref).exists()
+    clock[0] += 7 * 24 * 3600
+    assert kept.sweep() == 1 and not local(unfinished_ref).exists()
+
+
+def test_a_folder_without_a_stamp_is_left_alone(tmp_path):
+    stranger = tmp_path / "runs" / "cmsuser_nightly" / "not-ours"
+    stranger.mkdir(parents=True)
+    assert RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID).sweep() == 0 and stranger.exists()
