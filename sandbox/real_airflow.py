@@ -206,6 +206,8 @@ class RealAirflow:
             "AIRFLOW__CELERY__BROKER_URL": f"{REDIS_URL}/{CELERY_REDIS_DB}",
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{PG_USER}@{PG_HOST}:{PG_PORT}/{self.database}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            # a task a killed worker had taken from Redis but not started stays queued until this (default 600 s)
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "60",
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "sandbox.real_airflow.worker_hostname",
             # The creation lock: PostgreSQL advisory locks in this stack's own database, as production has them
             # (task processes are separate, so an in-process lock would protect nothing here)

@@ -57,7 +57,19 @@ from provisioning.vocabulary import Action, OnExistingEmail
 log = logging.getLogger(__name__)
 
 USERNAME_TRIES = 5
-MAIL_CHUNK = 20  # mails recorded as "sending" together: two journal writes per chunk, not per mail
+# Mails are recorded as "sending" a chunk at a time: two journal writes per chunk, not per mail. The first
+# chunk is MAIL_CHUNK per thread; later ones hold about MAIL_CHUNK_SECONDS of mails at the pace measured,
+# which bounds what a crash can leave in doubt (never resent) by time rather than by count.
+MAIL_CHUNK = 20
+MAIL_CHUNK_SECONDS = 2.0
+MAX_MAIL_CHUNK = 500
+
+
+def next_mail_chunk(sent: int, seconds: float) -> int:
+    """The size of the next chunk of mails after `sent` took `seconds` (journal writes included)."""
+    if sent <= 0 or seconds <= 0:
+        return MAX_MAIL_CHUNK
+    return max(MAIL_CHUNK, min(MAX_MAIL_CHUNK, int(MAIL_CHUNK_SECONDS * sent / seconds)))
 MAX_PAUSE = 120.0  # longest pause a 429's Retry-After may impose on a batch
 DEFAULT_PAUSE = 5.0  # a 429 without Retry-After
 
@@ -583,8 +595,11 @@ class _Batch:
                 result["mail"] = outcomes.MAIL_UNKNOWN
             else:
                 due.append((contact_id, user))
-        for start in range(0, len(due), MAIL_CHUNK):
-            chunk = due[start:start + MAIL_CHUNK]
+        size, start = MAIL_CHUNK * max(1, self.ctx.concurrency), 0
+        while start < len(due):
+            chunk = due[start:start + size]
+            start += len(chunk)
+            began = self.pacer.clock()
             self.write_entries([self.entry_for(cid, user).with_mail(journal.MAIL_SENDING) for cid, user in chunk])
             try:
                 failed = self.send_mails([user for _, user in chunk])
@@ -603,6 +618,7 @@ class _Batch:
                     self.s.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
                     finished.append(self.s.entries[contact_id].with_mail(""))  # none went out
             self.write_entries(finished)
+            size = next_mail_chunk(len(chunk), self.pacer.clock() - began)
 
     def entries_of(self, contact_id: int) -> list[JournalEntry]:
         """The contact's journal as read at the start, plus what this try has written since."""

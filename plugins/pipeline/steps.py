@@ -3,6 +3,10 @@
 No Airflow import: pipeline/tasks.py calls these from tasks, and each DAG wires those tasks with
 its own ids. Settings are read once per run, by the caller of `preflight`, and travel as the
 run snapshot it returns (`settings_of`, `triggers_of` read it back).
+
+pandas, and the modules built on it (plan, report, approval, finalize), are imported by the steps that
+use them: the DAG file imports this module, and every task process parses the DAG file, so preflight,
+extract and each create batch would otherwise pay for loading pandas (0.5-2 s a task) without using it.
 """
 
 from __future__ import annotations
@@ -11,29 +15,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
-
 from civicrm_hooks import queries
 from civicrm_hooks.hook import CiviCRMError, CiviCRMUnavailable
 from cms_operators.backend import CmsAuthError, CmsBackend, CmsConfigError, CmsError, CmsUnavailable
 from cms_operators.registry import CmsType
 from pipeline import sources
 from pipeline.batch import BatchContext, create_batch
-from pipeline.finalize import OUTCOME_COLUMNS, finalize_run
 from pipeline.locks import LockError, LockUnavailable
 from pipeline.pacing import Pacer
 from pipeline.resets import send_resets
-from provisioning import approval, report
 from provisioning.outcomes import audit_line
-from provisioning.plan import (
-    batch_label,
-    cms_users_frame,
-    contacts_frame,
-    links_frame,
-    make_batches,
-    plan_contacts,
-    with_not_triggered,
-)
 from provisioning.settings import Settings
 from provisioning.usernames import candidate_usernames
 from provisioning.vocabulary import BATCH_ACTIONS, Outcome
@@ -229,6 +220,17 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
          max_batches: int = 1024) -> dict:
     """Dedupe and decide in pandas: `plan` (one row per contact) and `batches` (the rows to create/link),
     at most `max_batches` of them."""
+    from provisioning import report
+    from provisioning.plan import (
+        batch_label,
+        cms_users_frame,
+        contacts_frame,
+        links_frame,
+        make_batches,
+        plan_contacts,
+        with_not_triggered,
+    )
+
     settings = settings_of(run)
     plan_df = plan_contacts(contacts_frame(extracted["contacts"]), cms_users_frame(extracted["cms_users"]),
                             links_frame(extracted["links"]), settings, kind.rules, limit=limit,
@@ -310,6 +312,11 @@ def finalize(run: dict, civicrm, plan_rows: list[dict], labels: list[str], resul
     Returns `outcomes` (the per-contact table), `unfinished` (labels of batches that left no result)
     and `counts` per outcome. May run twice for one run: everything it writes is checked first.
     """
+    import pandas as pd
+
+    from pipeline.finalize import OUTCOME_COLUMNS, finalize_run
+    from provisioning import report
+
     if dry_run:
         planned = report.planned_outcomes(pd.DataFrame(plan_rows), dry_run=True)
         log.info("dry run: wrote nothing.\n%s", report.summary_table(planned))
@@ -329,6 +336,9 @@ def finalize_rejected(run: dict, plan_rows: list[dict], gate: dict) -> dict[str,
     Nothing was created; nothing is written to CiviCRM (no activity, so no attempt; no history, no
     clean-up: the contacts stay triggered for the next run). The run does not fail.
     """
+    from pipeline.finalize import OUTCOME_COLUMNS
+    from provisioning import approval, report
+
     final = approval.rejected_outcomes(plan_rows, gate)
     for row in final.itertuples(index=False):
         log.info("%s", audit_line(row.contact_id, row.outcome, uf_id=row.uf_id, username=row.username))

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections import Counter
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-import pandas as pd
+import pendulum
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import BaseHook, ExceptionRetryPolicy, RetryAction, RetryRule, get_current_context, task
 from airflow.sdk.configuration import conf
@@ -27,8 +29,10 @@ from cms_operators.backend import CmsAuthError, CmsConfigError
 from lock_hooks.hook import CreationLockHook
 from pipeline import sources, steps
 from pipeline.run_files import RunFiles
-from provisioning import approval, report
 from provisioning.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from provisioning import approval
 from provisioning.vocabulary import ApprovalDecision
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,7 @@ def run_marker(context) -> str:
 def run_stamp(context, settings: Settings) -> str:
     """The run's time in the settings' timezone, as CiviCRM stores activity dates."""
     when = context["dag_run"].run_after
-    return pd.Timestamp(when).tz_convert(settings.timezone).strftime("%Y-%m-%d %H:%M:%S")
+    return pendulum.instance(when).in_timezone(settings.timezone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def run_files(context, run: dict) -> RunFiles:
@@ -129,8 +133,7 @@ def password_resets(run: dict, params=None) -> dict:
                                         dry_run=params["dry_run"], marker=run_marker(context),
                                         stamp=run_stamp(context, settings))
     context["ti"].xcom_push(key="resets", value=run_files(context, run).write("resets", results))
-    return {"contacts": len(results), **pd.Series([r["outcome"] for r in results], dtype=object)
-            .value_counts().to_dict()}
+    return {"contacts": len(results), **Counter(r["outcome"] for r in results)}
 
 
 @task(retries=2, retry_exponential_backoff=True, retry_policy=RUN_LEVEL_POLICY, show_return_value_in_logs=False)
@@ -196,7 +199,7 @@ def create_accounts(run: dict, batch: dict, task_state_store=None) -> dict:
                                final_try=ti.try_number > ti.max_tries, state=task_state_store,
                                lock=CreationLockHook(settings.lock_conn_id).email_locks(settings.lock_wait_seconds),
                                open_backend=lambda: kind.backend(settings.cms_conn_id, settings))
-    counts = pd.Series([r["outcome"] for r in results]).value_counts().to_dict()
+    counts = dict(Counter(r["outcome"] for r in results))
     log.info("%s done: %s", batch["label"], ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     return {**files.write(f"created_{batch['index']}", results), "counts": counts}
 
@@ -211,6 +214,8 @@ def finalize(wiring: dict, params=None) -> dict:
     Upstream values are pulled by the ids in `wiring`, not passed as arguments: upstream may have
     failed and left nothing.
     """
+    from provisioning import approval, report
+
     context = get_current_context()
     ti = context["ti"]
     run = ti.xcom_pull(task_ids=wiring["preflight"])
@@ -277,6 +282,8 @@ class ApprovalGate(ApprovalOperator):
         self.show_return_value_in_logs = False  # as for every task: never log what it returns
 
     def _read(self, context) -> tuple[dict, Settings, list[dict], approval.Gate]:
+        from provisioning import approval
+
         ti = context["ti"]
         run = ti.xcom_pull(task_ids=self.wiring["preflight"])
         plan_rows = run_files(context, run).read(ti.xcom_pull(task_ids=self.wiring["plan"], key="plan")) or []
@@ -285,6 +292,8 @@ class ApprovalGate(ApprovalOperator):
                                                        dry_run=context["params"]["dry_run"])
 
     def execute(self, context):
+        from provisioning import approval
+
         run, settings, plan_rows, gate = self._read(context)
         log.info("%s", gate.explain())
         if not gate.needed:
@@ -292,7 +301,7 @@ class ApprovalGate(ApprovalOperator):
             context["ti"].xcom_push(key=APPROVAL_KEY, value=result)
             return result
         self.response_timeout = timedelta(minutes=settings.approval_timeout_minutes)
-        deadline = pd.Timestamp.now(tz=settings.timezone) + self.response_timeout
+        deadline = pendulum.now(settings.timezone) + self.response_timeout
         self.subject = approval.subject(gate, context["dag"].dag_id)
         self.body = approval.body(plan_rows, gate, cms_label=registry.get(run["cms_type"]).label,
                                   timeout_minutes=settings.approval_timeout_minutes,
@@ -315,6 +324,8 @@ class ApprovalGate(ApprovalOperator):
 
     def _decided(self, context, event) -> dict:
         """Log the answer and keep it (XCom `decision`) for finalize, also when the task ends by skipping."""
+        from provisioning import approval
+
         _, settings, _, gate = self._read(context)
         responder = event.get("responded_by_user") or {}
         by = responder.get("name") or responder.get("id")

@@ -8,13 +8,28 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 from text_unidecode import unidecode
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# No pandas import here: every Airflow process loads the CMS rules (through the provider's connection
+# types) and most never plan. A frame or a pandas NA can only come from a caller that loaded pandas.
+
+
+def _pandas():
+    return sys.modules.get("pandas")
+
+
+def _is_frame(value: object) -> bool:
+    pandas = _pandas()
+    return pandas is not None and isinstance(value, pandas.DataFrame)
 
 #: The tokens a username pattern may use, in the order the help text lists them.
 USERNAME_TOKENS: tuple[str, ...] = (
@@ -81,7 +96,10 @@ def _token_value(token: str, contact: Mapping) -> str:
 
 def _text(value: object) -> str:
     """A contact field as text: missing values (None, NaN, pandas NA) become ''."""
-    if value is None or value is pd.NA:
+    if value is None:
+        return ""
+    pandas = _pandas()
+    if pandas is not None and value is pandas.NA:
         return ""
     if isinstance(value, float):
         if math.isnan(value):
@@ -100,7 +118,7 @@ def render_username(pattern: str, contact: Mapping) -> str:
 
 def render_usernames(pattern: str, contacts: Iterable[Mapping] | pd.DataFrame) -> list[str]:
     """render_username for many contacts (dicts, or a frame's rows), parsing the pattern once."""
-    if not isinstance(contacts, (pd.DataFrame, Mapping)):
+    if not (_is_frame(contacts) or isinstance(contacts, Mapping)):
         contacts = contacts if isinstance(contacts, Sequence) else list(contacts)
     columns = _TokenColumns(contacts)
     return _render_columns(pattern_parts(pattern), columns, range(columns.count))
@@ -134,11 +152,11 @@ class _TokenColumns:
 
     def _raw(self, field: str, rows: Sequence[int] | None) -> list:
         contacts = self.contacts
-        if isinstance(contacts, (pd.DataFrame, Mapping)):
+        if _is_frame(contacts) or isinstance(contacts, Mapping):
             if field not in contacts:
                 return [None] * (self.count if rows is None else len(rows))
             values = contacts[field]
-            column = values.tolist() if isinstance(values, (pd.Series, np.ndarray)) else list(values)
+            column = values.tolist() if hasattr(values, "tolist") else list(values)  # a Series or an array
             return column if rows is None else [column[row] for row in rows]
         if rows is None:
             return [contact.get(field) for contact in contacts]
@@ -391,7 +409,7 @@ def unique_usernames(
             append(value)
         else:
             append(claim(value))
-    return pd.Series(names, index=candidates.index, dtype=object, name=candidates.name)
+    return _pandas().Series(names, index=candidates.index, dtype=object, name=candidates.name)
 
 
 def suffix_base(candidate: str, max_length: int) -> str:

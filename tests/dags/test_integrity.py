@@ -138,3 +138,18 @@ def test_a_task_that_hits_its_timeout_says_which_setting_to_raise(caplog, monkey
         slow()
     (line,) = [r.getMessage() for r in caplog.records if "did not finish" in r.getMessage()]
     assert line.startswith("finalize did not finish within 7 minutes: raise task_timeout_minutes.finalize")
+
+
+def test_parsing_the_dags_loads_no_pandas():
+    """Every task process parses its DAG file first: pandas (0.5-2 s to load here) is for the steps that plan
+    and finalize, so preflight, extract and each create batch start without it; Airflow's own start-up (which
+    reads our provider's connection types) must not load it either."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; import airflow.sdk; sys.path[:0] = ['plugins', 'dags']; "
+             "import cmsuser_nightly, cmsuser_realtime; "
+             "print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))")
+    found = subprocess.run([sys.executable, "-c", probe], cwd=local_airflow.REPO, capture_output=True, text=True,
+                           timeout=120, check=True).stdout.strip().splitlines()[-1]
+    assert found == "[]"

@@ -24,7 +24,17 @@ from cms_operators.backend import (
     CmsUser,
 )
 from cms_operators.wordpress.rules import RULES
-from pipeline.batch import MAIL_CHUNK, USERNAME_TRIES, BatchContext, BatchIncomplete, create_batch
+from pipeline import batch as batch_module
+from pipeline.batch import (
+    MAIL_CHUNK,
+    MAIL_CHUNK_SECONDS,
+    MAX_MAIL_CHUNK,
+    USERNAME_TRIES,
+    BatchContext,
+    BatchIncomplete,
+    create_batch,
+    next_mail_chunk,
+)
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
 from provisioning.plan import cms_users_frame, contacts_frame, links_frame, make_batches, plan_contacts
@@ -736,7 +746,8 @@ def test_a_failed_mail_is_noted_without_failing_the_contact(world):
     assert {e.uf_id: e.mail for e in world.journal.activities.values()} == {100: "", 101: "sent"}
 
 
-def test_the_mail_ledger_is_written_twice_per_chunk_not_once_per_mail(world):
+def test_the_mail_ledger_is_written_twice_per_chunk_not_once_per_mail(world, monkeypatch):
+    monkeypatch.setattr(batch_module, "next_mail_chunk", lambda sent, seconds: MAIL_CHUNK)  # a steady 20
     contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 46)]
     results = world.run(batch_of(*contacts))
 
@@ -961,3 +972,12 @@ def test_a_bulk_mail_call_that_breaks_off_leaves_the_mails_in_doubt_and_never_re
     again = bulk_world.run(rows)  # a clear in the UI: the mails stay unsent rather than doubled
     assert [r["mail"] for r in again] == [outcomes.MAIL_UNKNOWN] * 2
     assert bulk_world.cms.count("send_password_mails") == 1
+
+
+def test_later_mail_chunks_hold_about_two_seconds_of_mails(world):
+    assert next_mail_chunk(20, 0.5) == int(MAIL_CHUNK_SECONDS * 40)  # 25 ms a mail: 80 in two seconds
+    assert next_mail_chunk(20, 20.0) == MAIL_CHUNK  # a slow CMS: never fewer than the first chunk
+    assert next_mail_chunk(20, 0.0001) == next_mail_chunk(0, 0) == MAX_MAIL_CHUNK
+    contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 146)]
+    world.run(batch_of(*contacts))  # the fake CMS answers at once: one chunk of 20, then the other 125
+    assert [len(w) for w in world.journal.mail_writes()[0::2]] == [20, 125]
