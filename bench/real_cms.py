@@ -11,26 +11,38 @@ fresh accounts, one after the other. CMS calls are counted in this process (ever
 redirect hops included), so nothing stands between the code and the site. Prints one table;
 progress goes to stderr. Never part of the pass/fail suite.
 
+Every run is appended to bench/results/real_cms.json, and the section SECTION_TITLE of docs/benchmarks.md
+is rewritten from that file (the latest row per CMS and N); the rest of the page is left as it is.
+
 A CMS plugs in with one start function in STARTERS returning a BenchSite (connection fields, the
-roles new accounts get, reset, stop, mail count): Drupal (sandbox.real_drupal.RealDrupal) and
-WordPress (tests/real_wordpress.py) fit the same shape.
+roles new accounts get, reset, stop, mail count): Joomla, Drupal, Drupal 7 and Backdrop (sandbox.real_*)
+and WordPress (Debian's package, through tests/real_wordpress.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import re
 import secrets
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 from sandbox import local_airflow
 
 CONN_ID = "cms_default"
+RESULTS = local_airflow.REPO / "bench" / "results" / "real_cms.json"
+DOC = local_airflow.REPO / "docs" / "benchmarks.md"
+SECTION_TITLE = "Real CMSs: the pipeline against the bare loop at 1,000 contacts"
+WORDPRESS_VERSION_FILE = Path("/usr/share/wordpress/wp-includes/version.php")
 
 
 @dataclass
@@ -48,6 +60,7 @@ class BenchSite:
     login: str = ""
     extra: dict = field(default_factory=dict)
     started_seconds: float = 0.0
+    counts_http_calls: bool = True      # False when the backend does not speak HTTP (Backdrop: bee over SSH)
 
 
 def start_joomla() -> BenchSite:
@@ -96,12 +109,42 @@ def start_backdrop() -> BenchSite:
     return BenchSite("backdrop", f"Backdrop {site.state.get('backdrop_version', '1.28')} via bee over SSH",
                      site.host, "", ["member"], site.reset, site.stop, lambda: len(site.mails()),
                      login=site.ssh_user, extra={**site.extra(), "port": site.port},
-                     started_seconds=site.started_seconds)
+                     started_seconds=site.started_seconds, counts_http_calls=False)
+
+
+def wordpress_version(version_file: Path = WORDPRESS_VERSION_FILE) -> str:
+    """The installed WordPress's `$wp_version` ("" when unreadable)."""
+    try:
+        found = re.search(r"\$wp_version\s*=\s*'([^']+)'", version_file.read_text())
+    except OSError:
+        return ""
+    return found.group(1) if found else ""
+
+
+def start_wordpress() -> BenchSite:
+    from tests import real_wordpress
+
+    was_running = real_wordpress.is_running()
+    started = time.monotonic()
+    try:
+        state = real_wordpress.start_real_wordpress()
+    except real_wordpress.RealWordPressUnavailable as exc:
+        raise SystemExit(f"cannot start a real WordPress: {exc}") from None
+    started_seconds = time.monotonic() - started
+    # a server that was up before (someone else's) stays up, as with the test fixture
+    stop = (lambda: None) if was_running else real_wordpress.stop_real_wordpress
+    version = wordpress_version()
+    return BenchSite("wordpress", f"WordPress {version} (Debian)" if version else "WordPress (Debian)",
+                     state["url"], state["app_password"], ["member"],
+                     lambda: real_wordpress.reset_real_wordpress(state), stop,
+                     lambda: len(real_wordpress.read_mails(state)), login=state["login"],
+                     started_seconds=started_seconds)
 
 
 #: --cms name -> a function starting that real CMS
 STARTERS: dict[str, Callable[[], BenchSite]] = {"joomla": start_joomla, "drupal": start_drupal,
-                                                "drupal7": start_drupal7, "backdrop": start_backdrop}
+                                                "drupal7": start_drupal7, "backdrop": start_backdrop,
+                                                "wordpress": start_wordpress}
 
 
 class CallCounter:
@@ -166,7 +209,7 @@ def run_pipeline(site: BenchSite, contacts: int) -> dict:
         return {"state": str(run.state).rpartition(".")[2], "seconds": seconds,
                 "create_seconds": durations.get("create_accounts", 0.0), "calls": counter.count,
                 "created": counts.get("created", 0), "outcomes": counts, "mails": site.mails() - mails_before,
-                "civicrm_calls": len(civicrm.calls)}
+                "civicrm_calls": len(civicrm.calls), "tasks": durations}
 
 
 def run_bare_loop(site: BenchSite, contacts: int, notify: bool) -> dict:
@@ -187,16 +230,24 @@ def run_bare_loop(site: BenchSite, contacts: int, notify: bool) -> dict:
             "mails": site.mails() - mails_before}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cms", choices=sorted(STARTERS), default="joomla")
     parser.add_argument("--contacts", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--no-notify", action="store_true", help="no password mails (pipeline and bare loop)")
-    args = parser.parse_args()
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file every run is appended to")
+    parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page whose section is rewritten")
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
     notify = not args.no_notify
     with contextlib.redirect_stdout(sys.stderr):  # what Airflow prints goes with the progress: stdout is the table
         site, piped, bare = measure(args, notify)
+    row = make_row(site, args, notify, piped, bare, command=command_line(argv),
+                   when=datetime.now(UTC).isoformat(timespec="seconds"))
+    rows = append_row(row, args.results)
+    write_doc(rows, args.doc)
+    progress(f"appended to {args.results}; rewrote the section '{SECTION_TITLE}' of {args.doc}")
     print_table(site, args, notify, piped, bare)
     return 0 if piped["state"] == "success" else 1
 
@@ -234,6 +285,142 @@ def measure(args, notify: bool) -> tuple[BenchSite, dict, dict]:
     return site, piped, bare
 
 
+# ---------------------------------------------------------------------- results (pure, tested in tests/bench)
+
+
+def rate_ratio(created: int, seconds: float, bare_created: int, bare_seconds: float) -> float | None:
+    """Pipeline accounts/s over bare-loop accounts/s (1.0 = as fast as the bare loop); None when undefined."""
+    if not (seconds and bare_seconds and bare_created):
+        return None
+    return (created / seconds) / (bare_created / bare_seconds)
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as typed from the project folder (the archives folder included when it was set)."""
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(local_airflow.REPO)
+    thirdparty = os.environ.get("CMSUSER_THIRDPARTY", "").strip()
+    prefix = f"CMSUSER_THIRDPARTY={shlex.quote(thirdparty)} " if thirdparty else ""
+    return f"{prefix}{python} -m bench.real_cms {shlex.join(argv)}".rstrip()
+
+
+def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, command: str, when: str) -> dict:
+    """One run as stored in the results file (no credentials)."""
+    n = args.contacts
+
+    def per_contact(calls: int) -> float | None:
+        return round(calls / n, 3) if site.counts_http_calls and n else None
+
+    return {
+        "cms": args.cms, "label": site.label, "contacts": n, "batch_size": args.batch_size, "notify": notify,
+        "state": piped["state"],
+        "pipeline": {"seconds": round(piped["seconds"], 2), "create_seconds": round(piped["create_seconds"], 2),
+                     "created": piped["created"], "outcomes": piped["outcomes"], "calls": piped["calls"],
+                     "calls_per_contact": per_contact(piped["calls"]), "mails": piped["mails"],
+                     "civicrm_calls": piped["civicrm_calls"],
+                     "tasks": {task: round(seconds, 2) for task, seconds in piped.get("tasks", {}).items()}},
+        "bare": {"seconds": round(bare["seconds"], 2), "created": bare["created"], "calls": bare["calls"],
+                 "calls_per_contact": per_contact(bare["calls"]), "mails": bare["mails"], "concurrency": 1},
+        "ratio_whole": rate_ratio(piped["created"], piped["seconds"], bare["created"], bare["seconds"]),
+        "ratio_create": rate_ratio(piped["created"], piped["create_seconds"], bare["created"], bare["seconds"]),
+        "http_calls_counted": site.counts_http_calls, "site_started_seconds": round(site.started_seconds, 1),
+        "command": command, "when": when,
+    }
+
+
+def append_row(row: dict, path: Path = RESULTS) -> list[dict]:
+    """Append one run to the results file; returns every run in it."""
+    rows = json.loads(path.read_text()) if path.exists() else []
+    rows.append(row)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+    return rows
+
+
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """The latest run per CMS and N (by `when`, later in the file on a tie), ordered by CMS then N."""
+    latest: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["cms"], row["contacts"])
+        if key not in latest or row["when"] >= latest[key]["when"]:
+            latest[key] = row
+    return [latest[key] for key in sorted(latest)]
+
+
+def _f(value, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _rate(created: int, seconds: float) -> float | None:
+    return created / seconds if seconds else None
+
+
+HOW_MEASURED = (
+    "How measured: `bench/real_cms.py`, one CMS per invocation, on this machine (2 CPUs). The real CMS runs on "
+    "PHP's built-in server and MariaDB (`sandbox/real_<cms>`; WordPress is Debian's package through "
+    "`tests/real_wordpress.py`); CiviCRM is the emulator, in the benchmark's process, seeded with N new contacts "
+    "in a trigger group. **Pipeline**: `cmsuser_nightly` run once with `dag.test()` (`sandbox.local_airflow`, "
+    "SQLite): the tasks run one after another in this one process; *whole run* is the `dag.test()` call, "
+    "*create phase* the `create_accounts` task instances' durations added up. **Bare loop**: `bench/bare.py` at "
+    "concurrency 1 on the same site: one CMS session, per account `create_user` then `send_password_mail` "
+    "(notify on), nothing else. The site is reset (users and captured mails back to the state after its "
+    "install) before the pipeline, between the pipeline and the bare loop, and after. *× bare*: pipeline "
+    "accounts/s divided by bare-loop accounts/s (1.0 = as fast as the bare loop). *CMS calls*: HTTP requests "
+    "this process sent to the site's address (redirect hops included) per contact; Backdrop is driven by bee "
+    "over SSH, so there are no HTTP calls to count (—). *Mails*: mails the site handed to its mailer during "
+    "the phase.")
+
+
+def section_markdown(rows: list[dict]) -> str:
+    """The docs section for these runs (pass latest_rows(...)): a table, details per row, how measured."""
+    lines = [f"## {SECTION_TITLE}", "",
+             "Each row is the latest run for that CMS and N, produced by the command beside it (from the project "
+             "folder); `bench/results/real_cms.json` has every run. Seconds are wall clock.", "",
+             "| CMS | N | batch | notify | pipeline whole s | create phase s | bare s | "
+             "accounts/s: whole / create / bare | × bare: whole / create | CMS calls/contact: pipeline / bare | "
+             "mails: pipeline / bare | state | UTC | command |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+    for row in rows:
+        p, b = row["pipeline"], row["bare"]
+        lines.append(
+            f"| {row['label']} | {row['contacts']} | {row['batch_size']} | {'on' if row['notify'] else 'off'} | "
+            f"{_f(p['seconds'])} | {_f(p['create_seconds'])} | {_f(b['seconds'])} | "
+            f"{_f(_rate(p['created'], p['seconds']))} / {_f(_rate(p['created'], p['create_seconds']))} / "
+            f"{_f(_rate(b['created'], b['seconds']))} | "
+            f"{_f(row['ratio_whole'], 2)} / {_f(row['ratio_create'], 2)} | "
+            f"{_f(p['calls_per_contact'], 2)} / {_f(b['calls_per_contact'], 2)} | "
+            f"{p['mails']} / {b['mails']} | {row['state']} | {row['when']} | `{row['command']}` |")
+    lines += ["", "Details per row:", ""]
+    for row in rows:
+        p = row["pipeline"]
+        tasks = ", ".join(f"{task} {seconds:.1f}" for task, seconds in p["tasks"].items()) or "—"
+        lines.append(f"- {row['label']}, N {row['contacts']}: outcomes {p['outcomes']}; task seconds: {tasks}; "
+                     f"CiviCRM calls {p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s.")
+    return "\n".join([*lines, "", HOW_MEASURED, ""])
+
+
+def replace_section(doc: str, section: str) -> str:
+    """`doc` with its SECTION_TITLE section (up to the next `## ` heading) replaced by `section`, or with
+    `section` appended when it has none; every other section is kept as it is."""
+    lines = doc.rstrip("\n").split("\n") if doc.strip() else []
+    heading = f"## {SECTION_TITLE}"
+    new = section.rstrip("\n").split("\n")
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        tail = lines[end:]
+        lines = lines[:start] + new + ([""] + tail if tail else [])
+    else:
+        lines = lines + ([""] if lines else []) + new
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(rows: list[dict], path: Path = DOC) -> None:
+    doc = path.read_text() if path.exists() else "# Benchmarks\n"
+    path.write_text(replace_section(doc, section_markdown(latest_rows(rows))))
+
+
 def print_table(site: BenchSite, args, notify: bool, piped: dict, bare: dict) -> None:
     n = args.contacts
     rows = [
@@ -250,10 +437,9 @@ def print_table(site: BenchSite, args, notify: bool, piped: dict, bare: dict) ->
         per = f"{calls / n:11.2f}" if calls is not None else f"{'':>11}"
         print(f"{label:<24} {accounts:>8} {seconds:8.1f} {rate:10.2f} {calls if calls is not None else '':>9} "
               f"{per} {mails if mails is not None else '':>5}")
-    bare_rate = bare["created"] / bare["seconds"] if bare["seconds"] else float("nan")
     for label, seconds in (("whole run", piped["seconds"]), ("create phase", piped["create_seconds"])):
-        rate = piped["created"] / seconds if seconds else float("nan")
-        print(f"ratio pipeline ({label}) / bare loop: {rate / bare_rate:.2f}")
+        ratio = rate_ratio(piped["created"], seconds, bare["created"], bare["seconds"])
+        print(f"ratio pipeline ({label}) / bare loop: {_f(ratio, 2)}")
 
 
 if __name__ == "__main__":

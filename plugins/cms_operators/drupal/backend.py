@@ -488,7 +488,7 @@ class DrupalBackend:
         user = self._user(((document or {}).get("data")) or {}) if isinstance(document, dict) else None
         if user is None:
             raise CmsUnavailable(None, "no_id", "Drupal answered the create without a user id")
-        log.info("Drupal: created user %s ('%s')", user.uf_id, user.username)
+        log.debug("Drupal: created user %s ('%s')", user.uf_id, user.username)
         return user
 
     def _confirm_duplicate(self, exc: CmsError, username: str, email: str) -> CmsError:

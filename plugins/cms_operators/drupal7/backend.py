@@ -478,7 +478,7 @@ class Drupal7Backend:
             raise CmsUnavailable(None, "no_id", "Drupal 7 answered the create without a user id")
         user = CmsUser(uf_id=int(uid), username=username, email=email,
                        roles=tuple(form.roles[r] for r in rids), registered=None)
-        log.info("Drupal 7: created user %s ('%s')", user.uf_id, user.username)
+        log.debug("Drupal 7: created user %s ('%s')", user.uf_id, user.username)
         return user
 
     def _settle_form_errors(self, exc: FormErrors, username: str, email: str) -> CmsError:

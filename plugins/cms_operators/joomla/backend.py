@@ -492,7 +492,7 @@ class JoomlaBackend:
         if not isinstance(data, dict) or not data.get("id"):
             raise CmsUnavailable(None, "no_id", "Joomla answered the create without a user id")
         user = self._user(data)
-        log.info("Joomla: created user %s ('%s')", user.uf_id, user.username)
+        log.debug("Joomla: created user %s ('%s')", user.uf_id, user.username)
         return user
 
     def _settle_save_failure(self, exc: CmsRejected, username: str, email: str) -> CmsError:

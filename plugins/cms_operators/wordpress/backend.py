@@ -338,7 +338,7 @@ class WordPressBackend:
         if not isinstance(created, dict) or "id" not in created:
             raise CmsUnavailable(None, "no_id", "WordPress answered the create without a user id")
         user = self._user(created)
-        log.info("WordPress: created user %s ('%s')", user.uf_id, user.username)
+        log.debug("WordPress: created user %s ('%s')", user.uf_id, user.username)
         return user
 
     def _site_locales(self) -> set[str]:
