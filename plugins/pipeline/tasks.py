@@ -28,7 +28,7 @@ from cms_operators import registry
 from cms_operators.backend import CmsAuthError, CmsConfigError
 from lock_hooks.hook import CreationLockHook
 from pipeline import sources, steps
-from pipeline.run_files import RunFiles
+from pipeline.run_files import RunFiles, RunFilesError
 from provisioning.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ RUN_LEVEL_POLICY = ExceptionRetryPolicy(rules=[
     RetryRule(exception=CmsAuthError, action=RetryAction.FAIL, reason="CMS refused the credentials"),
     RetryRule(exception=CmsConfigError, action=RetryAction.FAIL, reason="CMS configuration error"),
     RetryRule(exception=CiviCRMAuthError, action=RetryAction.FAIL, reason="CiviCRM refused the credentials"),
+    RetryRule(exception=RunFilesError, action=RetryAction.FAIL, reason="the run's files are gone"),
 ])
 
 

@@ -83,3 +83,13 @@ def test_a_folder_without_a_stamp_is_left_alone(tmp_path):
     stranger = tmp_path / "runs" / "cmsuser_nightly" / "not-ours"
     stranger.mkdir(parents=True)
     assert RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID).sweep() == 0 and stranger.exists()
+
+
+def test_a_task_whose_run_files_are_gone_fails_at_once_instead_of_retrying():
+    from airflow.sdk import RetryAction
+
+    from pipeline import tasks
+
+    decision = tasks.RUN_LEVEL_POLICY.evaluate(RunFilesError("gone"), 1, 3)
+    assert decision.action == RetryAction.FAIL and "files" in decision.reason
+    assert tasks.RUN_LEVEL_POLICY.evaluate(ValueError("other"), 1, 3).action == RetryAction.DEFAULT
