@@ -8,7 +8,7 @@ and times it (the whole run, and the create phase from the task timings); then r
 runs the bare loop of bench/bare.py on it at concurrency 1: one backend (one API session), the same
 per-account operations the pipeline makes (create_user, and send_password_mail when notify is on) for N
 fresh accounts, one after the other. CMS calls are counted in this process (every HTTP request sent to the site's address,
-redirect hops included), so nothing stands between the code and the site. Prints one table;
+redirect hops included; for Backdrop every bee call), so nothing stands between the code and the site. Prints one table;
 progress goes to stderr. Never part of the pass/fail suite.
 
 Every run is appended to bench/results/real_cms.json, and the section SECTION_TITLE of docs/benchmarks.md
@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.page import DOC, write_section
 from sandbox import local_airflow
 
 CONN_ID = "cms_default"
 RESULTS = local_airflow.REPO / "bench" / "results" / "real_cms.json"
-DOC = local_airflow.REPO / "docs" / "benchmarks.md"
 SECTION_TITLE = "Real CMSs: the pipeline against the bare loop at 1,000 contacts"
 WORDPRESS_VERSION_FILE = Path("/usr/share/wordpress/wp-includes/version.php")
 
@@ -60,7 +60,7 @@ class BenchSite:
     login: str = ""
     extra: dict = field(default_factory=dict)
     started_seconds: float = 0.0
-    counts_http_calls: bool = True      # False when the backend does not speak HTTP (Backdrop: bee over SSH)
+    calls_unit: str = "HTTP requests"   # what the CMS calls column counts (Backdrop: bee calls over SSH)
 
 
 def start_joomla() -> BenchSite:
@@ -105,11 +105,11 @@ def start_backdrop() -> BenchSite:
     if problem:
         raise SystemExit(f"cannot start a real Backdrop: {problem}")
     site = real_backdrop.RealBackdrop.start()
-    # bee over SSH: no HTTP requests to count (the calls column shows 0); the port rides in the extras
+    # bee over SSH: its calls are counted instead of HTTP requests; the port rides in the extras
     return BenchSite("backdrop", f"Backdrop {site.state.get('backdrop_version', '1.28')} via bee over SSH",
                      site.host, "", ["member"], site.reset, site.stop, lambda: len(site.mails()),
                      login=site.ssh_user, extra={**site.extra(), "port": site.port},
-                     started_seconds=site.started_seconds, counts_http_calls=False)
+                     started_seconds=site.started_seconds, calls_unit="bee calls")
 
 
 def wordpress_version(version_file: Path = WORDPRESS_VERSION_FILE) -> str:
@@ -173,6 +173,31 @@ class CallCounter:
             requests.Session.send = original
 
 
+class BeeCallCounter(CallCounter):
+    """Counts the bee calls this process makes (wraps BeeHook.run: one remote bee command each)."""
+
+    @contextmanager
+    def counting(self) -> Iterator[CallCounter]:
+        from cms_operators.backdrop.hook import BeeHook
+
+        original = BeeHook.run
+        counter = self
+
+        def run(hook, operation, arguments=None):
+            counter.count += 1
+            return original(hook, operation, arguments)
+
+        BeeHook.run = run
+        try:
+            yield self
+        finally:
+            BeeHook.run = original
+
+
+def call_counter(site: BenchSite) -> CallCounter:
+    return BeeCallCounter(site.host) if site.calls_unit == "bee calls" else CallCounter(site.host)
+
+
 def synthetic_civicrm(contacts: int) -> dict:
     people = [{"id": i, "first_name": f"First{i}", "last_name": f"Last{i}", "email": f"person{i}@bench.example"}
               for i in range(2, contacts + 2)]
@@ -199,14 +224,16 @@ def run_pipeline(site: BenchSite, contacts: int) -> dict:
                                                        site.password, cms_type=site.cms_type,
                                                        cms_extra=site.extra or None))
         mails_before = site.mails()
-        counter = CallCounter(site.host)
+        counter = call_counter(site)
         with counter.counting():
             started = time.monotonic()
             run = local_airflow.run_nightly()
             seconds = time.monotonic() - started
         counts = local_airflow.outcome_counts(run.run_id)
         durations = local_airflow.task_durations(run.run_id)
-        return {"state": str(run.state).rpartition(".")[2], "seconds": seconds,
+        # the run's span by Airflow's (wall) clock, next to `seconds` (monotonic): the two can drift apart here
+        run_seconds = (run.end_date - run.start_date).total_seconds() if run.start_date and run.end_date else None
+        return {"state": str(run.state).rpartition(".")[2], "seconds": seconds, "run_seconds": run_seconds,
                 "create_seconds": durations.get("create_accounts", 0.0), "calls": counter.count,
                 "created": counts.get("created", 0), "outcomes": counts, "mails": site.mails() - mails_before,
                 "civicrm_calls": len(civicrm.calls), "tasks": durations}
@@ -222,7 +249,7 @@ def run_bare_loop(site: BenchSite, contacts: int, notify: bool) -> dict:
         "http://127.0.0.1:9", "unused", None, site.host, site.login, site.password, cms_type=site.cms_type,
         cms_extra=site.extra or None)["AIRFLOW_CONN_CMS_DEFAULT"]
     mails_before = site.mails()
-    counter = CallCounter(site.host)
+    counter = call_counter(site)
     with counter.counting():
         bare = bare_loop(lambda: registry.get(site.cms_type).backend(CONN_ID, settings=settings),
                          bare_people(contacts), roles=list(settings.roles), notify=notify, concurrency=1)
@@ -310,12 +337,13 @@ def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, co
     n = args.contacts
 
     def per_contact(calls: int) -> float | None:
-        return round(calls / n, 3) if site.counts_http_calls and n else None
+        return round(calls / n, 3) if n else None
 
     return {
         "cms": args.cms, "label": site.label, "contacts": n, "batch_size": args.batch_size, "notify": notify,
         "state": piped["state"],
         "pipeline": {"seconds": round(piped["seconds"], 2), "create_seconds": round(piped["create_seconds"], 2),
+                     "run_seconds": None if piped.get("run_seconds") is None else round(piped["run_seconds"], 2),
                      "created": piped["created"], "outcomes": piped["outcomes"], "calls": piped["calls"],
                      "calls_per_contact": per_contact(piped["calls"]), "mails": piped["mails"],
                      "civicrm_calls": piped["civicrm_calls"],
@@ -324,7 +352,7 @@ def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, co
                  "calls_per_contact": per_contact(bare["calls"]), "mails": bare["mails"], "concurrency": 1},
         "ratio_whole": rate_ratio(piped["created"], piped["seconds"], bare["created"], bare["seconds"]),
         "ratio_create": rate_ratio(piped["created"], piped["create_seconds"], bare["created"], bare["seconds"]),
-        "http_calls_counted": site.counts_http_calls, "site_started_seconds": round(site.started_seconds, 1),
+        "calls_unit": site.calls_unit, "site_started_seconds": round(site.started_seconds, 1),
         "command": command, "when": when,
     }
 
@@ -362,14 +390,21 @@ HOW_MEASURED = (
     "`tests/real_wordpress.py`); CiviCRM is the emulator, in the benchmark's process, seeded with N new contacts "
     "in a trigger group. **Pipeline**: `cmsuser_nightly` run once with `dag.test()` (`sandbox.local_airflow`, "
     "SQLite): the tasks run one after another in this one process; *whole run* is the `dag.test()` call, "
-    "*create phase* the `create_accounts` task instances' durations added up. **Bare loop**: `bench/bare.py` at "
+    "*create phase* the `create_accounts` task instances' durations added up (Airflow's wall-clock timestamps; "
+    "the whole run and the bare loop use Python's monotonic clock, and on this VM the two clocks were seen to "
+    "drift apart by up to a few per cent under load, so compare the run's start-to-end span in the details). "
+    "**Bare loop**: `bench/bare.py` at "
     "concurrency 1 on the same site: one CMS session, per account `create_user` then `send_password_mail` "
     "(notify on), nothing else. The site is reset (users and captured mails back to the state after its "
     "install) before the pipeline, between the pipeline and the bare loop, and after. *× bare*: pipeline "
     "accounts/s divided by bare-loop accounts/s (1.0 = as fast as the bare loop). *CMS calls*: HTTP requests "
     "this process sent to the site's address (redirect hops included) per contact; Backdrop is driven by bee "
-    "over SSH, so there are no HTTP calls to count (—). *Mails*: mails the site handed to its mailer during "
-    "the phase.")
+    "over SSH, so its column counts bee calls (one remote command each, `BeeHook.run`) instead, and there the "
+    "pipeline sends creates and password mails in bulk (`BulkBackend`, up to 50 accounts per bee call) while the "
+    "bare loop makes one call per create and per mail: its × bare compares bulk with one-by-one calls. *Mails*: "
+    "mails the site handed to its mailer during the phase. Each row is one measurement on a shared machine; "
+    "repeating a run moved its times by up to a fifth (both WordPress runs are in the JSON), so ratios near 1.0 "
+    "show no difference.")
 
 
 def section_markdown(rows: list[dict]) -> str:
@@ -383,42 +418,27 @@ def section_markdown(rows: list[dict]) -> str:
              "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for row in rows:
         p, b = row["pipeline"], row["bare"]
+        unit = "" if row.get("calls_unit", "HTTP requests") == "HTTP requests" else f" ({row['calls_unit']})"
         lines.append(
             f"| {row['label']} | {row['contacts']} | {row['batch_size']} | {'on' if row['notify'] else 'off'} | "
             f"{_f(p['seconds'])} | {_f(p['create_seconds'])} | {_f(b['seconds'])} | "
             f"{_f(_rate(p['created'], p['seconds']))} / {_f(_rate(p['created'], p['create_seconds']))} / "
             f"{_f(_rate(b['created'], b['seconds']))} | "
             f"{_f(row['ratio_whole'], 2)} / {_f(row['ratio_create'], 2)} | "
-            f"{_f(p['calls_per_contact'], 2)} / {_f(b['calls_per_contact'], 2)} | "
+            f"{_f(p['calls_per_contact'], 2)} / {_f(b['calls_per_contact'], 2)}{unit} | "
             f"{p['mails']} / {b['mails']} | {row['state']} | {row['when']} | `{row['command']}` |")
     lines += ["", "Details per row:", ""]
     for row in rows:
         p = row["pipeline"]
         tasks = ", ".join(f"{task} {seconds:.1f}" for task, seconds in p["tasks"].items()) or "—"
         lines.append(f"- {row['label']}, N {row['contacts']}: outcomes {p['outcomes']}; task seconds: {tasks}; "
-                     f"CiviCRM calls {p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s.")
+                     f"run start to end by Airflow's clock {_f(p.get('run_seconds'))} s; CiviCRM calls "
+                     f"{p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s.")
     return "\n".join([*lines, "", HOW_MEASURED, ""])
 
 
-def replace_section(doc: str, section: str) -> str:
-    """`doc` with its SECTION_TITLE section (up to the next `## ` heading) replaced by `section`, or with
-    `section` appended when it has none; every other section is kept as it is."""
-    lines = doc.rstrip("\n").split("\n") if doc.strip() else []
-    heading = f"## {SECTION_TITLE}"
-    new = section.rstrip("\n").split("\n")
-    if heading in lines:
-        start = lines.index(heading)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + new + ([""] + tail if tail else [])
-    else:
-        lines = lines + ([""] if lines else []) + new
-    return "\n".join(lines) + "\n"
-
-
 def write_doc(rows: list[dict], path: Path = DOC) -> None:
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    path.write_text(replace_section(doc, section_markdown(latest_rows(rows))))
+    write_section(SECTION_TITLE, section_markdown(latest_rows(rows)), path)
 
 
 def print_table(site: BenchSite, args, notify: bool, piped: dict, bare: dict) -> None:

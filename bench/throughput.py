@@ -34,9 +34,10 @@ from pathlib import Path
 import psutil
 import yaml
 
+from bench.page import DOC, write_section
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "throughput.json"
-DOC = REPO / "docs" / "benchmarks.md"
 DATABASE = "cmsuser_airflow_throughput_bench"
 DAG_ID = "cmsuser_nightly"
 CONN_ID = "cms_default"
@@ -317,7 +318,7 @@ def detail_lines(rows: list[dict]) -> list[str]:
 
 
 HOW_MEASURED = """\
-## How measured
+### How measured
 
 `bench/throughput.py`, one row per concurrency c, pipeline first, then the bare loop, in one session on this
 machine. **Sites**: the CiviCRM and WordPress emulators (`sandbox.sites.started_sites`, in the benchmark's
@@ -346,14 +347,16 @@ than the sampling interval may be missed.
 """
 
 
+SECTION_TITLE = "Throughput: the nightly pipeline under the real scheduler against the bare create loop"
+
+
 def write_doc(rows: list[dict], path: Path = DOC) -> None:
-    lines = ["# Benchmarks", "",
-             "## Throughput: the nightly pipeline under the real scheduler against the bare create loop", "",
+    lines = [f"## {SECTION_TITLE}", "",
              "Issue 12. Each row was produced by the command beside it (from the project folder, with "
              "`.venv/bin/python`); `bench/results/throughput.json` has every measured value. Seconds are wall "
              "clock; accounts/s count accounts created.", "",
              *table_lines(rows), "", "Details per row:", "", *detail_lines(rows), "", HOW_MEASURED]
-    path.write_text("\n".join(lines).rstrip() + "\n")
+    write_section(SECTION_TITLE, "\n".join(lines), path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,6 @@ from bench.real_cms import (
     latest_rows,
     make_row,
     rate_ratio,
-    replace_section,
     section_markdown,
     wordpress_version,
 )
@@ -20,20 +19,20 @@ from bench.real_cms import (
 HEADING = f"## {SECTION_TITLE}"
 
 
-def site(cms_type: str = "wordpress", counts_http_calls: bool = True) -> BenchSite:
+def site(cms_type: str = "wordpress", calls_unit: str = "HTTP requests") -> BenchSite:
     return BenchSite(cms_type, f"{cms_type.title()} 1.0", "http://127.0.0.1:1", "s3cret-app-password", ["member"],
                      lambda: None, lambda: None, lambda: 0, login="admin", started_seconds=12.3,
-                     counts_http_calls=counts_http_calls)
+                     calls_unit=calls_unit)
 
 
 def run(cms: str = "wordpress", contacts: int = 1000, when: str = "2026-01-01T00:00:00+00:00",
-        counts_http_calls: bool = True) -> dict:
+        calls_unit: str = "HTTP requests") -> dict:
     piped = {"state": "success", "seconds": 100.0, "create_seconds": 80.0, "calls": 2010, "created": contacts,
              "outcomes": {"created": contacts}, "mails": contacts, "civicrm_calls": 40,
-             "tasks": {"preflight": 4.0, "create_accounts": 80.0}}
+             "tasks": {"preflight": 4.0, "create_accounts": 80.0}, "run_seconds": 99.5}
     bare = {"seconds": 50.0, "calls": 2000, "created": contacts, "mails": contacts}
     args = SimpleNamespace(cms=cms, contacts=contacts, batch_size=500)
-    return make_row(site(cms, counts_http_calls), args, True, piped, bare,
+    return make_row(site(cms, calls_unit), args, True, piped, bare,
                     command=f".venv/bin/python -m bench.real_cms --cms {cms}", when=when)
 
 
@@ -51,9 +50,10 @@ def test_row_has_the_measures_and_no_credentials():
     assert "s3cret" not in repr(row)
 
 
-def test_calls_per_contact_is_empty_when_the_site_is_not_spoken_to_over_http():
-    row = run("backdrop", counts_http_calls=False)
-    assert row["pipeline"]["calls_per_contact"] is None and row["bare"]["calls_per_contact"] is None
+def test_backdrop_counts_bee_calls_and_says_so():
+    row = run("backdrop", calls_unit="bee calls")
+    assert row["calls_unit"] == "bee calls" and row["pipeline"]["calls_per_contact"] == 2.01
+    assert "| 2.01 / 2.00 (bee calls) |" in section_markdown([row])
 
 
 def test_runs_are_appended(tmp_path):
@@ -71,23 +71,15 @@ def test_latest_run_per_cms_and_n_ordered_by_cms():
 
 
 def test_section_has_one_row_per_run_with_its_command():
-    text = section_markdown([run("drupal"), run("backdrop", counts_http_calls=False)])
+    text = section_markdown([run("drupal"), run("joomla")])
     table = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
     assert len(table) == 2
     assert table[0].endswith("`.venv/bin/python -m bench.real_cms --cms drupal` |")
     assert "| 0.50 / 0.62 |" in table[0] and "| 2.01 / 2.00 |" in table[0]
-    assert "| — / — |" in table[1]
+    assert table[1].endswith("`.venv/bin/python -m bench.real_cms --cms joomla` |")
+    assert "by Airflow's clock 99.5 s" in text
     assert text.startswith(HEADING) and "How measured" in text
     assert not any(line.startswith("## ") for line in text.splitlines()[1:])
-
-
-def test_section_is_appended_then_replaced_and_other_sections_kept():
-    doc = "# Benchmarks\n\n## Throughput\n\ntable\n\n## How measured\n\ntext\n"
-    once = replace_section(doc, f"{HEADING}\n\nfirst\n")
-    assert once == doc + f"\n{HEADING}\n\nfirst\n"
-    assert replace_section(once, f"{HEADING}\n\nsecond\n") == doc + f"\n{HEADING}\n\nsecond\n"
-    middle = replace_section(f"# B\n\n{HEADING}\n\nold\n\n## After\n\nkept\n", f"{HEADING}\n\nnew\n")
-    assert middle == f"# B\n\n{HEADING}\n\nnew\n\n## After\n\nkept\n"
 
 
 def test_wordpress_starter_is_registered_and_reads_the_version(tmp_path):
@@ -96,3 +88,15 @@ def test_wordpress_starter_is_registered_and_reads_the_version(tmp_path):
     version_file.write_text("<?php\n$wp_version = '6.1.9';\n")
     assert wordpress_version(version_file) == "6.1.9"
     assert wordpress_version(tmp_path / "missing.php") == ""
+
+
+def test_bee_calls_are_counted_and_the_hook_restored(monkeypatch):
+    from cms_operators.backdrop.hook import BeeHook
+
+    monkeypatch.setattr(BeeHook, "run", lambda hook, operation, arguments=None: operation)
+    original = BeeHook.run
+    counter = real_cms.call_counter(site("backdrop", "bee calls"))
+    with counter.counting():
+        assert BeeHook.run(object(), "create_users", {}) == "create_users"
+        BeeHook.run(object(), "send_mails")
+    assert counter.count == 2 and BeeHook.run is original
