@@ -30,10 +30,10 @@ from lock_hooks.hook import CreationLockHook
 from pipeline import sources, steps
 from pipeline.run_files import RunFiles, RunFilesError
 from provisioning.settings import Settings, load_settings
-
-if TYPE_CHECKING:
-    from provisioning import approval
 from provisioning.vocabulary import ApprovalDecision
+
+if TYPE_CHECKING:  # imported by the tasks that use it: it loads pandas
+    from provisioning import approval
 
 log = logging.getLogger(__name__)
 
