@@ -81,11 +81,8 @@ class RunFiles:
 
     def __init__(self, settings: Settings, dag_id: str, run_id: str) -> None:
         self.conn_id = settings.run_files_conn_id
-        self.root = self._path(root_url(settings))
+        self.root = _storage_path(root_url(settings), self.conn_id)
         self.folder = self.root / dag_id / folder_name(run_id)
-
-    def _path(self, url: str) -> ObjectStoragePath:
-        return ObjectStoragePath(url, conn_id=self.conn_id) if self.conn_id else ObjectStoragePath(url)
 
     # --- writing and reading ----------------------------------------------------------------
 
@@ -154,14 +151,17 @@ class RunFiles:
 
 def read(ref: dict, *, conn_id: str | None = None) -> Any:
     """The value behind a reference (also for harnesses and tests reading a run's XComs)."""
-    path = ObjectStoragePath(ref["run_file"], conn_id=conn_id) if conn_id else ObjectStoragePath(ref["run_file"])
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(_storage_path(ref["run_file"], conn_id).read_bytes())
     except FileNotFoundError as exc:
         raise RunFilesError(
             f"the run file {ref['run_file']} is gone: a finished run's files are deleted after keep_run_files_hours "
             "(0: when its finalize ends). Start a new run, or clear this run from its extract task to remake them."
         ) from exc
+
+
+def _storage_path(url: str, conn_id: str | None) -> ObjectStoragePath:
+    return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
 
 
 def is_ref(value: Any) -> bool:

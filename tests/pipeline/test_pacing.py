@@ -6,19 +6,7 @@ from __future__ import annotations
 import logging
 
 from pipeline.pacing import DECIDE_EVERY, MAX_GAP, Pacer
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.pipeline.test_locks import Clock
 
 
 def answers(pacer: Pacer, seconds: float, count: int) -> None:
@@ -28,16 +16,16 @@ def answers(pacer: Pacer, seconds: float, count: int) -> None:
 
 def test_a_steady_cms_is_never_held_back():
     clock = Clock()
-    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer = Pacer(clock=clock.time, sleep=clock.sleep)
     answers(pacer, 0.02, 500)
     pacer.wait(), pacer.wait()
-    assert pacer.gap == 0 and clock.slept == []
+    assert pacer.gap == 0 and clock.sleeps == []
 
 
 def test_rising_latency_spaces_requests_out_and_recovery_ends_it(caplog):
     caplog.set_level(logging.INFO, logger="pipeline.pacing")
     clock = Clock()
-    pacer = Pacer(clock=clock, sleep=clock.sleep)
+    pacer = Pacer(clock=clock.time, sleep=clock.sleep)
     answers(pacer, 0.02, 50)
     answers(pacer, 0.2, DECIDE_EVERY * 3)  # ten times slower: the average climbs past twice the best
     assert pacer.gap >= 0.02
@@ -46,7 +34,7 @@ def test_rising_latency_spaces_requests_out_and_recovery_ends_it(caplog):
     assert pacer.gap > widened  # still slow: the gap keeps doubling
     pacer.wait()
     pacer.wait()  # the second request waits out the gap
-    assert clock.slept and clock.slept[-1] >= pacer.gap * 0.99
+    assert clock.sleeps and clock.sleeps[-1] >= pacer.gap * 0.99
     assert any("slowing down" in m for m in caplog.messages)
     answers(pacer, 0.02, DECIDE_EVERY * 30)  # back to its best
     assert pacer.gap == 0
@@ -65,9 +53,9 @@ def test_one_slow_answer_is_not_a_trend_and_the_gap_has_a_ceiling():
 
 def test_the_rate_limit_still_holds_when_the_gap_is_smaller():
     clock = Clock()
-    pacer = Pacer(2, clock=clock, sleep=clock.sleep)  # one request every 0.5 s
+    pacer = Pacer(2, clock=clock.time, sleep=clock.sleep)  # one request every 0.5 s
     answers(pacer, 0.02, 20)
     answers(pacer, 0.1, DECIDE_EVERY * 2)
     assert 0 < pacer.gap < 0.5
     pacer.wait(), pacer.wait()
-    assert clock.slept == [0.5]
+    assert clock.sleeps == [0.5]
