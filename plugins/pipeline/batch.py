@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -70,12 +71,89 @@ def next_mail_chunk(sent: int, seconds: float) -> int:
     if sent <= 0 or seconds <= 0:
         return MAX_MAIL_CHUNK
     return max(MAIL_CHUNK, min(MAX_MAIL_CHUNK, int(MAIL_CHUNK_SECONDS * sent / seconds)))
+# How often the creating batch writes its new links and journal entries and hands out their mails: what a
+# kill can leave unlinked (found again by the journal) or in doubt (never mailed twice) is this much work.
+WAVE_SECONDS = 2.0
 MAX_PAUSE = 120.0  # longest pause a 429's Retry-After may impose on a batch
 DEFAULT_PAUSE = 5.0  # a 429 without Retry-After
 
 
 class BatchIncomplete(Exception):
     """Some creates hit a transient CMS error; raised after the rest of the batch is done and linked."""
+
+
+class _Work:
+    """The CMS work of one batch's threads: mails first (their accounts are linked and waiting), then creates;
+    what the threads have sent since the last wave; the first error, which stops them all."""
+
+    def __init__(self, creates: list[dict]):
+        self._creates = deque(creates)
+        self._mails: deque[tuple[int, CmsUser]] = deque()
+        self._open = len(creates)  # creates queued or under way
+        self._sent: list[tuple[int, CmsUser, CmsError | None]] = []
+        self._closed = False
+        self._ready = threading.Condition()
+        self.all_made = threading.Event()  # every create answered (or the batch stopped)
+        self.error: BaseException | None = None
+        self.made = self.mailed = 0
+        if not creates:
+            self.all_made.set()
+
+    def take(self) -> tuple[str, object] | None:
+        """The next job, waiting for one while the batch is open; None when the thread is done."""
+        with self._ready:
+            while True:
+                if self.error is not None:
+                    return None
+                if self._mails:
+                    return "mail", self._mails.popleft()
+                if self._creates:
+                    return "create", self._creates.popleft()
+                if self._closed:
+                    return None
+                self._ready.wait()
+
+    def created(self) -> None:
+        with self._ready:
+            self.made += 1
+            self._open -= 1
+            if self._open == 0:
+                self.all_made.set()
+
+    def sent(self, contact_id: int, user: CmsUser, error: CmsError | None) -> None:
+        with self._ready:
+            self.mailed += error is None
+            self._sent.append((contact_id, user, error))
+
+    def add_mails(self, mails: list[tuple[int, CmsUser]]) -> None:
+        if mails:
+            with self._ready:
+                self._mails.extend(mails)
+                self._ready.notify_all()
+
+    def take_sent(self) -> list[tuple[int, CmsUser, CmsError | None]]:
+        with self._ready:
+            sent, self._sent = self._sent, []
+            return sent
+
+    def take_unsent(self) -> list[tuple[int, CmsUser]]:
+        with self._ready:
+            unsent = list(self._mails)
+            self._mails.clear()
+            return unsent
+
+    def fail(self, error: BaseException) -> None:
+        with self._ready:
+            if self.error is None:
+                self.error = error
+            self._ready.notify_all()
+        self.all_made.set()
+
+    def close(self) -> None:
+        """No more jobs will come: the threads finish the mails handed out and stop."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
 
 
 @dataclass
@@ -147,11 +225,16 @@ class _Batch:
         self.journal: dict[int, list[JournalEntry]] = {}
         self.held = Held(frozenset())
         self.pacer = ctx.pacer or Pacer(sleep=ctx.sleep)
+        self.pacer.threads = max(1, ctx.concurrency)
         self.threaded = False
         self._pool: ThreadPoolExecutor | None = None  # the batch's threads, started at the first use
         self._opened: list[CmsBackend] = []  # their own CMS sessions
         self._local = threading.local()  # a thread's own backend
-        self._serial = threading.Lock()  # CiviCRM journal writes and the task state store: one at a time
+        # CiviCRM and the task state store: one call at a time (re-entrant: a wave's writes nest)
+        self._serial = threading.RLock()
+        self._links_guard = threading.Lock()  # the links waiting to be written, appended to by the CMS threads
+        self._journaled: set[int] = set()  # contacts whose account entry this try has written
+        self._mail_decided: set[int] = set()  # contacts whose mail a wave has sent or settled
 
     # ------------------------------------------------------------------ the whole batch
 
@@ -310,8 +393,10 @@ class _Batch:
             planned.append(entry.sending([row["username"]], now))
         # Recorded before anything is posted: from here on a kill leaves a trace the next try reads.
         self.write_entries(planned, {r["contact_id"]: outcomes.journal_subject(r["username"]) for r in rows})
-        if isinstance(self.ctx.backend, BulkBackend):
-            rows = self.create_in_bulk(rows)
+        if not isinstance(self.ctx.backend, BulkBackend):
+            self.stream(rows)
+            return
+        rows = self.create_in_bulk(rows)
         workers = min(max(1, self.ctx.concurrency), len(rows))
         if workers <= 1:
             for n, row in enumerate(rows, 1):
@@ -327,6 +412,117 @@ class _Batch:
         started = self.pacer.clock()
         self.one(row)
         self.pacer.answered(self.pacer.clock() - started)
+
+    # ------------------------------------------------------------------ creates and mails in waves
+
+    def stream(self, rows: list[dict]) -> None:
+        """The creates on the CMS threads (`max_concurrency`, one at least) while this thread, every
+        WAVE_SECONDS, writes what they made to CiviCRM (links, then the journal with the mails about to go)
+        and hands those mails to the threads, which send them before further creates. So the CMS is never
+        idle while CiviCRM is written, and a mail still goes only to an account whose link is saved and
+        whose mail the journal records as sending."""
+        work = _Work(rows)
+        workers = min(max(1, self.ctx.concurrency), len(rows))
+        threads = [threading.Thread(target=self.work_on, args=(work, workers > 1), name=f"cms-{n}", daemon=True)
+                   for n in range(workers)]
+        self.threaded = workers > 1
+        for thread in threads:
+            thread.start()
+        try:
+            while True:
+                all_made = work.all_made.wait(WAVE_SECONDS)
+                if work.error is not None:
+                    break
+                self.wave(work)
+                log.info("batch progress: %d/%d creates, %d mails sent (%d side by side)", work.made, len(rows),
+                         work.mailed, workers)
+                if all_made:
+                    break
+        except BaseException as exc:
+            work.fail(exc)
+            raise
+        finally:
+            work.close()
+            for thread in threads:
+                thread.join()
+            self.threaded = False
+            self.after_waves(work)
+        if work.error is not None:
+            raise work.error
+
+    def work_on(self, work: _Work, own_session: bool) -> None:
+        """One CMS thread: mails first (their accounts wait, linked), then creates, until the batch is done."""
+        try:
+            if own_session:
+                self.start_thread()
+            while (item := work.take()) is not None:
+                kind, value = item
+                if kind == "create":
+                    self.paced_one(value)
+                    work.created()
+                else:
+                    contact_id, user = value
+                    self.pacer.wait(back_off=False)
+                    try:
+                        self.backend().send_password_mail(user)
+                    except CmsError as exc:
+                        work.sent(contact_id, user, exc)
+                    else:
+                        work.sent(contact_id, user, None)
+        except BaseException as exc:  # noqa: BLE001 - raised by stream() once every thread has stopped
+            work.fail(exc)
+
+    def wave(self, work: _Work) -> None:
+        """Links of the accounts made since the last wave; one journal write for their entries, the mails
+        about to go (`sending`) and the mails the threads sent since; then those mails go to the threads."""
+        with self._serial:
+            linked = self.save_new_links()
+            entries = {entry.contact_id: entry for entry in self.unjournaled()}
+            due = []
+            for contact_id in linked:
+                user = self.s.accounts.get(contact_id)
+                if user is None:
+                    continue  # refused: no link, no mail
+                self._mail_decided.add(contact_id)
+                if self.mail_due(contact_id, user):
+                    entries[contact_id] = self.entry_for(contact_id, user).with_mail(journal.MAIL_SENDING)
+                    due.append((contact_id, user))
+            entries.update(self.mails_sent(work.take_sent()))
+            if entries:
+                self.write_entries(list(entries.values()))
+                self._journaled.update(entries)
+        work.add_mails(due)
+
+    def after_waves(self, work: _Work) -> None:
+        """The last mails' ledger; mails handed out but never sent (the batch stopped) are recorded as not
+        sent, so the retry sends them. A process on its way out (not an Exception: killed, interrupted)
+        writes nothing more, as after a kill: what was sending stays in doubt and is never sent again."""
+        if work.error is not None and not isinstance(work.error, Exception):
+            return
+        entries = self.mails_sent(work.take_sent())
+        for contact_id, _user in work.take_unsent():
+            entries[contact_id] = self.s.entries[contact_id].with_mail("")
+            self._mail_decided.discard(contact_id)
+            self.s.results[contact_id]["mail"] = None
+        if entries:
+            try:
+                self.write_entries(list(entries.values()))
+            except Exception as exc:  # noqa: BLE001 - the batch's own error (if any) is the one raised
+                log.warning("could not record %d password mails in the journal (%s): they are treated as in "
+                            "doubt and not sent again", len(entries), exc)
+                if work.error is None:
+                    raise
+
+    def mails_sent(self, sent: list[tuple[int, CmsUser, CmsError | None]]) -> dict[int, JournalEntry]:
+        entries = {}
+        for contact_id, _user, exc in sent:
+            if exc is None:
+                self.s.results[contact_id]["mail"] = outcomes.MAIL_SENT
+                entries[contact_id] = self.s.entries[contact_id].with_mail(journal.MAIL_SENT)
+            else:
+                self.s.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
+                entries[contact_id] = self.s.entries[contact_id].with_mail("")  # none went out
+        return entries
 
     # ------------------------------------------------------------------ the batch's threads (max_concurrency)
 
@@ -462,7 +658,7 @@ class _Batch:
         failed: dict[int, CmsError] = {}
 
         def send(user: CmsUser) -> None:
-            self.pacer.wait()
+            self.pacer.wait(back_off=False)
             try:
                 self.backend().send_password_mail(user)
             except CmsError as exc:
@@ -533,16 +729,33 @@ class _Batch:
 
     def linked(self, row: dict, user: CmsUser, outcome: Outcome, reason: str) -> None:
         self.s.accounts[row["contact_id"]] = user
-        self.s.links.append({"contact_id": row["contact_id"], "uf_id": user.uf_id, "uf_name": row["email"]})
+        with self._links_guard:
+            self.s.links.append({"contact_id": row["contact_id"], "uf_id": user.uf_id, "uf_name": row["email"]})
         self.s.results[row["contact_id"]] = _result(row, outcome, reason, uf_id=user.uf_id,
                                                     username=user.username)
 
     # ------------------------------------------------------------------ links
 
     def write_links(self) -> None:
-        if not self.s.links:
-            return
-        links, self.s.links = self.s.links, []
+        with self._serial:
+            self.save_new_links()
+            made = self.unjournaled()
+            if made:
+                self.write_entries(made)
+                self._journaled.update(entry.contact_id for entry in made)
+
+    def unjournaled(self) -> list[JournalEntry]:
+        """The accounts we made (or recognised) whose entry this try has not written: by id, into the journal,
+        linked or not, so the next try or run knows them as ours without a look-up, even when CiviCRM
+        refused the link just now."""
+        return [self.s.entries[cid] for cid in sorted(self.s.ours - self._journaled)]
+
+    def save_new_links(self) -> list[int]:
+        """Write the links found since the last write; returns their contacts (refused ones included)."""
+        with self._links_guard:
+            links, self.s.links = self.s.links, []
+        if not links:
+            return []
         # Every link, whatever path found its account, gets the plan's check: never an account
         # CiviCRM already links to another contact.
         owners: dict[int, set[int]] = {}
@@ -559,11 +772,7 @@ class _Batch:
         errors = self.ctx.save_links(safe) if safe else {}
         for contact_id, error in errors.items():
             self.refuse(contact_id, outcomes.link_failed(self.s.results[contact_id].get("username"), error))
-        # the accounts we made, by id, into the journal, linked or not: the next try or run knows them
-        # as ours without a look-up, even when CiviCRM refused the link just now
-        made = [self.s.entries[cid] for cid in sorted(self.s.ours)]
-        if made:
-            self.write_entries(made)
+        return [link["contact_id"] for link in links]
 
     def refuse(self, contact_id: int, reason: str) -> None:
         result = self.s.results[contact_id]
@@ -579,22 +788,8 @@ class _Batch:
         "sending" by a try that died is never mailed again (a second mail would void the first
         link), and one recorded as sent is never mailed again.
         """
-        due: list[tuple[int, CmsUser]] = []
-        for contact_id, user in self.s.accounts.items():
-            result = self.s.results[contact_id]
-            if result["outcome"] != Outcome.CREATED:
-                continue
-            state = journal.mail_state(self.entries_of(contact_id), user.uf_id)
-            if not self.ctx.notify:
-                result["mail"] = outcomes.MAIL_OFF
-            elif self.by_id[contact_id].get("do_not_email"):
-                result["mail"] = outcomes.MAIL_DO_NOT_EMAIL
-            elif state == journal.MAIL_SENT:
-                result["mail"] = outcomes.MAIL_SENT_EARLIER
-            elif state == journal.MAIL_SENDING:
-                result["mail"] = outcomes.MAIL_UNKNOWN
-            else:
-                due.append((contact_id, user))
+        due = [(contact_id, user) for contact_id, user in self.s.accounts.items()
+               if contact_id not in self._mail_decided and self.mail_due(contact_id, user)]
         size, start = MAIL_CHUNK * max(1, self.ctx.concurrency), 0
         while start < len(due):
             chunk = due[start:start + size]
@@ -619,6 +814,25 @@ class _Batch:
                     finished.append(self.s.entries[contact_id].with_mail(""))  # none went out
             self.write_entries(finished)
             size = next_mail_chunk(len(chunk), self.pacer.clock() - began)
+
+    def mail_due(self, contact_id: int, user: CmsUser) -> bool:
+        """Whether the account's password mail is to be sent now; if not, its result says why (when it is
+        one we created)."""
+        result = self.s.results[contact_id]
+        if result["outcome"] != Outcome.CREATED:
+            return False
+        state = journal.mail_state(self.entries_of(contact_id), user.uf_id)
+        if not self.ctx.notify:
+            result["mail"] = outcomes.MAIL_OFF
+        elif self.by_id[contact_id].get("do_not_email"):
+            result["mail"] = outcomes.MAIL_DO_NOT_EMAIL
+        elif state == journal.MAIL_SENT:
+            result["mail"] = outcomes.MAIL_SENT_EARLIER
+        elif state == journal.MAIL_SENDING:
+            result["mail"] = outcomes.MAIL_UNKNOWN
+        else:
+            return True
+        return False
 
     def entries_of(self, contact_id: int) -> list[JournalEntry]:
         """The contact's journal as read at the start, plus what this try has written since."""

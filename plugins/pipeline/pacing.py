@@ -4,8 +4,9 @@ A batch with `max_concurrency` threads sends its creates side by side; the pacer
 rate (`max_requests_per_second`, the batch's share of the run's) and all stop together when the CMS asks
 for a pause (429 / 503 with Retry-After, or our own default), instead of each thread finding out alone.
 It also backs off by itself when the CMS slows down before it refuses anything: the threads report how
-long each create took, and while the median of the last few stays well above the fastest seen, requests are
-spaced out (the gap doubling until the CMS recovers, then halving away).
+long each create took, and while the median of the last few stays well above the fastest seen, creates are
+spaced out: first to the rate the threads reached at the CMS's best, then half that per slow window until the
+CMS recovers, and back up the same way.
 No Airflow import; the clock and the sleep are given, so tests run without waiting.
 """
 
@@ -33,17 +34,26 @@ class Pacer:
         self.interval = 1.0 / per_second if per_second else 0.0
         self.clock, self.sleep = clock, sleep
         self._lock = threading.Lock()
-        self._next = 0.0  # the earliest moment the next request may start
+        self._next = 0.0  # the earliest moment the next request may start (the rate)
+        self._next_slowed = 0.0  # the earliest moment the next create may start (back-off)
         self._paused_until = 0.0
         self.gap = 0.0  # back-off: the least time between two request starts while the CMS is slow
+        # the batch's threads: back-off starts by holding the rate they reached at the CMS's best (one start
+        # every fastest / threads seconds) and halves it per slow window from there
+        self.threads = 1
         self._window: list[float] = []
         self._fastest = float("inf")
 
-    def wait(self) -> None:
+    def wait(self, *, back_off: bool = True) -> None:
+        """Before a request. `back_off=False` (a password mail): only the rate and the pauses hold it. The
+        gap spaces the creates, whose answers measure the CMS; a mail, light and never measured, is not held
+        by it, so mails waiting for their turn never keep the gap from closing."""
         with self._lock:  # each caller takes the next free moment, so the rate holds across threads
             now = self.clock()
-            start = max(now, self._next, self._paused_until)
-            self._next = start + max(self.interval, self.gap)
+            start = max(now, self._next, self._paused_until, self._next_slowed if back_off else 0.0)
+            self._next = start + self.interval
+            if back_off:
+                self._next_slowed = start + self.gap
         if start > now:
             self.sleep(start - now)
 
@@ -65,9 +75,9 @@ class Pacer:
             fastest = self._fastest = min(self._fastest, recent)
             before = self.gap
             if recent > SLOW * fastest:
-                self.gap = min(MAX_GAP, max(2 * self.gap, fastest))
+                self.gap = min(MAX_GAP, max(2 * self.gap, fastest / self.threads))
             elif recent <= RECOVERED * fastest:
-                self.gap = self.gap / 2 if self.gap > fastest / 8 else 0.0
+                self.gap = self.gap / 2 if self.gap > fastest / (8 * self.threads) else 0.0
         if self.gap > before:
             log.info("the CMS is slowing down (%.0f ms a create, %.0f ms at best): at most one request every "
                      "%.0f ms for now", recent * 1000, fastest * 1000, self.gap * 1000)

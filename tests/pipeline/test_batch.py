@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
+import time
 
 import pytest
 
@@ -746,22 +746,65 @@ def test_a_failed_mail_is_noted_without_failing_the_contact(world):
     assert {e.uf_id: e.mail for e in world.journal.activities.values()} == {100: "", 101: "sent"}
 
 
-def test_the_mail_ledger_is_written_twice_per_chunk_not_once_per_mail(world, monkeypatch):
-    monkeypatch.setattr(batch_module, "next_mail_chunk", lambda sent, seconds: MAIL_CHUNK)  # a steady 20
+def test_mails_go_out_while_creates_go_on_with_one_ledger_write_per_wave(world, monkeypatch):
+    """Every WAVE_SECONDS the batch links what its threads made and hands out their mails, in one journal
+    write (the mails about to go, and the mails sent since the last wave), never one write per mail."""
+    monkeypatch.setattr(batch_module, "WAVE_SECONDS", 0.02)
+    creating = world.cms.create_user
+
+    def slow_create(**request):
+        time.sleep(0.004)
+        return creating(**request)
+
+    mailing = world.cms.send_password_mail
+    seen_when_mailed = []
+
+    def checked_mail(user):  # at the moment of sending: the link saved, the journal saying "sending"
+        linked = {row["uf_id"] for row in world.civicrm.rows.values()}
+        states = {e.uf_id: e.mail for e in world.journal.activities.values()}
+        seen_when_mailed.append((user.uf_id in linked, states.get(user.uf_id)))
+        return mailing(user)
+
+    monkeypatch.setattr(world.cms, "create_user", slow_create)
+    monkeypatch.setattr(world.cms, "send_password_mail", checked_mail)
     contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 46)]
     results = world.run(batch_of(*contacts))
 
-    assert world.cms.count("send_password_mail") == 45
-    chunks = math.ceil(45 / MAIL_CHUNK)
-    mail_writes = world.journal.mail_writes()
-    assert len(mail_writes) == 2 * chunks == 6
-    begins = mail_writes[0::2]
-    assert [len(w) for w in begins] == [20, 20, 5]
-    assert {state for _, state in begins[0]} == {"sending"}
+    assert world.cms.count("send_password_mail") == 45 and all(r["mail"] == outcomes.MAIL_SENT for r in results)
+    order = [call[0] for call in world.cms.calls]
+    assert order.index("send_password_mail") < len(order) - 1 - order[::-1].index("create_user")  # interleaved
+    mail_writes = [w for w in world.journal.writes if any(e.mail for e in w)]
+    assert 2 <= len(mail_writes) < 20  # a handful of waves, not 45 writes (or 90)
+    assert seen_when_mailed == [(True, "sending")] * 45
     assert sorted(e.uf_id for e in world.journal.activities.values() if e.mail == "sent") == sorted(
         r["uf_id"] for r in results)
-    # each chunk is announced before its first mail: the first "sending" names the first 20 accounts
-    assert [uf_id for uf_id, _ in begins[0]] == [r["uf_id"] for r in results[:20]]
+    # a mail goes only to a linked account: each was saved in a CiviCRM link write before its mail
+    assert sorted(world.saved_contacts()) == [p["contact_id"] for p in contacts]
+
+
+def test_a_batch_stopped_mid_wave_leaves_no_mail_lost_or_doubled(world, monkeypatch):
+    """A refused credential stops the batch while mails are handed out: those never sent are recorded as
+    not sent, so the retry sends them; those sent are never sent again."""
+    monkeypatch.setattr(batch_module, "WAVE_SECONDS", 0.01)
+    creating = world.cms.create_user
+
+    def slow_create(**request):
+        time.sleep(0.004)
+        return creating(**request)
+
+    monkeypatch.setattr(world.cms, "create_user", slow_create)
+    contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 61)]
+    world.cms.script(contacts[45]["email"], CmsAuthError(401, "invalid_auth", "Sorry, you are not allowed"))
+    rows = batch_of(*contacts)
+    with pytest.raises(CmsAuthError):
+        world.run(rows)
+    assert 0 < world.cms.count("send_password_mail") < 45  # some mails had gone out when it stopped
+
+    results = world.run(rows)
+
+    assert sorted(world.cms.mailed) == sorted(r["uf_id"] for r in results)  # each account mailed once
+    assert {r["outcome"] for r in results} == {"created"}
+    assert {r["mail"] for r in results} <= {outcomes.MAIL_SENT, outcomes.MAIL_SENT_EARLIER}
 
 
 def test_accounts_the_journal_says_were_mailed_are_not_mailed_again(world):
@@ -978,6 +1021,14 @@ def test_later_mail_chunks_hold_about_two_seconds_of_mails(world):
     assert next_mail_chunk(20, 0.5) == int(MAIL_CHUNK_SECONDS * 40)  # 25 ms a mail: 80 in two seconds
     assert next_mail_chunk(20, 20.0) == MAIL_CHUNK  # a slow CMS: never fewer than the first chunk
     assert next_mail_chunk(20, 0.0001) == next_mail_chunk(0, 0) == MAX_MAIL_CHUNK
+    # accounts an earlier try made and linked but did not mail: their mails go in chunks after the links
+    # (the creates of a try mail in waves instead: test_mails_go_out_while_creates_go_on_...)
     contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 146)]
-    world.run(batch_of(*contacts))  # the fake CMS answers at once: one chunk of 20, then the other 125
+    for contact in contacts:
+        user = world.cms.add_user(f"first{contact['contact_id']}.last", contact["email"])
+        world.journal.add(JournalEntry(contact_id=contact["contact_id"], usernames=(user.username,),
+                                       uf_id=user.uf_id, username=user.username))
+        world.civicrm.link(contact["contact_id"], user.uf_id, contact["email"])
+    results = world.run(batch_of(*contacts))  # the fake CMS answers at once: one chunk of 20, then the other 125
     assert [len(w) for w in world.journal.mail_writes()[0::2]] == [20, 125]
+    assert {r["mail"] for r in results} == {outcomes.MAIL_SENT}

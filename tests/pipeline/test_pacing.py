@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from pipeline.pacing import DECIDE_EVERY, MAX_GAP, Pacer
 from tests.pipeline.test_locks import Clock
 
@@ -59,3 +61,37 @@ def test_the_rate_limit_still_holds_when_the_gap_is_smaller():
     assert 0 < pacer.gap < 0.5
     pacer.wait(), pacer.wait()
     assert clock.sleeps == [0.5]
+
+
+def test_mails_are_held_by_the_rate_and_pauses_but_not_by_the_gap():
+    clock = Clock()
+    pacer = Pacer(clock=clock.time, sleep=clock.sleep)
+    answers(pacer, 0.02, 20)
+    answers(pacer, 0.2, DECIDE_EVERY * 3)
+    assert pacer.gap > 0
+    pacer.wait()  # a create: the next create waits out the gap, a mail does not
+    pacer.wait(back_off=False), pacer.wait(back_off=False)
+    assert clock.sleeps == []
+    pacer.wait()
+    assert clock.sleeps == [pytest.approx(pacer.gap)]
+
+    limited = Pacer(2, clock=clock.time, sleep=clock.sleep)  # the rate holds mails and creates alike
+    limited.wait(), limited.wait(back_off=False)
+    assert clock.sleeps[-1] == pytest.approx(0.5)
+    paused = Pacer(clock=clock.time, sleep=clock.sleep)
+    clock.sleeps.clear()
+    paused.pause(3.0)
+    paused.wait(back_off=False)
+    assert clock.sleeps == [pytest.approx(3.0)]
+
+
+def test_with_threads_back_off_first_holds_the_rate_they_reached_at_best():
+    pacer = Pacer(clock=lambda: 0.0, sleep=lambda s: None)
+    pacer.threads = 8
+    answers(pacer, 0.02, 20)
+    answers(pacer, 0.2, DECIDE_EVERY)
+    assert pacer.gap == pytest.approx(0.02 / 8)  # 8 creates in flight at 20 ms: one start every 2.5 ms
+    answers(pacer, 0.2, DECIDE_EVERY)
+    assert pacer.gap == pytest.approx(0.02 / 4)  # still slow: half that rate
+    answers(pacer, 0.02, DECIDE_EVERY * 10)
+    assert pacer.gap == 0
