@@ -153,3 +153,20 @@ def test_parsing_the_dags_loads_no_pandas():
     found = subprocess.run([sys.executable, "-c", probe], cwd=local_airflow.REPO, capture_output=True, text=True,
                            timeout=120, check=True).stdout.strip().splitlines()[-1]
     assert found == "[]"
+
+
+def test_airflows_plugin_manager_runs_none_of_the_projects_modules():
+    """Airflow looks for plugins in the plugins folder by executing every .py file in it, in every process
+    (a task process too): the folder's .airflowignore keeps it from running ours (none is a plugin)."""
+    import sys
+
+    from airflow._shared.module_loading import find_path_from_directory
+    from airflow.plugins_manager import _get_plugins
+
+    plugins = local_airflow.REPO / "plugins"
+    assert list(find_path_from_directory(str(plugins), ".airflowignore", "glob")) == []
+    assert len(list(plugins.rglob("*.py"))) > 30  # the folder does hold the project's modules
+    _get_plugins()
+    stray = [name for name in ("batch", "hook", "backend", "steps", "queries") if name in sys.modules
+             and str(plugins) in str(getattr(sys.modules[name], "__file__", ""))]
+    assert stray == []
