@@ -2,14 +2,24 @@
 
     .venv/bin/python -m bench.plan_scale --contacts 1000000 --users 1000000
 
-Builds synthetic extract output (the list of contact dicts `extract` makes, the CMS users and the
-UFMatch rows), then times, one line each (wall and CPU seconds), what the nightly run computes
-purely: the candidate usernames (as `extract` asks for them, with the CMS's sanitiser, sorted and
-deduplicated as extract does), the input frames, `plan_contacts`, `make_batches` and the plan's
-records for XCom (`json_safe_records`, as `report.to_records`). Reports the peak RSS (ru_maxrss,
-tracemalloc off) after the inputs are built and at the end, prints a Markdown table row and appends
-it to bench/results/plan_scale.md. Never part of the pass/fail suite. CPU seconds are the steadier
-number on a shared machine.
+Builds synthetic extract output (contacts, CMS users, UFMatch rows) in a child process and writes it
+the way extract hands it to the plan task: columnar run files, JSON Lines, each line one chunk of up
+to 10,000 rows as an object mapping column name -> list of values. This process then times, one line
+each (wall and CPU seconds):
+
+* `read`: json.loads of each line, the chunks' columns concatenated, `pd.DataFrame(columns)` (what
+  the plan task does before planning; the strings are those a real decode makes, none shared);
+* `candidates`: the candidate usernames as `extract` asks for them (the CMS's sanitiser, sorted and
+  deduplicated) from the decoded contact columns: extract's time, reported, not the plan's;
+* `frames`: `contacts_frame`, `cms_users_frame`, `links_frame` of the decoded frames;
+* `plan`: `plan_contacts`;
+* `batches` and `records` (`make_batches`, `json_safe_records`) where those functions still exist.
+
+"Planned and deduped" (issue 12's 5 s at a million) is frames + plan. Peak RSS (ru_maxrss,
+tracemalloc off; the synthesis runs in its own process, so it does not count) is reported after the
+read, at the end of the plan (issue 12's 2 GB) and at the end. Prints a Markdown table row and
+appends it to bench/results/plan_scale.md. Never part of the pass/fail suite. CPU seconds are the
+steadier number on a shared machine.
 
 The data: names drawn from a few thousand first and last names (some non-ASCII: Zoë, Ångström,
 Иван, 李), 1% of contacts sharing an email with another, 5% whose email an existing CMS user has,
@@ -20,9 +30,13 @@ entries, and a few deceased, without email or with an invalid one.
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import multiprocessing
 import random
 import resource
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -31,24 +45,30 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "plugins") not in sys.path:
     sys.path.insert(0, str(REPO / "plugins"))
 
+import pandas as pd  # noqa: E402
+
 from cms_operators.wordpress.rules import RULES  # noqa: E402
+from provisioning import plan as planning  # noqa: E402
 from provisioning.plan import (  # noqa: E402
+    CMS_USER_COLUMNS,
+    CONTACT_COLUMNS,
+    LINK_COLUMNS,
     cms_users_frame,
     contacts_frame,
-    json_safe_records,
     links_frame,
-    make_batches,
     plan_contacts,
 )
 from provisioning.settings import Settings  # noqa: E402
 from provisioning.usernames import candidate_usernames  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "plan_scale.md"
-PHASES = ("candidates", "frames", "plan", "batches", "records")
+CHUNK_ROWS = 10_000  # rows per line of a columnar run file
+#: the phases after the plan, timed only while plan.py still has these functions
+LATER_PHASES = {"batches": "make_batches", "records": "json_safe_records"}
 HEADER = (
-    "| command | contacts | users | candidates s | frames s | plan s | batches s | records s "
-    "| candidates + plan s | RSS after inputs MB | peak RSS to plan MB | peak RSS MB |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    "| command | contacts | users | read s | candidates s | frames s | plan s | frames + plan s "
+    "| batches s | records s | peak RSS after read MB | peak RSS to plan MB | peak RSS MB |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
 )
 
 _SPECIAL_FIRST = ["Zoë", "José", "Łukasz", "Søren", "Ærin", "Иван", "李", "Anne-Marie", "Mary Jane", "D'Arcy",
@@ -138,6 +158,32 @@ def synthetic_inputs(contacts: int, users: int, seed: int = 7) -> tuple[list[dic
     return people, accounts, links
 
 
+def write_columnar(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """The rows as a columnar run file: one JSON line per chunk, column name -> list of values."""
+    with path.open("w") as out:
+        for start in range(0, len(rows), CHUNK_ROWS):
+            chunk = rows[start : start + CHUNK_ROWS]
+            out.write(json.dumps({name: [row.get(name) for row in chunk] for name in columns}) + "\n")
+
+
+def read_columnar(path: Path) -> pd.DataFrame:
+    """The run file as the plan task reads it: each line decoded, the chunks' columns concatenated."""
+    columns: dict[str, list] = {}
+    with path.open() as lines:
+        for line in lines:
+            for name, values in json.loads(line).items():
+                columns.setdefault(name, []).extend(values)
+    return pd.DataFrame(columns)
+
+
+def _write_inputs(folder: str, contacts: int, users: int) -> None:
+    people, accounts, links = synthetic_inputs(contacts, users)
+    folder_path = Path(folder)
+    write_columnar(folder_path / "contacts.jsonl", people, CONTACT_COLUMNS)
+    write_columnar(folder_path / "cms_users.jsonl", accounts, CMS_USER_COLUMNS)
+    write_columnar(folder_path / "links.jsonl", links, LINK_COLUMNS)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
@@ -149,33 +195,64 @@ class _Clock:
         self.wall: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
 
-    def time(self, phase: str, work):
+    def time(self, phase: str, work, *args):
         wall, cpu = time.perf_counter(), time.process_time()
-        result = work()
+        result = work(*args)
         self.wall[phase] = time.perf_counter() - wall
         self.cpu[phase] = time.process_time() - cpu
         return result
 
 
+def _candidates(contact_columns: dict, patterns: list[str]) -> list[str]:
+    return sorted(set(candidate_usernames(contact_columns, patterns, RULES.sanitize_username)) - {""})
+
+
+def _frames(contacts: pd.DataFrame, cms_users: pd.DataFrame, links: pd.DataFrame) -> tuple:
+    return contacts_frame(contacts), cms_users_frame(cms_users), links_frame(links)
+
+
 def run(contacts: int, users: int) -> dict:
     if tracemalloc.is_tracing():
         tracemalloc.stop()
-    people, accounts, links = synthetic_inputs(contacts, users)
     settings = Settings(trigger_groups=["new_members"])
-    rss_inputs = peak_rss_mb()
     clock = _Clock()
+    with tempfile.TemporaryDirectory(prefix="plan_scale-") as folder:
+        # the synthetic dicts live and die in a child process: its memory is not this one's peak
+        child = multiprocessing.get_context("fork").Process(target=_write_inputs, args=(folder, contacts, users))
+        child.start()
+        child.join()
+        if child.exitcode:
+            raise RuntimeError(f"writing the inputs failed ({child.exitcode})")
+        gc.collect()
+        inputs = clock.time("read", lambda: tuple(read_columnar(Path(folder) / f"{name}.jsonl")
+                                                  for name in ("contacts", "cms_users", "links")))
+    rss_read = peak_rss_mb()
+    contact_columns = {name: inputs[0][name] for name in ("contact_id", "first_name", "last_name",
+                                                          "display_name", "email")}
     patterns = [settings.username_pattern, settings.username_fallback_pattern]
-    candidates = clock.time("candidates", lambda: sorted(
-        set(candidate_usernames(people, patterns, RULES.sanitize_username)) - {""}))
-    frames = clock.time("frames", lambda: (contacts_frame(people), cms_users_frame(accounts), links_frame(links)))
-    plan = clock.time("plan", lambda: plan_contacts(*frames, settings, RULES))
+    candidates = clock.time("candidates", _candidates, contact_columns, patterns)
+    del contact_columns
+    frames = clock.time("frames", _frames, *inputs)
+    del inputs
+    plan = clock.time("plan", plan_contacts, *frames, settings, RULES)
     rss_plan = peak_rss_mb()
-    batches = clock.time("batches", lambda: make_batches(plan, settings.batch_size))
-    records = clock.time("records", lambda: json_safe_records(plan))
-    return {"wall": clock.wall, "cpu": clock.cpu, "rss_inputs": rss_inputs, "rss_plan": rss_plan,
-            "rss_peak": peak_rss_mb(),
-            "candidate_count": len(candidates), "batch_rows": sum(len(batch) for batch in batches),
-            "records": len(records), "outcomes": plan["outcome"].value_counts().to_dict()}
+    del frames
+    measured = {"candidate_count": len(candidates), "outcomes": plan["outcome"].value_counts().to_dict()}
+    if hasattr(planning, "make_batches"):
+        batches = clock.time("batches", planning.make_batches, plan, settings.batch_size)
+        measured["batch_rows"] = sum(len(batch) for batch in batches)
+        del batches
+    if hasattr(planning, "json_safe_records"):
+        measured["records"] = len(clock.time("records", planning.json_safe_records, plan))
+    return {"wall": clock.wall, "cpu": clock.cpu, "rss_read": rss_read, "rss_plan": rss_plan,
+            "rss_peak": peak_rss_mb(), **measured}
+
+
+def _cell(measured: dict, phases: tuple[str, ...]) -> str:
+    wall, cpu = measured["wall"], measured["cpu"]
+    if not all(phase in wall for phase in phases):
+        return "–"
+    return f"{sum(wall[phase] for phase in phases):.2f} ({sum(cpu[phase] for phase in phases):.2f})"
 
 
 def main() -> int:
@@ -189,18 +266,19 @@ def main() -> int:
 
     measured = run(args.contacts, args.users)
     wall, cpu = measured["wall"], measured["cpu"]
-    for phase in PHASES:
+    for phase in wall:
         print(f"{phase:>10}: {wall[phase]:7.2f} s wall, {cpu[phase]:7.2f} s CPU")
-    print(f"RSS after inputs {measured['rss_inputs']:.0f} MB, peak to plan {measured['rss_plan']:.0f} MB, "
-          f"peak {measured['rss_peak']:.0f} MB; "
-          f"{measured['candidate_count']} distinct candidates, {measured['batch_rows']} rows in batches")
+    print(f"frames + plan: {_cell(measured, ('frames', 'plan'))} s wall (CPU)")
+    print(f"peak RSS after read {measured['rss_read']:.0f} MB, to the end of the plan {measured['rss_plan']:.0f} MB, "
+          f"at the end {measured['rss_peak']:.0f} MB; {measured['candidate_count']} distinct candidates")
     print("outcomes:", measured["outcomes"])
     command = f"python -m bench.plan_scale --contacts {args.contacts} --users {args.users}"
     label = f" ({args.label})" if args.label else ""
-    cells = " | ".join(f"{wall[phase]:.2f} ({cpu[phase]:.2f})" for phase in PHASES)
-    pure = f"{wall['candidates'] + wall['plan']:.2f} ({cpu['candidates'] + cpu['plan']:.2f})"
-    row = (f"| `{command}`{label} | {args.contacts:,} | {args.users:,} | {cells} | {pure} "
-           f"| {measured['rss_inputs']:.0f} | {measured['rss_plan']:.0f} | {measured['rss_peak']:.0f} |")
+    cells = " | ".join(_cell(measured, phases) for phases in
+                       (("read",), ("candidates",), ("frames",), ("plan",), ("frames", "plan"),
+                        ("batches",), ("records",)))
+    row = (f"| `{command}`{label} | {args.contacts:,} | {args.users:,} | {cells} "
+           f"| {measured['rss_read']:.0f} | {measured['rss_plan']:.0f} | {measured['rss_peak']:.0f} |")
     print(row)
     if not args.no_save:
         args.results.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,9 @@ contacts one by one.
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from provisioning import journal
@@ -271,7 +272,7 @@ def ensure_option_values(hook, *, create: bool) -> list[str]:
 
 
 def triggered_members(hook, triggers: Triggers, domain_id: int,
-                      contact_ids: Iterable[int] | None = None) -> dict[int, list[str]]:
+                      contact_ids: Iterable[int] | None = None) -> Members:
     """Contact id -> the triggers it came from (`group:5`, `smart:7`, `tag:3`); only among
     `contact_ids` when given (the near-real-time run's contacts).
 
@@ -285,26 +286,108 @@ def triggered_members(hook, triggers: Triggers, domain_id: int,
             return hook.get_all(entity, params)
         return hook.get_in(entity, field_, sorted(set(contact_ids)), params)
 
-    sources: dict[int, list[str]] = defaultdict(list)
+    # A run may have a million members but only a few distinct lists of triggers: the pairs (contact, trigger)
+    # are gathered in arrays, and the answer holds an id and a number per contact (Members), not a dict entry,
+    # an int object and a list.
+    tags: dict[str, int] = {}
+    ids, which = array("q"), array("i")
+
+    def add(contact_id: int, tag: str) -> None:
+        ids.append(contact_id)
+        which.append(tags.setdefault(tag, len(tags)))
+
     for group_id in triggers.static_groups:
+        tag = source_tag(Source.GROUP, group_id)
         for row in rows("Contact", "id", {"select": ["id"], "where": [["groups", "IN", [group_id]]]}):
-            sources[row["id"]].append(source_tag(Source.GROUP, group_id))
+            add(row["id"], tag)
     for group_id in triggers.smart_groups:
+        tag = source_tag(Source.SMART, group_id)
         params = {
             "select": ["id"],
             "where": [["groups", "IN", [group_id]]],
             "join": [["UFMatch AS uf", "EXCLUDE", ["uf.contact_id", "=", "id"], ["uf.domain_id", "=", domain_id]]],
         }
         for row in rows("Contact", "id", params):
-            sources[row["id"]].append(source_tag(Source.SMART, group_id))
+            add(row["id"], tag)
     if triggers.tags:
         params = {
             "select": ["entity_id", "tag_id"],
             "where": [["entity_table", "=", "civicrm_contact"], ["tag_id", "IN", list(triggers.tags)]],
         }
         for row in rows("EntityTag", "entity_id", params):
-            sources[row["entity_id"]].append(source_tag(Source.TAG, row["tag_id"]))
-    return dict(sources)
+            add(row["entity_id"], source_tag(Source.TAG, row["tag_id"]))
+    return Members.of(ids, which, list(tags))
+
+
+class Members(Mapping):
+    """Contact id -> the triggers it came from (a list, shared by the contacts with the same triggers: read
+    only), for up to millions of contacts: sorted ids and one number per contact (numpy arrays)."""
+
+    def __init__(self, ids, codes, lists: list[list[str]]) -> None:
+        self.ids, self.codes, self.lists = ids, codes, lists
+
+    @classmethod
+    def of(cls, ids: array, which: array, tags: list[str]) -> Members:
+        """From (contact id, index in `tags`) pairs in the order found: each contact's triggers keep that order."""
+        import numpy as np
+
+        contact = np.frombuffer(ids, dtype=np.int64) if len(ids) else np.zeros(0, dtype=np.int64)
+        tag = np.frombuffer(which, dtype=np.int32) if len(which) else np.zeros(0, dtype=np.int32)
+        order = np.argsort(contact, kind="stable")
+        contact, tag = contact[order], tag[order]
+        del order
+        first = np.flatnonzero(np.r_[True, contact[1:] != contact[:-1]]) if len(contact) else np.zeros(0, np.int64)
+        unique = contact[first]
+        sizes = np.diff(np.r_[first, len(contact)])
+        shared: dict[tuple[str, ...], int] = {}
+        lists: list[list[str]] = []
+
+        def code_of(key: tuple[str, ...]) -> int:
+            if key not in shared:
+                shared[key] = len(lists)
+                lists.append(list(key))
+            return shared[key]
+
+        # one trigger each (most contacts): their code is their trigger's; the rest one by one
+        single = np.array([code_of((name,)) for name in tags], dtype=np.int32)
+        codes = single[tag[first]] if len(tags) else np.zeros(0, dtype=np.int32)
+        for at in np.flatnonzero(sizes > 1).tolist():
+            start = int(first[at])
+            codes[at] = code_of(tuple(tags[i] for i in tag[start:start + int(sizes[at])].tolist()))
+        return cls(unique.copy(), codes, lists)
+
+    def _at(self, contact_id) -> int:
+        import numpy as np
+
+        try:
+            key = int(contact_id)
+        except (TypeError, ValueError):
+            return -1
+        at = int(np.searchsorted(self.ids, key))
+        return at if at < len(self.ids) and int(self.ids[at]) == key else -1
+
+    def __getitem__(self, contact_id) -> list[str]:
+        at = self._at(contact_id)
+        if at < 0:
+            raise KeyError(contact_id)
+        return self.lists[int(self.codes[at])]
+
+    def __contains__(self, contact_id) -> bool:
+        return self._at(contact_id) >= 0
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids.tolist())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def id_chunks(self, size: int) -> Iterator[list[int]]:
+        """The ids in ascending order, `size` at a time (no list of all of them)."""
+        for start in range(0, len(self.ids), size):
+            yield self.ids[start:start + size].tolist()
+
+    def __repr__(self) -> str:
+        return f"Members({dict(self)!r})"
 
 
 def not_triggered(hook, contact_ids: Iterable[int]) -> dict[int, str]:

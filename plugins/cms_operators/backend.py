@@ -15,6 +15,7 @@ Error classes say what the caller should do (contract cms-users.md §1 and §7):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -22,7 +23,7 @@ from provisioning.rules import AccountRules
 from transport.errors import ProvisioningError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a run may hold a site's listing of them
 class CmsUser:
     """A CMS account as the pipeline sees it; uf_id is the CMS user id (CiviCRM UFMatch.uf_id)."""
 
@@ -71,6 +72,41 @@ class CmsRejected(CmsError):
 
 class CmsMailFailed(CmsError):
     """The CMS did not send its password mail (e.g. WordPress: 'The email could not be sent')."""
+
+
+class UserListing:
+    """Every user of a site, listed once for a run whose look-ups (email by email, name by name) would cost
+    more calls: extract matches each chunk of contacts against it (`backend.user_listing`). It holds the
+    site's users, not the run's contacts. `fill` looks up what the listing may have missed (a listing whose
+    order is not stable): (emails, {login key: login}) -> {uf_id: user}."""
+
+    def __init__(self, users: Iterable[CmsUser], *, email_key: Callable[[str | None], str],
+                 login_key: Callable[[str | None], str],
+                 fill: Callable[[set[str], dict[str, str]], dict[int, CmsUser]] | None = None) -> None:
+        self.email_key, self.login_key, self.fill = email_key, login_key, fill
+        self.by_email: dict[str, list[CmsUser]] = {}
+        self.by_login: dict[str, list[CmsUser]] = {}
+        self.count = 0
+        for user in users:
+            self.count += 1
+            self.by_email.setdefault(email_key(user.email), []).append(user)
+            self.by_login.setdefault(login_key(user.username), []).append(user)
+
+    def match(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
+        """What find_users(emails, usernames) gives, from the listing."""
+        wanted_emails = {key for key in map(self.email_key, emails or []) if key}
+        wanted_logins = {self.login_key(name): name.strip() for name in usernames or [] if self.login_key(name)}
+        found: dict[int, CmsUser] = {}
+        for key in wanted_emails:
+            found.update((u.uf_id, u) for u in self.by_email.get(key, ()))
+        for key in wanted_logins:
+            found.update((u.uf_id, u) for u in self.by_login.get(key, ()))
+        if self.fill is not None:
+            missed_emails = wanted_emails - set(self.by_email)
+            missed_logins = {k: v for k, v in wanted_logins.items() if k not in self.by_login}
+            if missed_emails or missed_logins:
+                found.update(self.fill(missed_emails, missed_logins))
+        return [found[k] for k in sorted(found)]
 
 
 @runtime_checkable

@@ -12,12 +12,22 @@ Giving up is ordered so that no failure in between loses count: the contact is t
 triggers first and the give-up marker (which restarts the count) is written after. A run that
 dies between the two leaves the contact off its triggers; one that dies before leaves it
 triggered with its attempts used up, and the next run finishes the give-up without a new attempt.
+
+The run is finalized a chunk of the plan at a time (`finalize_chunks`), in contact_id order: each chunk's
+outcomes come from its contacts' batch results (only the batches it touches are read), its activities,
+history and clean-up are written, its outcomes go out (the run's outcomes table), and only counts and
+the first `log_attention_rows` contacts needing attention stay for the run's summary. So its memory
+holds a chunk, whatever the size of the run.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from civicrm_hooks import queries
@@ -25,7 +35,7 @@ from provisioning import journal, outcomes, report
 from provisioning.outcomes import Outcome
 from provisioning.plan import PLAN_COLUMNS
 from provisioning.settings import Settings
-from provisioning.vocabulary import Action, Source, parse_source
+from provisioning.vocabulary import BATCH_ACTIONS, Action, Source, parse_source
 
 log = logging.getLogger(__name__)
 
@@ -33,24 +43,137 @@ SUCCESS = {Outcome.CREATED, Outcome.LINKED_EXISTING, Outcome.ALREADY_LINKED}
 OUTCOME_COLUMNS = ["contact_id", "outcome", "username", "uf_id", "attempt", "reason", "mail"]
 
 
+@dataclass
+class Tally:
+    """What a run's log says at its end, gathered chunk by chunk: counts, and the first `max_rows`
+    contacts needing attention (in contact_id order)."""
+
+    max_rows: int
+    counts: Counter = field(default_factory=Counter)
+    contacts: int = 0
+    failed: int = 0
+    attention: pd.DataFrame | None = None
+    written: int = 0
+    succeeded: int = 0
+    exhausted: int = 0
+    refused: int = 0
+
+    def add(self, outcomes_df: pd.DataFrame, stats: dict | None = None) -> None:
+        self.contacts += len(outcomes_df)
+        self.counts.update(report.outcome_names(outcomes_df))
+        failed = report.needing_attention(outcomes_df)
+        self.failed += len(failed)
+        if len(failed) and (self.attention is None or len(self.attention) < self.max_rows):
+            kept = failed if self.attention is None else pd.concat([self.attention, failed])
+            self.attention = kept.sort_values("contact_id", kind="stable").head(max(0, self.max_rows))
+        for key, value in (stats or {}).items():
+            setattr(self, key, getattr(self, key) + value)
+
+    def summary(self) -> str:
+        return report.summary_of_counts(self.counts)
+
+    def attention_text(self) -> str:
+        shown = self.attention if self.attention is not None else pd.DataFrame(columns=["contact_id", "outcome", "reason"])
+        return report.attention_table(shown, self.max_rows, failed=self.failed)
+
+    def log(self, settings: Settings) -> None:
+        log.info("wrote %d activities; %d contacts done and off their triggers; %d taken off after %d failed "
+                 "attempts; %d records CiviCRM refused", self.written, self.succeeded, self.exhausted,
+                 settings.max_attempts, self.refused)
+        log.info("outcomes:\n%s", self.summary())
+        log.info("%s", self.attention_text())
+
+
 def finalize_run(civicrm, settings: Settings, triggers: queries.Triggers, plan_rows: list[dict],
                  batches: list[dict], results: list | None, *, marker: str, stamp: str
                  ) -> tuple[pd.DataFrame, list[str]]:
-    """Record the run; returns the final outcomes and the labels of batches that did not finish."""
-    by_contact: dict[int, dict] = {}
-    unfinished: list[str] = []
-    for descriptor, result in zip(batches, results or [None] * len(batches), strict=False):
-        if result is None:
-            unfinished.append(descriptor["label"])
+    """Record the run from its plan and batch results in memory; returns the final outcomes (all of them: for
+    tests and tools; the finalize task uses finalize_chunks) and the labels of batches that did not finish."""
+    frames: list[pd.DataFrame] = []
+    chunks = [pd.DataFrame(plan_rows)] if plan_rows else []
+    _, unfinished = finalize_chunks(civicrm, settings, triggers, chunks, batches, results or [None] * len(batches),
+                                    load=lambda result: result, sink=frames.append, marker=marker, stamp=stamp)
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0], unfinished
+
+
+def plan_chunks(chunks: Iterable[dict[str, list]]) -> Iterable[pd.DataFrame]:
+    """The plan's table chunks (dicts of column lists) as frames."""
+    for chunk in chunks:
+        yield pd.DataFrame(chunk)
+
+
+def finalize_chunks(civicrm, settings: Settings, triggers: queries.Triggers, chunks: Iterable[pd.DataFrame],
+                    batches: list[dict], results: list, *, load: Callable, sink: Callable[[pd.DataFrame], None],
+                    marker: str, stamp: str) -> tuple[Tally, list[str]]:
+    """Record the run a chunk of its plan at a time: `chunks` are frames of plan rows (in contact_id order,
+    for the batches to be read once each); `results` is aligned with `batches` (None where a batch left no
+    result) and `load` gives a result's rows. Each chunk's final outcomes (all plan columns) go to `sink`.
+    Returns the run's tally (its summary was logged) and the labels of batches that did not finish."""
+    unfinished = [descriptor["label"] for descriptor, result in zip(batches, results, strict=False)
+                  if result is None]
+    window = _Results(batches, results, load)
+    tally = Tally(settings.log_attention_rows)
+    seen = False
+    for chunk in chunks:
+        if not len(chunk) and seen:
             continue
-        for row in result:
-            by_contact[row["contact_id"]] = row
-    # a run with no contacts still has the plan's columns (an empty trigger group, a watcher event for a contact
-    # taken off since)
-    plan_df = pd.DataFrame(plan_rows) if plan_rows else pd.DataFrame(columns=PLAN_COLUMNS)
-    final = final_outcomes(civicrm, settings, plan_df, by_contact)
-    record(civicrm, settings, triggers, final, marker=marker, stamp=stamp)
-    return final, unfinished
+        seen = True
+        tally.add(*_finalize_chunk(civicrm, settings, triggers, chunk, window, marker=marker, stamp=stamp,
+                                   sink=sink))
+    if not seen:
+        # a run with no contacts still has the plan's columns (an empty trigger group, a watcher event for a
+        # contact taken off since)
+        tally.add(*_finalize_chunk(civicrm, settings, triggers, pd.DataFrame(columns=PLAN_COLUMNS), window,
+                                   marker=marker, stamp=stamp, sink=sink))
+    tally.log(settings)
+    return tally, unfinished
+
+
+def _finalize_chunk(civicrm, settings, triggers, chunk: pd.DataFrame, window: _Results, *, marker: str,
+                    stamp: str, sink) -> tuple[pd.DataFrame, dict]:
+    final = final_outcomes(civicrm, settings, chunk, window.for_contacts(chunk))
+    stats = _record(civicrm, settings, triggers, final, marker=marker, stamp=stamp)
+    sink(final)
+    return final, stats
+
+
+class _Results:
+    """The batch results a chunk of the plan needs: those of the batches its acting contacts are in (by
+    the batches' first and last contact ids), each read once while chunks go in contact_id order."""
+
+    def __init__(self, batches: list[dict], results: list, load: Callable) -> None:
+        self.batches, self.results, self.load = batches, list(results), load
+        self.ranged = bool(batches) and all("first" in b and "last" in b for b in batches)
+        self.loaded: dict[int, dict[int, dict]] = {}
+        if self.ranged:
+            order = sorted(range(len(batches)), key=lambda i: batches[i]["first"])
+            self.order = np.array(order, dtype=np.int64)
+            self.firsts = np.array([batches[i]["first"] for i in order], dtype=np.int64)
+            self.lasts = np.array([batches[i]["last"] for i in order], dtype=np.int64)
+
+    def for_contacts(self, chunk: pd.DataFrame) -> dict[int, dict]:
+        if not len(chunk) or "action" not in chunk.columns:
+            return {}
+        acting = chunk.loc[chunk["action"].astype(str).isin(BATCH_ACTIONS), "contact_id"].to_numpy(dtype=np.int64)
+        if not len(acting):
+            return {}
+        if self.ranged:
+            at = np.searchsorted(self.firsts, acting, side="right") - 1
+            inside = (at >= 0) & (acting <= self.lasts[np.clip(at, 0, None)])
+            wanted = {int(self.order[i]) for i in np.unique(at[inside])}
+        else:  # batches that do not say their contact ids (an older plan): every batch
+            wanted = set(range(len(self.batches)))
+        self.loaded = {i: rows for i, rows in self.loaded.items() if i in wanted}
+        for index in sorted(wanted - set(self.loaded)):
+            result = self.results[index] if index < len(self.results) else None
+            rows = self.load(result) if result is not None else None
+            self.loaded[index] = {row["contact_id"]: row for row in rows or ()}
+        if len(self.loaded) == 1:
+            return next(iter(self.loaded.values()))
+        merged: dict[int, dict] = {}
+        for rows in self.loaded.values():
+            merged.update(rows)
+        return merged
 
 
 def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contact: dict[int, dict]) -> pd.DataFrame:
@@ -60,8 +183,10 @@ def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contac
                             ("uf_name", None), ("display_name", "")):
         if column not in df.columns:
             df[column] = default
-    df["mail"] = df["mail"].astype(object)
-    df["journal_activity_id"] = df["journal_activity_id"].astype(object)
+    # object columns: a chunk's column may hold only ints (or only None) where the run's held both
+    for column in ("mail", "journal_activity_id", "outcome", "reason", "uf_id", "username"):
+        if column in df.columns:
+            df[column] = df[column].astype(object)
     missing = [cid for cid in df.loc[df["action"] != Action.NONE, "contact_id"] if cid not in by_contact]
     state = queries.linked_accounts(civicrm, missing, settings.domain_id) if missing else {}
     for i, row in df.iterrows():
@@ -90,7 +215,15 @@ def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contac
 
 def record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.DataFrame, *, marker: str,
            stamp: str) -> None:
-    """Audit lines, each contact's activity, history, and taking contacts off their triggers."""
+    """Audit lines, each contact's activity, history, and taking contacts off their triggers; the summary."""
+    tally = Tally(settings.log_attention_rows)
+    tally.add(df, _record(civicrm, settings, triggers, df, marker=marker, stamp=stamp))
+    tally.log(settings)
+
+
+def _record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.DataFrame, *, marker: str,
+            stamp: str) -> dict:
+    """record() of one chunk, without the run's summary: returns its counts for the Tally."""
     ids = [int(c) for c in df["contact_id"]]
     mine = queries.run_activities(civicrm, ids, marker)
     begun = {int(a) for a in df["journal_activity_id"] if _present(a)}
@@ -131,11 +264,8 @@ def record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.DataF
         at = df.index[df["contact_id"] == cid]
         df.loc[at, "reason"] = [f"{reason}; {outcomes.record_refused(message)}" for reason in df.loc[at, "reason"]]
         log.warning("contact=%s: CiviCRM refused its activity or history record (see the outcomes)", cid)
-    log.info("wrote %d activities; %d contacts done and off their triggers; %d taken off after %d failed "
-             "attempts; %d records CiviCRM refused", len(activities) + len(markers) - len(refused),
-             len(succeeded), len(exhausted), settings.max_attempts, len(refused))
-    log.info("outcomes:\n%s", report.summary_table(df))
-    log.info("%s", report.attention_table(df, settings.log_attention_rows))
+    return {"written": len(activities) + len(markers) - len(refused), "succeeded": len(succeeded),
+            "exhausted": len(exhausted), "refused": len(refused)}
 
 
 def _present(value) -> bool:

@@ -157,8 +157,20 @@ def _user_field_problems(settings: Settings, kind: CmsType, backend: CmsBackend)
 
 # --- extract ----------------------------------------------------------------------------------
 
-def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: str) -> dict:
-    """The source's contacts with what the plan needs, and the CMS accounts they could collide with."""
+#: Contacts read, looked up and written per step of extract: its memory holds one chunk's contacts, not the run's
+#: (a multiple of CiviCRM's `IN` chunk of 500 and write chunk of 200, so the calls per contact stay the same).
+EXTRACT_CHUNK = 5_000
+
+
+def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: str, files,
+            chunk_size: int = EXTRACT_CHUNK) -> dict:
+    """The source's contacts with what the plan needs, and the CMS accounts they could collide with.
+
+    Read `chunk_size` contacts at a time; each chunk's contacts, the CMS accounts found for them (each account
+    once) and the UFMatch rows pointing at those go to the run's tables `extract_contacts`, `extract_cms_users`
+    and `extract_links` (`files`: the run's RunFiles). Returns their references with the small parts
+    (`not_triggered`, `first_attempts_only`).
+    """
     settings = settings_of(run)
     found = sources.members(source, civicrm, triggers_of(run), settings.domain_id)
     members = found.members
@@ -169,19 +181,64 @@ def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: st
                  len(source.get("contact_ids") or ()), len(members), len(found.not_triggered))
     else:
         log.info("%d contacts are in a trigger group or carry a trigger tag", len(members))
-    contacts = queries.contact_details(civicrm, members, settings.domain_id)
-    history = queries.activity_history(civicrm, members, marker)
+    lookup = _UserLookup(backend, contacts=len(members), chunk_size=chunk_size)
+    seen_users: set[int] = set()
+    seen_links: set[tuple] = set()
+    live = noted = 0
+    with files.table("extract_contacts") as contacts_table, files.table("extract_cms_users") as users_table, \
+            files.table("extract_links") as links_table:
+        for chunk_ids in _id_chunks(members, chunk_size):
+            chunk = {cid: members[cid] for cid in chunk_ids}
+            contacts = _contacts_of(civicrm, chunk, settings, marker)
+            if requested:  # every id asked about gets an outcome, a trashed one too (its tag stays on)
+                alive = {c["contact_id"] for c in contacts}
+                found.not_triggered.update({cid: "the contact is in the trash" for cid in chunk if cid not in alive})
+            users, links = _accounts_of(civicrm, backend, lookup, contacts, settings)
+            contacts_table.append(contacts)
+            live += len(contacts)
+            noted += sum(1 for c in contacts if c.get("email_note"))
+            new_users = [u for u in users if u["uf_id"] not in seen_users]
+            seen_users.update(u["uf_id"] for u in new_users)
+            users_table.append(new_users)
+            keys = [(r["contact_id"], r["uf_id"], r["uf_name"]) for r in links]
+            new_links = [r for r, key in zip(links, keys, strict=True) if key not in seen_links]
+            seen_links.update(keys)
+            links_table.append(new_links)
+    log.info("%d of them are live contacts (trashed ones are left out); %d have more than one primary email",
+             live, noted)
+    log.info("%d existing CMS accounts share an email or username with them; %d UFMatch rows point at those",
+             users_table.rows, links_table.rows)
+    return {"contacts": contacts_table.ref, "cms_users": users_table.ref, "links": links_table.ref,
+            "not_triggered": sorted([cid, why] for cid, why in found.not_triggered.items()),
+            "first_attempts_only": found.first_attempts_only}
+
+
+def _id_chunks(members, size: int):
+    """The member ids in ascending order, `size` at a time."""
+    if hasattr(members, "id_chunks"):  # queries.Members: no list of a million ints
+        yield from members.id_chunks(size)
+        return
+    ids = sorted(members)
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
+
+
+def _contacts_of(civicrm, chunk: dict[int, list[str]], settings: Settings, marker: str) -> list[dict]:
+    """One chunk's live contacts with their triggers, attempts and journal."""
+    contacts = queries.contact_details(civicrm, chunk, settings.domain_id)
+    history = queries.activity_history(civicrm, chunk, marker)
     for contact in contacts:
-        contact["sources"] = members[contact["contact_id"]]
+        contact["sources"] = chunk[contact["contact_id"]]
         contact["attempts"] = history.attempts.get(contact["contact_id"], 0)
         contact["tried"] = history.tried.get(contact["contact_id"], 0)
         contact["journal"] = [entry.to_dict() for entry in history.journal.get(contact["contact_id"], [])]
-    if requested:  # every id asked about gets an outcome, a trashed one too (its tag stays on)
-        live = {c["contact_id"] for c in contacts}
-        found.not_triggered.update({cid: "the contact is in the trash" for cid in members if cid not in live})
-    log.info("%d of them are live contacts (trashed ones are left out); %d have more than one primary email",
-             len(contacts), sum(1 for c in contacts if c.get("email_note")))
+    return contacts
 
+
+def _accounts_of(civicrm, backend: CmsBackend, lookup: _UserLookup, contacts: list[dict],
+                 settings: Settings) -> tuple[list[dict], list[dict]]:
+    """The CMS accounts one chunk's contacts could collide with, their logins (`cms_login`, set on the
+    contacts) and the UFMatch rows pointing at those accounts or at the chunk's emails."""
     emails = sorted({c["email"].strip() for c in contacts if c["email"] and c["email"].strip()})
     # the names the plan may give (pattern, fallback pattern, user{id}), as the CMS will see them
     candidates = sorted(set(candidate_usernames(
@@ -192,7 +249,7 @@ def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: st
                             for name in entry["usernames"]})
     linked_ids = sorted({int(c["uf_id"]) for c in contacts if c["uf_id"]})
     try:
-        users = backend.find_users(emails, candidates + journal_names)
+        users = lookup.find(emails, candidates + journal_names)
         logins = {u.uf_id: u.username for u in backend.users_by_id(linked_ids)}
     except (CmsAuthError, CmsConfigError) as exc:
         raise RunStopped(f"CMS connection {settings.cms_conn_id!r}: {exc.message}") from exc
@@ -201,11 +258,30 @@ def extract(run: dict, civicrm, backend: CmsBackend, source: dict, *, marker: st
     cms_users = [{"uf_id": u.uf_id, "username": u.username, "email": u.email, "roles": list(u.roles),
                   "registered": u.registered, "is_admin": backend.is_admin(u)} for u in users]
     links = queries.links_for(civicrm, settings.domain_id, uf_ids=[u.uf_id for u in users], uf_names=emails)
-    log.info("%d existing CMS accounts share an email or username with them; %d UFMatch rows point at those",
-             len(cms_users), len(links))
-    return {"contacts": contacts, "cms_users": cms_users, "links": links,
-            "not_triggered": sorted([cid, why] for cid, why in found.not_triggered.items()),
-            "first_attempts_only": found.first_attempts_only}
+    return cms_users, links
+
+
+class _UserLookup:
+    """`backend.find_users` for one chunk of contacts at a time, with the choice between looking each
+    email and name up and listing every user made once for the run, not once per chunk.
+
+    A backend that can list (`find_users_listing`) says whether listing beats the look-ups at the
+    run's size; if so it lists once and the listing is matched against each chunk (`list_users`
+    keeps only what matching needs)."""
+
+    def __init__(self, backend: CmsBackend, *, contacts: int, chunk_size: int) -> None:
+        self.backend = backend
+        self.chunks = max(1, -(-contacts // max(1, chunk_size)))
+        self.listing = None
+
+    def find(self, emails: list[str], usernames: list[str]):
+        if self.chunks == 1 or not hasattr(self.backend, "user_listing"):
+            return self.backend.find_users(emails, usernames)
+        if self.listing is None:  # decided at the first chunk, by its look-ups times the run's chunks
+            self.listing = self.backend.user_listing(lookups=(len(emails) + len(usernames)) * self.chunks) or False
+        if self.listing is False:  # searches it is, for every chunk: no chunk weighs a listing again
+            return self.backend.find_users(emails, usernames, search_only=True)
+        return self.listing.match(emails, usernames)
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -216,43 +292,70 @@ def batch_size_within(count: int, batch_size: int, max_batches: int) -> int:
     return max(batch_size, -(-count // max(1, max_batches)))
 
 
-def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int | None,
-         max_batches: int = 1024) -> dict:
-    """Dedupe and decide in pandas: `plan` (one row per contact) and `batches` (the rows to create/link),
-    at most `max_batches` of them."""
+def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int | None, files,
+         max_batches: int = 1024, chunk_rows: int | None = None) -> dict:
+    """Dedupe and decide in pandas; the plan (one row per contact, in contact_id order) and each batch (the
+    rows to create/link, at most `max_batches` batches) go to the run's tables `plan` and `batch_<i>`.
+
+    `extracted` is extract's answer (references to its tables). Returns `plan` (the plan's reference) and
+    `batches`: per batch its index, label, table reference (`rows`) and first and last contact id.
+    """
+    from pipeline.run_files import TABLE_CHUNK_ROWS
     from provisioning import report
     from provisioning.plan import (
+        batch_frames,
         batch_label,
         cms_users_frame,
         contacts_frame,
+        json_safe_chunks,
         links_frame,
-        make_batches,
         plan_contacts,
         with_not_triggered,
     )
 
     settings = settings_of(run)
-    plan_df = plan_contacts(contacts_frame(extracted["contacts"]), cms_users_frame(extracted["cms_users"]),
-                            links_frame(extracted["links"]), settings, kind.rules, limit=limit,
+    plan_df = plan_contacts(contacts_frame(_columns(files, extracted["contacts"])),
+                            cms_users_frame(_columns(files, extracted["cms_users"])),
+                            links_frame(_columns(files, extracted["links"])), settings, kind.rules, limit=limit,
                             first_attempts_only=extracted.get("first_attempts_only", False))
     plan_df = with_not_triggered(plan_df, {int(cid): why for cid, why in extracted.get("not_triggered") or ()})
+    plan_df = plan_df.sort_values("contact_id", kind="stable").reset_index(drop=True)  # finalize walks it in order
     planned = report.planned_outcomes(plan_df, dry_run=dry_run)
     log.info("plan:\n%s", report.summary_table(planned))
     if dry_run:
         log.info("dry run: nothing will be written. %s", report.where_outcomes_are(
             dry_run=True, keep_hours=settings.keep_run_files_hours))
         log.info("%s", report.attention_table(planned, settings.log_attention_rows))
-        batches = []
+        frames = []
     else:
         acting = int(plan_df["action"].isin(BATCH_ACTIONS).sum())
         size = batch_size_within(acting, settings.batch_size, max_batches)
         if size > settings.batch_size:
             log.info("batch_size %d would make more than %d batches (Airflow's [core] max_map_length): batches of "
                      "%d instead", settings.batch_size, max_batches, size)
-        batches = make_batches(plan_df, size)
-        log.info("%d contacts to create or link, in %d batches of up to %d", acting, len(batches), size)
-    return {"plan": report.to_records(plan_df), "batches": batches,
-            "labels": [batch_label(batch) for batch in batches]}
+        frames = batch_frames(plan_df, size)
+        log.info("%d contacts to create or link, in %d batches of up to %d", acting, len(frames), size)
+    del planned
+    rows = chunk_rows or TABLE_CHUNK_ROWS
+    with files.table("plan", chunk_rows=rows) as table:
+        for chunk in json_safe_chunks(plan_df, rows):
+            table.append(chunk)
+    batches = []
+    for index, frame in enumerate(frames):
+        with files.table(f"batch_{index}", chunk_rows=rows) as batch:
+            for chunk in json_safe_chunks(frame, rows):
+                batch.append(chunk)
+        ids = frame["contact_id"]
+        batches.append({"index": index, "label": batch_label(frame), "rows": batch.ref,
+                        "first": int(ids.iloc[0]), "last": int(ids.iloc[-1])})
+    return {"plan": table.ref, "batches": batches}
+
+
+def _columns(files, value):
+    """A table of extract's as columns (a reference), or the rows themselves (a list, as tests give them)."""
+    from pipeline.run_files import is_ref
+
+    return files.read_columns(value) if is_ref(value) else value
 
 
 # --- create one batch -------------------------------------------------------------------------
@@ -305,48 +408,67 @@ def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: s
 
 # --- finalize ---------------------------------------------------------------------------------
 
-def finalize(run: dict, civicrm, plan_rows: list[dict], labels: list[str], results: list | None, *,
-             dry_run: bool, marker: str, stamp: str) -> dict[str, Any]:
+def finalize(run: dict, civicrm, plan_ref: dict, batches: list[dict], results: list, *, dry_run: bool,
+             marker: str, stamp: str, files, chunk_rows: int | None = None) -> dict[str, Any]:
     """Outcomes from the plan plus CiviCRM's state; activities, history and clean-up.
 
-    Returns `outcomes` (the per-contact table), `unfinished` (labels of batches that left no result)
-    and `counts` per outcome. May run twice for one run: everything it writes is checked first.
+    Walks the plan's table (`plan_ref`) a chunk at a time (`chunk_rows`: re-cut to at most that many rows);
+    `results` is aligned with `batches` (references to their results, None where a batch left none). The
+    outcomes go to the run's table `outcomes`. Returns `outcomes` (its reference), `unfinished` (labels of
+    batches that left no result) and `counts` per outcome. May run twice for one run: everything it writes is
+    checked first.
     """
-    import pandas as pd
-
-    from pipeline.finalize import OUTCOME_COLUMNS, finalize_run
+    from pipeline.finalize import OUTCOME_COLUMNS, Tally, finalize_chunks, plan_chunks
     from provisioning import report
+    from provisioning.plan import json_safe_columns
 
+    settings = settings_of(run)
+    chunks = plan_chunks(files.iter_chunks(plan_ref, chunk_rows))
+    with files.table("outcomes") as table:
+        if dry_run:
+            tally = Tally(settings.log_attention_rows)
+            for chunk in chunks:
+                planned = report.planned_outcomes(chunk, dry_run=True)
+                table.append(json_safe_columns(planned))
+                tally.add(planned)
+            unfinished: list[str] = []
+        else:
+            tally, unfinished = finalize_chunks(
+                civicrm, settings, triggers_of(run), chunks, batches, results, load=files.read,
+                sink=lambda final: table.append(json_safe_columns(final[OUTCOME_COLUMNS])), marker=marker,
+                stamp=stamp)
     if dry_run:
-        planned = report.planned_outcomes(pd.DataFrame(plan_rows), dry_run=True)
-        log.info("dry run: wrote nothing.\n%s", report.summary_table(planned))
-        return {"outcomes": report.to_records(planned), "unfinished": [],
-                "counts": {"dry_run": True, "contacts": len(planned)}}
-    batches = [{"index": index, "label": label} for index, label in enumerate(labels)]
-    final, unfinished = finalize_run(civicrm, settings_of(run), triggers_of(run), plan_rows, batches, results,
-                                     marker=marker, stamp=stamp)
-    counts = final["outcome"].value_counts().to_dict()
-    return {"outcomes": report.to_records(final[OUTCOME_COLUMNS]), "unfinished": unfinished,
-            "counts": {"contacts": len(final), **{str(k): int(v) for k, v in counts.items()}}}
+        log.info("dry run: wrote nothing.\n%s", tally.summary())
+        return {"outcomes": table.ref, "unfinished": [], "counts": {"dry_run": True, "contacts": tally.contacts}}
+    return {"outcomes": table.ref, "unfinished": unfinished,
+            "counts": {"contacts": tally.contacts, **{str(k): int(v) for k, v in tally.counts.items()}}}
 
 
-def finalize_rejected(run: dict, plan_rows: list[dict], gate: dict) -> dict[str, Any]:
+def finalize_rejected(run: dict, plan_ref: dict, gate: dict, *, files, chunk_rows: int | None = None
+                      ) -> dict[str, Any]:
     """Finalize of a run whose approval was refused or timed out: every contact `approval_rejected`.
 
     Nothing was created; nothing is written to CiviCRM (no activity, so no attempt; no history, no
-    clean-up: the contacts stay triggered for the next run). The run does not fail.
+    clean-up: the contacts stay triggered for the next run). The run does not fail. The plan is read a
+    chunk at a time; the outcomes go to the run's table `outcomes`.
     """
-    from pipeline.finalize import OUTCOME_COLUMNS
-    from provisioning import approval, report
+    from pipeline.finalize import OUTCOME_COLUMNS, Tally, plan_chunks
+    from provisioning import approval
+    from provisioning.plan import json_safe_columns
 
-    final = approval.rejected_outcomes(plan_rows, gate)
-    for row in final.itertuples(index=False):
-        log.info("%s", audit_line(row.contact_id, row.outcome, uf_id=row.uf_id, username=row.username))
+    tally = Tally(settings_of(run).log_attention_rows)
+    with files.table("outcomes") as table:
+        for chunk in plan_chunks(files.iter_chunks(plan_ref, chunk_rows)):
+            final = approval.rejected_outcomes(chunk, gate)
+            for row in final.itertuples(index=False):
+                log.info("%s", audit_line(row.contact_id, row.outcome, uf_id=row.uf_id, username=row.username))
+            table.append(json_safe_columns(final[OUTCOME_COLUMNS]))
+            tally.add(final)
     log.warning("%s. Wrote nothing to CiviCRM: the %d contacts stay in their trigger groups and tags for the "
-                "next run.", approval.decided_line(gate), len(final))
-    log.info("outcomes:\n%s", report.summary_table(final))
-    return {"outcomes": report.to_records(final[OUTCOME_COLUMNS]), "unfinished": [],
-            "counts": {"contacts": len(final), str(Outcome.APPROVAL_REJECTED): len(final),
+                "next run.", approval.decided_line(gate), tally.contacts)
+    log.info("outcomes:\n%s", tally.summary())
+    return {"outcomes": table.ref, "unfinished": [],
+            "counts": {"contacts": tally.contacts, str(Outcome.APPROVAL_REJECTED): tally.contacts,
                        "approval": gate["decision"]}}
 
 

@@ -145,10 +145,11 @@ def extract(run: dict, source: dict) -> dict:
     settings = steps.settings_of(run)
     if source.get("kind") == sources.REQUESTED:
         source = told_in(context, source)
-    with _cms(run) as backend:
+    files = run_files(context, run)
+    with _cms(run) as backend:  # the contacts, accounts and links go to the run's tables as they are read
         extracted = steps.extract(run, CiviCRMHook(settings.civicrm_conn_id), backend, source,
-                                  marker=run_marker(context))
-    return run_files(context, run).write("extract", extracted)
+                                  marker=run_marker(context), files=files)
+    return files.write("extract", extracted)
 
 
 def told_in(context, source: dict) -> dict:
@@ -170,14 +171,13 @@ def told_in(context, source: dict) -> dict:
 @stops_cleanly
 def plan(run: dict, extracted: dict, params=None) -> list[dict]:
     """Dedupe and decide; the plan and each batch go to the run's files: returns one small descriptor per
-    batch (its index, label and file), which the create task is mapped over."""
+    batch (its index, label, file and first and last contact id), which the create task is mapped over."""
     context = get_current_context()
     files = run_files(context, run)
     planned = steps.plan(run, files.read(extracted), registry.get(run["cms_type"]), dry_run=params["dry_run"],
-                         limit=params.get("limit"), max_batches=conf.getint("core", "max_map_length"))
-    context["ti"].xcom_push(key="plan", value=files.write("plan", planned["plan"]))
-    return [{"index": index, "label": label, "rows": files.write(f"batch_{index}", batch)}
-            for index, (batch, label) in enumerate(zip(planned["batches"], planned["labels"], strict=True))]
+                         limit=params.get("limit"), max_batches=conf.getint("core", "max_map_length"), files=files)
+    context["ti"].xcom_push(key="plan", value=planned["plan"])
+    return planned["batches"]
 
 
 @task(map_index_template="{{ batch_label }}", pool=CMS_POOL, retries=3, retry_exponential_backoff=True,
@@ -191,7 +191,7 @@ def create_accounts(run: dict, batch: dict, task_state_store=None) -> dict:
     ti = context["ti"]
     settings = steps.settings_of(run)
     files = run_files(context, run)
-    rows = files.read(batch["rows"])
+    rows = list(files.iter_rows(batch["rows"]))  # a batch is small
     log.info("%s: try %d of %d", batch["label"], ti.try_number, ti.max_tries + 1)
     kind = registry.get(run["cms_type"])
     with _cms(run) as backend:  # one CMS session (HTTP or SSH) for the whole batch, plus one per creating thread
@@ -227,18 +227,19 @@ def finalize(wiring: dict, params=None) -> dict:
                                    "log); nothing was written for any contact.")
     settings = steps.settings_of(run)
     files = run_files(context, run)
-    plan_rows = files.read(plan_ref)
     dry_run = params["dry_run"]
     gate = ti.xcom_pull(task_ids=wiring["approval"], key=APPROVAL_KEY) if wiring.get("approval") else None
     if approval.is_rejected(gate):  # create_accounts was skipped: nothing was created, nothing is written
-        done = steps.finalize_rejected(run, plan_rows, gate)
+        done = steps.finalize_rejected(run, plan_ref, gate, files=files)
     else:
         # aligned with the batches; None where a batch left no result
         created = ti.xcom_pull(task_ids=wiring["create"], map_indexes=list(range(len(batches)))) if batches else []
-        done = steps.finalize(run, CiviCRMHook(settings.civicrm_conn_id), plan_rows, [b["label"] for b in batches],
-                              [files.read(ref) for ref in created], dry_run=dry_run, marker=run_marker(context),
-                              stamp=run_stamp(context, settings))
-    ti.xcom_push(key="outcomes", value=files.write("outcomes", done["outcomes"]))
+        if len(batches) == 1 and not isinstance(created, list):
+            created = [created]
+        done = steps.finalize(run, CiviCRMHook(settings.civicrm_conn_id), plan_ref, batches, list(created),
+                              dry_run=dry_run, marker=run_marker(context), stamp=run_stamp(context, settings),
+                              files=files)
+    ti.xcom_push(key="outcomes", value=done["outcomes"])
     log.info("%s", report.where_outcomes_are(dry_run=dry_run and not approval.is_rejected(gate),
                                              keep_hours=None if done["unfinished"] else settings.keep_run_files_hours))
     if not done["unfinished"]:  # a batch left to retry still needs the files; they go with its retry's finalize
@@ -282,20 +283,25 @@ class ApprovalGate(ApprovalOperator):
         self.wiring = wiring
         self.show_return_value_in_logs = False  # as for every task: never log what it returns
 
-    def _read(self, context) -> tuple[dict, Settings, list[dict], approval.Gate]:
+    def _read(self, context) -> tuple[dict, Settings, approval.PlanDigest, approval.Gate]:
+        """The plan's counts and sample, read a chunk of it at a time."""
+        import pandas as pd
+
         from provisioning import approval
 
         ti = context["ti"]
         run = ti.xcom_pull(task_ids=self.wiring["preflight"])
-        plan_rows = run_files(context, run).read(ti.xcom_pull(task_ids=self.wiring["plan"], key="plan")) or []
+        ref = ti.xcom_pull(task_ids=self.wiring["plan"], key="plan")
+        files = run_files(context, run)
+        plan = approval.digest(pd.DataFrame(chunk) for chunk in files.iter_chunks(ref)) if ref else approval.digest([])
         settings = steps.settings_of(run)
-        return run, settings, plan_rows, approval.gate(plan_rows, settings.approval_threshold,
-                                                       dry_run=context["params"]["dry_run"])
+        return run, settings, plan, approval.gate(plan, settings.approval_threshold,
+                                                  dry_run=context["params"]["dry_run"])
 
     def execute(self, context):
         from provisioning import approval
 
-        run, settings, plan_rows, gate = self._read(context)
+        run, settings, plan, gate = self._read(context)
         log.info("%s", gate.explain())
         if not gate.needed:
             result = approval.result(gate, ApprovalDecision.NOT_NEEDED)
@@ -304,7 +310,7 @@ class ApprovalGate(ApprovalOperator):
         self.response_timeout = timedelta(minutes=settings.approval_timeout_minutes)
         deadline = pendulum.now(settings.timezone) + self.response_timeout
         self.subject = approval.subject(gate, context["dag"].dag_id)
-        self.body = approval.body(plan_rows, gate, cms_label=registry.get(run["cms_type"]).label,
+        self.body = approval.body(plan, gate, cms_label=registry.get(run["cms_type"]).label,
                                   timeout_minutes=settings.approval_timeout_minutes,
                                   deadline=f"{deadline:%Y-%m-%d %H:%M} ({settings.timezone})",
                                   approvers=settings.approval_users, plan_task=self.wiring["plan"])

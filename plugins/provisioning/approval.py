@@ -9,7 +9,9 @@ shows of them: contact id, planned outcome and username; never an email, a name 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -48,17 +50,64 @@ class Gate:
         return f"approval: not needed ({counts}, approval_threshold {self.threshold})"
 
 
-def plan_frame(plan_rows: list[dict]) -> pd.DataFrame:
+def plan_frame(plan_rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(plan_rows, pd.DataFrame):
+        return plan_rows
     return pd.DataFrame(plan_rows, columns=None if plan_rows else ["contact_id", "action", "outcome", "reason",
                                                                     "uf_id", "username"])
 
 
-def gate(plan_rows: list[dict], threshold: int | None, *, dry_run: bool) -> Gate:
+@dataclass
+class PlanDigest:
+    """What the gate and its screen need of a plan, gathered a chunk of it at a time (`add`, in contact_id
+    order): the counts, and the first `sample_rows` contacts to be created or linked."""
+
+    sample_rows: int = SAMPLE_ROWS
+    to_create: int = 0
+    to_link: int = 0
+    planned: Counter = field(default_factory=Counter)   # planned outcomes, with the dry-run labels
+    acting: pd.DataFrame | None = None                   # the first sample_rows of them, planned
+    acting_count: int = 0
+
+    def add(self, plan_rows: list[dict] | pd.DataFrame) -> PlanDigest:
+        plan = plan_frame(plan_rows)
+        actions = plan["action"].astype(str)
+        self.to_create += int((actions == Action.CREATE).sum())
+        self.to_link += int((actions == Action.LINK).sum())
+        if not len(plan):
+            return self
+        planned = report.planned_outcomes(plan, dry_run=True)
+        self.planned.update(report.outcome_names(planned))
+        acting = planned[planned["contact_id"].isin(plan.loc[actions.isin([Action.CREATE, Action.LINK]),
+                                                             "contact_id"])]
+        self.acting_count += len(acting)
+        if len(acting) and (self.acting is None or len(self.acting) < self.sample_rows):
+            kept = acting if self.acting is None else pd.concat([self.acting, acting])
+            self.acting = kept.sort_values("contact_id", kind="stable").head(self.sample_rows)
+        return self
+
+
+def digest(plan: list[dict] | pd.DataFrame | PlanDigest | Iterable[pd.DataFrame],
+           sample_rows: int = SAMPLE_ROWS) -> PlanDigest:
+    """A PlanDigest of the plan's rows, of its frame, or of its chunks (frames)."""
+    if isinstance(plan, PlanDigest):
+        return plan
+    if isinstance(plan, (list, pd.DataFrame)):
+        return PlanDigest(sample_rows).add(plan)
+    found = PlanDigest(sample_rows)
+    for chunk in plan:
+        found.add(chunk)
+    return found
+
+
+def gate(plan_rows: list[dict] | PlanDigest, threshold: int | None, *, dry_run: bool) -> Gate:
     """A run waits when it would create more new accounts than `threshold`; a dry run never waits."""
-    plan = plan_frame(plan_rows)
-    actions = plan["action"].astype(str)
-    to_create = int((actions == Action.CREATE).sum())
-    to_link = int((actions == Action.LINK).sum())
+    if isinstance(plan_rows, PlanDigest):
+        to_create, to_link = plan_rows.to_create, plan_rows.to_link
+    else:
+        actions = plan_frame(plan_rows)["action"].astype(str)
+        to_create = int((actions == Action.CREATE).sum())
+        to_link = int((actions == Action.LINK).sum())
     needed = threshold is not None and not dry_run and to_create > threshold
     return Gate(needed=needed, to_create=to_create, to_link=to_link, threshold=threshold, dry_run=dry_run)
 
@@ -67,14 +116,13 @@ def subject(run_gate: Gate, dag_id: str) -> str:
     return f"{dag_id}: approve creating {run_gate.to_create} CMS accounts?"
 
 
-def body(plan_rows: list[dict], run_gate: Gate, *, cms_label: str, timeout_minutes: int, deadline: str,
-         approvers: list[str], plan_task: str, sample_rows: int = SAMPLE_ROWS) -> str:
+def body(plan_rows: list[dict] | PlanDigest, run_gate: Gate, *, cms_label: str, timeout_minutes: int,
+         deadline: str, approvers: list[str], plan_task: str, sample_rows: int = SAMPLE_ROWS) -> str:
     """The approval screen (Markdown): what the plan would do, what each answer does, who may answer."""
-    plan = plan_frame(plan_rows)
-    planned = report.planned_outcomes(plan, dry_run=True)
-    acting_ids = plan.loc[plan["action"].astype(str).isin([Action.CREATE, Action.LINK]), "contact_id"]
-    acting = planned[planned["contact_id"].isin(acting_ids)]
-    shown = min(sample_rows, len(acting))
+    found = digest(plan_rows, sample_rows)
+    acting = found.acting if found.acting is not None else pd.DataFrame(columns=["contact_id", "outcome",
+                                                                                 "username"])
+    shown = min(sample_rows, found.acting_count)
     who = (", ".join(f"`{user}`" for user in approvers) if approvers
            else "any user allowed to answer this DAG's requests")
     return "\n".join([
@@ -92,13 +140,14 @@ def body(plan_rows: list[dict], run_gate: Gate, *, cms_label: str, timeout_minut
         "Planned outcomes (what a dry run of this plan reports):",
         "",
         "```text",
-        report.summary_table(planned),
+        report.summary_of_counts(found.planned),
         "```",
         "",
-        f"Contacts to be created or linked, lowest ids first ({shown} of {len(acting)}):",
+        f"Contacts to be created or linked, lowest ids first ({shown} of {found.acting_count}):",
         "",
         "```text",
-        report.outcome_table(acting, max_rows=sample_rows, columns=("contact_id", "outcome", "username")),
+        report.outcome_table(acting, max_rows=sample_rows, columns=("contact_id", "outcome", "username"),
+                             total=found.acting_count),
         "```",
         "",
         f"Every contact's planned outcome and reason: this run's plan file, whose address is the `{plan_task}` "

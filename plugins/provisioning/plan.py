@@ -21,7 +21,14 @@ from provisioning.journal import JournalEntry
 from provisioning.outcomes import Outcome
 from provisioning.rules import AccountRules
 from provisioning.settings import Settings
-from provisioning.usernames import candidate_usernames, render_usernames, suffix_base, unique_usernames
+from provisioning.usernames import (
+    candidate_usernames,
+    lower_texts,
+    pattern_parts,
+    render_usernames,
+    suffix_base,
+    unique_usernames,
+)
 from provisioning.vocabulary import BATCH_ACTIONS, Action, OnExistingEmail
 
 CONTACT_COLUMNS = [
@@ -77,17 +84,31 @@ _FALSE_TEXTS = {"", "0", "false", "no", "off"}
 # Input frames
 
 
-def contacts_frame(records: Iterable[Mapping] | None = None) -> pd.DataFrame:
-    """A contacts frame with all CONTACT_COLUMNS from extract's list of dicts (possibly empty)."""
-    return pd.DataFrame(list(records or []), columns=CONTACT_COLUMNS)
+Rows = pd.DataFrame | Mapping[str, Any] | Iterable[Mapping] | None
 
 
-def cms_users_frame(records: Iterable[Mapping] | None = None) -> pd.DataFrame:
-    return pd.DataFrame(list(records or []), columns=CMS_USER_COLUMNS)
+def contacts_frame(records: Rows = None) -> pd.DataFrame:
+    """A contacts frame with all CONTACT_COLUMNS (possibly empty) from extract's contacts: a frame, a
+    dict of columns (name -> values, as a columnar run file is read) or a list of dicts."""
+    return _input_frame(records, CONTACT_COLUMNS)
 
 
-def links_frame(records: Iterable[Mapping] | None = None) -> pd.DataFrame:
-    return pd.DataFrame(list(records or []), columns=LINK_COLUMNS)
+def cms_users_frame(records: Rows = None) -> pd.DataFrame:
+    return _input_frame(records, CMS_USER_COLUMNS)
+
+
+def links_frame(records: Rows = None) -> pd.DataFrame:
+    return _input_frame(records, LINK_COLUMNS)
+
+
+def _input_frame(records: Rows, columns: list[str]) -> pd.DataFrame:
+    if records is None:
+        return pd.DataFrame(columns=columns)
+    if isinstance(records, Mapping):
+        records = pd.DataFrame(dict(records))
+    if isinstance(records, pd.DataFrame):
+        return _with_columns(records, columns)[columns]
+    return pd.DataFrame(list(records), columns=columns)
 
 
 def _with_columns(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
@@ -101,12 +122,25 @@ def _with_columns(frame: pd.DataFrame | None, columns: list[str]) -> pd.DataFram
 
 def _text(series: pd.Series) -> pd.Series:
     """Trimmed text, '' for missing values, as an object column."""
+    return pd.Series(_text_array(series), index=series.index, dtype=object, copy=False)
+
+
+def _text_array(series: pd.Series) -> np.ndarray:
+    """_text's values: a new (writable) object array."""
     values = series.to_numpy(dtype=object)
-    texts = np.full(len(values), "", dtype=object)
-    present = np.flatnonzero(series.notna().to_numpy())  # a login column, say, is mostly empty
-    texts[present] = _objects([value.strip() if type(value) is str else str(value).strip()
-                               for value in values[present].tolist()])
-    return pd.Series(texts, index=series.index, dtype=object)
+    present = series.notna().to_numpy()
+    everywhere = present.all()
+    present_values = values.tolist() if everywhere else values[present].tolist()  # a login column is mostly empty
+    if isinstance(series.dtype, pd.StringDtype) or set(map(type, present_values)) <= {str}:
+        stripped = list(map(str.strip, present_values))  # in C; a text without spaces at its ends is itself
+    else:
+        stripped = [value.strip() if type(value) is str else str(value).strip() for value in present_values]
+    if everywhere:
+        texts = _objects(stripped)
+    else:
+        texts = np.full(len(values), "", dtype=object)
+        texts[present] = _objects(stripped)
+    return texts
 
 
 def _objects(values: list) -> np.ndarray:
@@ -117,9 +151,12 @@ def _objects(values: list) -> np.ndarray:
 
 
 def _lower(texts: pd.Series | np.ndarray) -> np.ndarray:
-    """Lower-cased texts (all `str`), as an object array."""
+    """Lower-cased texts (all `str`), as an object array; a text already in lower case is itself, not a
+    copy (at a million emails, 75 MB)."""
     values = texts.to_numpy() if isinstance(texts, pd.Series) else texts
-    return np.fromiter(map(str.lower, values), dtype=object, count=len(values))
+    listed = values.tolist()
+    lowered = lower_texts(listed)
+    return values if lowered is listed else _objects(lowered)
 
 
 def _optional_ids(series: pd.Series) -> pd.Series:
@@ -128,7 +165,7 @@ def _optional_ids(series: pd.Series) -> pd.Series:
     ids = np.full(len(numbers), None, dtype=object)
     present = ~np.isnan(numbers)
     ids[present] = numbers[present].astype(np.int64).tolist()  # int() of each: Python ints
-    return pd.Series(ids, index=series.index, dtype=object)
+    return pd.Series(ids, index=series.index, dtype=object, copy=False)
 
 
 def _flags(series: pd.Series) -> np.ndarray:
@@ -273,56 +310,50 @@ def plan_contacts(
 
     # 3-5. email present, valid and storable
     email_text = email.to_numpy()
-    decide(email_text == "", Outcome.FAILED, why.NO_PRIMARY_EMAIL)
+    email_length = np.fromiter(map(len, email_text), dtype=np.int64, count=count)
+    decide(email_length == 0, Outcome.FAILED, why.NO_PRIMARY_EMAIL)
     fullmatch = re.compile(rules.email_pattern).fullmatch
-    valid = np.fromiter(map(bool, map(fullmatch, email_text)), dtype=bool, count=count)  # a match is truthy
-    decide(~valid, Outcome.FAILED, lambda row: why.invalid_email(email[row]))
-    decide(
-        np.fromiter(map(len, email_text), dtype=np.int64, count=count) > rules.max_email_length, Outcome.FAILED,
-        why.email_too_long(rules.max_email_length),
-    )
+    checked = np.flatnonzero(undecided)  # a decided row's email is never looked at again
+    valid = np.fromiter(map(bool, map(fullmatch, email_text[checked].tolist())), dtype=bool,
+                        count=len(checked))  # a match is truthy
+    decide(_mask(count, checked[~valid]), Outcome.FAILED, lambda row: why.invalid_email(email[row]))
+    decide(email_length > rules.max_email_length, Outcome.FAILED, why.email_too_long(rules.max_email_length))
 
     # 5b. an account this pipeline made for the contact and never linked (its journal names it):
     # it is the contact's own, whatever its email, never just "an existing account"
     _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id, journal_activity_id,
                         rules)
 
-    # Rules 6-8 compare lower-cased emails: one factorize gives every contact, account and UFMatch
-    # login an int code, so the joins below are array lookups (at a million rows the merges on text
-    # were seconds).
-    codes, code_count = _codes([email_key, users["email_key"].to_numpy(), link_rows["uf_name_key"].to_numpy()])
-    contact_codes, user_codes, link_codes = codes
+    # Rules 6-8 compare lower-cased emails. Sets and dicts of the keys find the few rows that meet
+    # another (a shared email, an account's, a login's); only those are looked at one by one (at a
+    # million rows the merges on text were seconds, one factorize of every key a second).
 
     # 6. one email, one contact: the lowest contact id keeps it (rows are sorted by contact_id: the first)
     open_rows = np.flatnonzero(undecided)
-    open_codes = contact_codes[open_rows]
-    first_of_code = np.full(code_count, -1, dtype=np.int64)
-    present, first = np.unique(open_codes, return_index=True)
-    first_of_code[present] = open_rows[first]
-    lowest = contact_ids[first_of_code[open_codes]]
-    shared = np.zeros(count, dtype=bool)
-    shared[open_rows] = lowest != contact_ids[open_rows]
-    lowest_of = np.zeros(count, dtype=np.int64)
-    lowest_of[open_rows] = lowest
-    decide(shared, Outcome.FAILED, lambda row: why.email_shared(email[row], int(lowest_of[row])))
+    again = open_rows[pd.Series(email_key[open_rows], dtype=object, copy=False).duplicated(keep=False).to_numpy()]
+    first_row: dict[str, int] = {}
+    for row, key in zip(again.tolist(), email_key[again].tolist(), strict=True):
+        first_row.setdefault(key, row)
+    lowest_of = dict(zip(again.tolist(), contact_ids[[first_row[key] for key in email_key[again].tolist()]].tolist(),
+                         strict=True))
+    shared = {row: lowest for row, lowest in lowest_of.items() if lowest != contact_ids[row]}
+    decide(_mask(count, shared), Outcome.FAILED, lambda row: why.email_shared(email[row], shared[row]))
 
     # 7. a CMS account already has this email
     open_rows = np.flatnonzero(undecided)
-    user_of_code = np.full(code_count, -1, dtype=np.int64)
-    present, first = np.unique(user_codes, return_index=True)  # users are by uf_id: the lowest
-    user_of_code[present] = first
-    found = user_of_code[contact_codes[open_rows]]
-    match_rows = open_rows[found >= 0]
+    user_keys = users["email_key"].tolist()
+    match_rows = open_rows[_members(email_key[open_rows].tolist(), set(user_keys))]
     if len(match_rows):
-        found = found[found >= 0]
-        names = users["username"].to_numpy()[found]
-        ids = users["uf_id"].to_numpy()[found]
-        account_of = dict(zip(match_rows.tolist(), zip(names.tolist(), ids.tolist(), strict=True), strict=True))
+        match_keys = email_key[match_rows].tolist()
+        first_user: dict[str, int] = {}  # users are by uf_id: the first is the lowest
+        for index in np.flatnonzero(_members(user_keys, set(match_keys))).tolist():
+            first_user.setdefault(user_keys[index], index)
+        found = np.array([first_user[key] for key in match_keys], dtype=np.int64)
+        names = users["username"][found]
+        ids = users["uf_id"][found].tolist()
+        account_of = dict(zip(match_rows.tolist(), zip(names.tolist(), ids, strict=True), strict=True))
         # Any link found is another contact's: a contact's own links settled it in rule 2.
-        owner_of_account = (
-            link_rows[link_rows["uf_id"].notna()].groupby("uf_id")["contact_id"].min().to_dict()
-            if len(link_rows) else {}
-        )
+        owner_of_account = _lowest_by(link_rows[link_rows["uf_id"].notna()], "uf_id")
         other_owner = {row: owner_of_account[account[1]] for row, account in account_of.items()
                        if account[1] in owner_of_account}
 
@@ -335,7 +366,7 @@ def plan_contacts(
             Outcome.FAILED,
             lambda row: why.account_linked_to_other(*account_of[row], other_owner[row]),
         )
-        admin_rows = match_rows[users["is_admin"].to_numpy(dtype=bool)[found]]
+        admin_rows = match_rows[users["is_admin"][found]]
         decide(
             _mask(count, admin_rows), Outcome.FAILED, lambda row: why.account_is_administrator(*account_of[row])
         )
@@ -351,12 +382,10 @@ def plan_contacts(
     open_rows = np.flatnonzero(undecided)
     login_owners: dict[int, Any] = {}
     if len(link_rows):
-        owner_of_code = pd.Series(link_rows["contact_id"].to_numpy()).groupby(link_codes).min()
-        owner_at = np.full(code_count, -1, dtype=np.int64)
-        owner_at[owner_of_code.index.to_numpy()] = np.arange(len(owner_of_code))
-        at = owner_at[contact_codes[open_rows]]
-        owners = owner_of_code.to_numpy()
-        login_owners = dict(zip(open_rows[at >= 0].tolist(), owners[at[at >= 0]].tolist(), strict=True))
+        owner_of_login = _lowest_by(link_rows, "uf_name_key")
+        login_rows = open_rows[_members(email_key[open_rows].tolist(), owner_of_login)]
+        login_owners = {row: owner_of_login[key] for row, key in zip(login_rows.tolist(), email_key[login_rows].tolist(),
+                                                                       strict=True)}
     decide(
         _mask(count, login_owners),
         Outcome.FAILED,
@@ -365,10 +394,15 @@ def plan_contacts(
 
     # 9. create: a unique username from the pattern, else the fallback pattern, else user{contact_id}
     open_rows = np.flatnonzero(undecided)
-    name_fields = {field: contacts[field].to_numpy(dtype=object)[open_rows]
-                   for field in ("first_name", "last_name", "display_name", "contact_id")}
-    name_fields["email"] = email_text[open_rows]
     patterns = [settings.username_pattern, settings.username_fallback_pattern]
+    tokens = {"email" if text == "email_local" else text for pattern in patterns
+              for text, is_token in pattern_parts(pattern) if is_token}
+    # only the fields the patterns use (user{contact_id} may use the ids); a missing field renders ''
+    name_fields: dict[str, np.ndarray] = {"contact_id": contact_ids[open_rows]}
+    name_fields.update({field: contacts[field].to_numpy(dtype=object)[open_rows]
+                        for field in ("first_name", "last_name", "display_name") if field in tokens})
+    if "email" in tokens:
+        name_fields["email"] = email_text[open_rows]
     candidates = pd.Series(
         candidate_usernames(name_fields, patterns, rules.sanitize_username), index=open_rows, dtype=object
     )
@@ -401,49 +435,61 @@ def plan_contacts(
             reason[row] = f"{reason[row]}; {notes[row]}"
     # One roles list for all creates and one empty list for the rest: nothing changes them in place
     # (the batches and records get copies), and a million small lists cost a second.
-    create_roles, no_roles = list(settings.roles), []
-    roles = [create_roles if value == CREATE else no_roles for value in action]
+    creates = action == CREATE
+    roles = _same_object(count, [])
+    roles[creates] = _same_object(1, list(settings.roles))
+    sources = contacts["sources"].tolist()
+    if not set(map(type, sources)) <= {list}:  # the contacts' own lists (read only, as above)
+        sources = [value if type(value) is list else _as_list(value) for value in sources]  # anything else made a list
     columns = {
         "contact_id": contact_ids.astype("int64"),
-        "email": _none_if_blank(email),
+        "email": _none_where(email_text, email_length == 0),
         "action": action,
         "outcome": outcome,
         "reason": reason,
         "username": username,
-        "username_base": np.where(action == CREATE, username_base, ""),  # '' once rule 10 defers a create
+        "username_base": np.where(creates, username_base, ""),  # '' once rule 10 defers a create
         "uf_id": uf_id,
         "roles": roles,
-        "first_name": _text(contacts["first_name"]),
-        "last_name": _text(contacts["last_name"]),
-        "display_name": _text(contacts["display_name"]),
+        "first_name": _text_array(contacts["first_name"]),
+        "last_name": _text_array(contacts["last_name"]),
+        "display_name": _text_array(contacts["display_name"]),
         "locale": (_none_if_blank(_text(contacts["preferred_language"])) if settings.sync_preferred_language
                    else np.full(count, None, dtype=object)),
         "user_fields": _user_fields(contacts, action, settings.user_fields),
         "do_not_email": _flags(contacts["do_not_email"]),
-        # the contacts' own lists (read only, as above); anything else made a list
-        "sources": [value if type(value) is list else _as_list(value) for value in contacts["sources"].tolist()],
+        "sources": sources,
         "attempts": attempts,
         "uf_name": _none_if_blank(uf_names),
         "journal_activity_id": journal_activity_id,
         "exhausted": exhausted,
     }
-    # Text columns stay `object` so a missing value is None, as in the batches, not NaN.
+    # Text columns stay `object` so a missing value is None, as in the batches, not NaN. copy=False: one
+    # block per column, as made; consolidating the object columns into one block touched every value
+    # (a second and 250 MB at a million rows). Every array is the plan's own and writable, as before.
     return pd.DataFrame(
         {
-            name: values if isinstance(values, np.ndarray) and values.dtype != object else _object_column(values)
+            name: _own(values) if isinstance(values, np.ndarray) and values.dtype != object else _object_column(values)
             for name, values in columns.items()
         },
         columns=PLAN_COLUMNS,
+        copy=False,
     )
 
 
+def _own(values: np.ndarray) -> np.ndarray:
+    """The array if it is writable (made here), else a copy: pandas 3 hands out read-only views of a
+    frame's data (an input column's, say), which the plan must neither share nor leave read-only."""
+    return values if values.flags.writeable else values.copy()
+
+
 def _object_column(values) -> pd.Series:
-    """An `object` Series of the values as they are (no copy of an array, no str inference)."""
+    """An `object` Series of the values as they are (no copy of an array made here, no str inference)."""
     if isinstance(values, pd.Series):
         values = values.to_numpy(dtype=object)
     if not isinstance(values, np.ndarray):
         values = np.fromiter(values, dtype=object, count=len(values))  # lists stay items, not a 2-d array
-    return pd.Series(values, dtype=object)
+    return pd.Series(_own(values), dtype=object, copy=False)  # pandas 3 copies an array unless told not to
 
 
 def _adopt_own_accounts(contacts, cms_users, link_rows, undecided, decide, username, uf_id,
@@ -525,9 +571,11 @@ def _accounts_named(cms_users: pd.DataFrame, journals: list[list[JournalEntry]])
         values = np.trunc(numbers.astype(float).to_numpy())
         by_id = np.isin(values, [float(int(value)) for value in ids]) | ~np.isfinite(values)
     names = cms_users["username"].tolist()
-    # a name that is not text is kept too
-    by_name = np.fromiter((type(name) is not str or name.lower() in logins for name in names), dtype=bool,
-                          count=len(names))
+    if set(map(type, names)) <= {str}:  # the usual case, in C
+        by_name = np.fromiter(map(logins.__contains__, lower_texts(names)), dtype=bool, count=len(names))
+    else:  # a name that is not text is kept too
+        by_name = np.fromiter((type(name) is not str or name.lower() in logins for name in names), dtype=bool,
+                              count=len(names))
     return cms_users.iloc[np.flatnonzero(by_id | by_name)].to_dict("records")
 
 
@@ -546,12 +594,32 @@ def _none_if_blank(text: pd.Series) -> np.ndarray:
     return values
 
 
-def _codes(keys: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-    """One int code per distinct value across the arrays (equal values, equal codes), and how many."""
-    sizes = [len(values) for values in keys]
-    codes, uniques = pd.factorize(np.concatenate([np.asarray(values, dtype=object) for values in keys]))
-    bounds = np.cumsum([0, *sizes])
-    return [codes[bounds[i]:bounds[i + 1]] for i in range(len(keys))], len(uniques)
+def _none_where(values: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """A copy of the object array with None where `blank`."""
+    values = values.copy()
+    values[blank] = None
+    return values
+
+
+def _same_object(count: int, value: Any) -> np.ndarray:
+    """An object array holding the one `value` (a list, say, not its items) `count` times."""
+    holder = np.empty((), dtype=object)
+    holder[()] = value
+    return np.full(count, holder, dtype=object)
+
+
+def _members(values: list, among: set | dict) -> np.ndarray:
+    """Whether each value is in `among`, as a bool array (one C-level pass)."""
+    return np.fromiter(map(among.__contains__, values), dtype=bool, count=len(values))
+
+
+def _lowest_by(link_rows: pd.DataFrame, column: str) -> dict:
+    """The lowest contact_id of the UFMatch rows per value of `column` (Python values and ints)."""
+    if not len(link_rows):
+        return {}
+    lowest = pd.Series(np.array(link_rows["contact_id"].tolist(), dtype=np.int64), copy=False).groupby(
+        link_rows[column].to_numpy(dtype=object)).min()
+    return dict(zip(lowest.index.tolist(), lowest.tolist(), strict=True))
 
 
 def _mask(count: int, rows: Iterable[int]) -> np.ndarray:
@@ -576,29 +644,36 @@ def _admin_flags(users: pd.DataFrame, rules: AccountRules) -> np.ndarray:
                      in zip(users["is_admin"], users["uf_id"], users["roles"], strict=True)], dtype=bool)
 
 
-def _prepare_cms_users(cms_users: pd.DataFrame | None, rules: AccountRules) -> tuple[pd.DataFrame, list[str]]:
-    """CMS users with an id and an email (its lower-cased `email_key`) by uf_id, and every username.
+def _int_ids(series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The ids as int64 (0 where missing) and where they are present; as _optional_ids, without a
+    Python int per row."""
+    numbers = pd.to_numeric(series, errors="coerce")
+    if isinstance(numbers.dtype, np.dtype) and numbers.dtype.kind in "iu":  # none missing: as they are
+        return numbers.to_numpy().astype(np.int64, copy=False), np.ones(len(numbers), dtype=bool)
+    values = numbers.astype(float).to_numpy()
+    present = ~np.isnan(values)
+    ids = np.zeros(len(values), dtype=np.int64)
+    ids[present] = values[present].astype(np.int64)
+    return ids, present
+
+
+def _prepare_cms_users(cms_users: pd.DataFrame | None, rules: AccountRules) -> tuple[dict[str, np.ndarray],
+                                                                                    list[str]]:
+    """CMS users with an id and an email (its lower-cased `email_key`) by uf_id, as arrays by column
+    (`uf_id` int64), and every username.
 
     Several accounts may share an email: rule 7 takes the first (the lowest uf_id)."""
     users = _with_columns(cms_users, CMS_USER_COLUMNS)
-    ids = _optional_ids(users["uf_id"]).to_numpy()
+    ids, has_id = _int_ids(users["uf_id"])
     names = _text(users["username"]).to_numpy()
     email_keys = _lower(_text(users["email"]))
     is_admin = _admin_flags(users, rules)
     taken = names[names != ""].tolist()
-    keep = np.flatnonzero(~pd.isna(ids) & (email_keys != ""))
+    keep = np.flatnonzero(has_id & (email_keys != ""))
     # lowest uf_id first (stable), then the first row of each email
-    keep = keep[np.argsort(np.array(ids[keep].tolist(), dtype=np.int64), kind="stable")]
-    # object columns throughout: pandas would otherwise make the texts its slower `str` dtype
-    table = pd.DataFrame(
-        {
-            "uf_id": pd.Series(ids[keep], dtype=object),
-            "username": pd.Series(names[keep], dtype=object),
-            "email_key": pd.Series(email_keys[keep], dtype=object),
-            "is_admin": is_admin[keep],
-        },
-        columns=["uf_id", "username", "email_key", "is_admin"],
-    )
+    if len(keep) > 1 and not (np.diff(ids[keep]) >= 0).all():
+        keep = keep[np.argsort(ids[keep], kind="stable")]
+    table = {"uf_id": ids[keep], "username": names[keep], "email_key": email_keys[keep], "is_admin": is_admin[keep]}
     return table, taken
 
 
@@ -641,20 +716,37 @@ def with_not_triggered(plan: pd.DataFrame, reasons: Mapping[int, str]) -> pd.Dat
 # Batches
 
 
-def make_batches(plan: pd.DataFrame, batch_size: int) -> list[list[dict]]:
-    """The create/link rows of the plan in contact_id order, cut into batches of JSON-safe dicts."""
+def batch_frames(plan: pd.DataFrame, batch_size: int) -> list[pd.DataFrame]:
+    """The create/link rows of the plan in contact_id order, cut into batches (slices of the plan frame)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     plan = plan.reset_index(drop=True)  # an index named contact_id would make sorting ambiguous
     acting = plan[plan["action"].isin(BATCH_ACTIONS)].sort_values("contact_id", kind="stable")
-    records = json_safe_records(acting)
-    return [records[start : start + batch_size] for start in range(0, len(records), batch_size)]
+    return [acting.iloc[start : start + batch_size] for start in range(0, len(acting), batch_size)]
+
+
+def make_batches(plan: pd.DataFrame, batch_size: int) -> list[list[dict]]:
+    """The create/link rows of the plan in contact_id order, cut into batches of JSON-safe dicts."""
+    return [json_safe_records(batch) for batch in batch_frames(plan, batch_size)]
+
+
+def json_safe_columns(frame: pd.DataFrame) -> dict[str, list]:
+    """The frame's columns as lists of plain Python values (no numpy scalars, NaN as None): a table chunk."""
+    # Column by column: tolist() already gives Python scalars for numeric columns.
+    return {str(name): _json_safe_column(frame[name].tolist()) for name in frame.columns}
+
+
+def json_safe_chunks(frame: pd.DataFrame, rows: int) -> Iterable[dict[str, list]]:
+    """json_safe_columns of each slice of `rows` rows, in order: a table written without a dict per row."""
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, got {rows}")
+    for start in range(0, len(frame), rows):
+        yield json_safe_columns(frame.iloc[start : start + rows])
 
 
 def json_safe_records(frame: pd.DataFrame) -> list[dict]:
     """The frame's rows as dicts of plain Python values (no numpy scalars, NaN as None)."""
-    # Column by column: tolist() already gives Python scalars for numeric columns.
-    columns = {str(name): _json_safe_column(frame[name].tolist()) for name in frame.columns}
+    columns = json_safe_columns(frame)
     keys = list(columns)
     return [dict(zip(keys, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
@@ -679,9 +771,9 @@ def _json_safe_column(values: list) -> list:
     return [_json_safe(value) for value in values]
 
 
-def batch_label(batch: list[dict]) -> str:
-    """A short human label for a batch, e.g. 'contacts 101-103 (3)'."""
-    ids = [row["contact_id"] for row in batch]
+def batch_label(batch: list[dict] | pd.DataFrame) -> str:
+    """A short human label for a batch (its rows, or its frame), e.g. 'contacts 101-103 (3)'."""
+    ids = batch["contact_id"].tolist() if isinstance(batch, pd.DataFrame) else [row["contact_id"] for row in batch]
     if not ids:
         return "no contacts (0)"
     if len(ids) == 1:

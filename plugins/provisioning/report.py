@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pandas as pd
 
 from provisioning.outcomes import DRY_RUN_LABELS, OUTCOME_ORDER, Outcome
@@ -16,44 +18,63 @@ def summary_table(outcomes: pd.DataFrame) -> str:
 
     A dry run's outcomes carry the dry-run labels ("would create"), and are listed by them.
     """
-    values = outcomes["outcome"].astype(object).where(outcomes["outcome"].notna(), "unknown").map(str)
-    counts = values.value_counts()
-    dry = bool(len(values)) and values.isin(list(DRY_RUN_LABELS.values())).all()
+    return summary_of_counts(outcome_names(outcomes).value_counts().to_dict())
+
+
+def outcome_names(outcomes: pd.DataFrame) -> pd.Series:
+    """Each row's outcome as text ("unknown" where missing): what summary tables count."""
+    return outcomes["outcome"].astype(object).where(outcomes["outcome"].notna(), "unknown").map(str)
+
+
+def summary_of_counts(counts: Mapping[str, int]) -> str:
+    """summary_table from the counts per outcome (gathered chunk by chunk over a run)."""
+    counts = {str(name): int(count) for name, count in counts.items() if count}
+    total = sum(counts.values())
+    dry = bool(total) and set(counts) <= set(DRY_RUN_LABELS.values())
     names = [DRY_RUN_LABELS[o] if dry else o.value for o in OUTCOME_ORDER]
-    names += sorted(name for name in counts.index if name not in names)
-    rows = [(name, str(int(counts.get(name, 0)))) for name in names]
-    return _text_table(("outcome", "count"), rows, right_aligned={1}, footer=("total", str(len(values))))
+    names += sorted(name for name in counts if name not in names)
+    rows = [(name, str(counts.get(name, 0))) for name in names]
+    return _text_table(("outcome", "count"), rows, right_aligned={1}, footer=("total", str(total)))
 
 
 def outcome_table(outcomes: pd.DataFrame, max_rows: int = 50,
-                  columns: tuple[str, ...] = ("contact_id", "outcome", "username", "reason")) -> str:
-    """contact_id, outcome, username and reason (or `columns`) per contact, at most max_rows of them."""
+                  columns: tuple[str, ...] = ("contact_id", "outcome", "username", "reason"),
+                  total: int | None = None) -> str:
+    """contact_id, outcome, username and reason (or `columns`) per contact, at most max_rows of them;
+    `total`: how many there are in all, when `outcomes` holds only the first of them."""
     shown = outcomes.sort_values("contact_id", kind="stable").head(max_rows) if max_rows >= 0 else outcomes
     rows = [tuple(_cell(row.get(column)) for column in columns) for row in shown.to_dict("records")]
     table = _text_table(columns, rows, right_aligned={0})
-    hidden = len(outcomes) - len(shown)
+    hidden = (len(outcomes) if total is None else total) - len(shown)
     if hidden > 0:
         table += f"\n... and {hidden} more contact{'s' if hidden != 1 else ''}"
     return table
 
 
-def attention_table(outcomes: pd.DataFrame, max_rows: int) -> str:
+def needing_attention(outcomes: pd.DataFrame) -> pd.DataFrame:
+    """The contacts staff should look at (failed ones, or would-fail in a dry run), in contact_id order."""
+    failed_names = {Outcome.FAILED.value, DRY_RUN_LABELS[Outcome.FAILED]}
+    return outcomes[outcomes["outcome"].astype(str).isin(failed_names)].sort_values("contact_id", kind="stable")
+
+
+def attention_table(outcomes: pd.DataFrame, max_rows: int, *, failed: int | None = None) -> str:
     """The contacts staff should look at (failed ones): id, display name and reason, at most max_rows.
 
-    Capped, so no log grows with the run; the full per-contact table is the run's outcomes.
+    Capped, so no log grows with the run; the full per-contact table is the run's outcomes. `failed`: how
+    many need attention in all, when `outcomes` holds only the first of them (a run finalized in chunks).
     """
-    failed_names = {Outcome.FAILED.value, DRY_RUN_LABELS[Outcome.FAILED]}
-    failed = outcomes[outcomes["outcome"].astype(str).isin(failed_names)].sort_values("contact_id", kind="stable")
-    if failed.empty:
+    rows_failed = needing_attention(outcomes)
+    count = len(rows_failed) if failed is None else failed
+    if not count:
         return "no contact needs attention"
-    shown = failed.head(max(0, max_rows))
+    shown = rows_failed.head(max(0, max_rows))
     names = shown["display_name"] if "display_name" in shown.columns else pd.Series([""] * len(shown))
     rows = [(_cell(cid), _cell(name), _cell(reason))
             for cid, name, reason in zip(shown["contact_id"], names, shown["reason"], strict=True)]
     table = _text_table(("contact_id", "display_name", "reason"), rows, right_aligned={0})
-    hidden = len(failed) - len(shown)
+    hidden = count - len(shown)
     more = f"\n... and {hidden} more (log_attention_rows = {max_rows})" if hidden > 0 else ""
-    return f"{len(failed)} contact{'s' if len(failed) != 1 else ''} need attention:\n{table}{more}"
+    return f"{count} contact{'s' if count != 1 else ''} need attention:\n{table}{more}"
 
 
 def where_outcomes_are(*, dry_run: bool, keep_hours: float | None = None) -> str:

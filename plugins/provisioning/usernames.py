@@ -11,7 +11,8 @@ import re
 import sys
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from itertools import repeat
+from itertools import compress, repeat
+from operator import not_
 from typing import TYPE_CHECKING
 
 from text_unidecode import unidecode
@@ -148,7 +149,10 @@ class _TokenColumns:
     def _texts(self, token: str, rows: Sequence[int] | None) -> list[str]:
         if token == "email_local":
             return [email.split("@", 1)[0] if email else "" for email in self.values("email", rows)]
-        return [value.strip() if type(value) is str else _text(value) for value in self._raw(token, rows)]
+        raws = self._raw(token, rows)
+        if set(map(type, raws)) <= {str}:  # the usual case, in C
+            return list(map(str.strip, raws))
+        return [value.strip() if type(value) is str else _text(value) for value in raws]
 
     def _raw(self, field: str, rows: Sequence[int] | None) -> list:
         contacts = self.contacts
@@ -174,7 +178,7 @@ def _render_columns(parts: list[tuple[str, bool]], columns: _TokenColumns, rows:
     if len(pieces) == 1:
         return list(pieces[0])
     # strict=False: the literals repeat forever; the token columns all have len(rows) items
-    return ["".join(row) for row in zip(*pieces, strict=False)]
+    return list(map("".join, zip(*pieces, strict=False)))
 
 
 def ascii_login(raw: str, clean: Callable[[str], str]) -> str:
@@ -193,7 +197,7 @@ def ascii_login(raw: str, clean: Callable[[str], str]) -> str:
 def ascii_logins(raws: Sequence[str], clean: Callable[[str], str]) -> list[str]:
     """ascii_login of each text, the same answers; fast when `clean` is a LoginCleaner (cleans all at once)."""
     texts = raws if set(map(type, raws)) <= {str} else [str(raw) if raw else "" for raw in raws]
-    others = [row for row, text in enumerate(texts) if not text.isascii()]  # ASCII folds to itself
+    others = list(compress(range(len(texts)), map(not_, map(str.isascii, texts))))  # ASCII folds to itself
     plain = list(texts)
     folded: dict[str, str] = {}  # non-ASCII names repeat: fold each distinct one once
     for row in others:
@@ -253,7 +257,7 @@ class LoginCleaner:
         while ".." in ascii_text:
             ascii_text = ascii_text.replace("..", ".")
         edges, least = self.edges, self.min_length
-        cleaned = [text.strip(edges) for text in ascii_text.split(self._SEP)]
+        cleaned = list(map(str.strip, ascii_text.split(self._SEP), repeat(edges)))
         if least > 1:
             cleaned = [text if len(text) >= least else "" for text in cleaned]
         return cleaned
@@ -362,7 +366,7 @@ class _UsernameAllocator:
         self.max_length = max_length
         taken = taken if isinstance(taken, (list, tuple)) else list(taken)
         if set(map(type, taken)) <= {str}:  # the usual case, in C
-            self.used: set[str] = set(map(str.lower, taken))
+            self.used: set[str] = set(lower_texts(taken))
             self.used.discard("")
         else:
             self.used = {name.lower() for name in taken if isinstance(name, str) and name}
@@ -401,7 +405,8 @@ def unique_usernames(
     values = list(map(str.strip, values))
     names = []
     append = names.append
-    for value, key in zip(values, map(str.lower, values), strict=True):
+    # lower_texts: a cleaner's logins are lower case already, and `used` then holds them, not copies
+    for value, key in zip(values, lower_texts(values), strict=True):
         if not value:
             append("")
         elif key not in used and len(value) <= max_length:  # claim's first answer, inline
@@ -410,6 +415,15 @@ def unique_usernames(
         else:
             append(claim(value))
     return _pandas().Series(names, index=candidates.index, dtype=object, name=candidates.name)
+
+
+def lower_texts(texts: Sequence[str]) -> Sequence[str]:
+    """str.lower of each text, sharing the texts that are lower case already (a cleaner's logins, most
+    emails): the texts themselves when none changes (one pass over them all joined)."""
+    joined = "\x00".join(texts)
+    if joined.lower() == joined:  # no character has a lower case other than itself
+        return texts
+    return [text if lower == text else lower for text, lower in zip(texts, map(str.lower, texts), strict=True)]
 
 
 def suffix_base(candidate: str, max_length: int) -> str:

@@ -508,3 +508,21 @@ def test_take_off_triggers_without_smart_opt_outs_leaves_smart_groups_alone(hook
     assert group_contacts(civicrm, 7) == {9: "Removed"}
     assert group_contacts(civicrm, 5)[2] == "Removed"
     assert not calls(civicrm, "GroupContact", "save")
+
+
+def test_members_are_held_compactly_and_read_as_a_mapping():
+    from array import array
+
+    pairs = [(9, "group:5"), (2, "group:5"), (4, "smart:7"), (2, "tag:3"), (9, "tag:4"), (9, "tag:3"), (7, "tag:3")]
+    tags = ["group:5", "smart:7", "tag:3", "tag:4"]
+    members = queries.Members.of(array("q", [c for c, _ in pairs]), array("i", [tags.index(t) for _, t in pairs]),
+                                 tags)
+    # each contact's triggers in the order found
+    assert members == {2: ["group:5", "tag:3"], 4: ["smart:7"], 7: ["tag:3"], 9: ["group:5", "tag:4", "tag:3"]}
+    assert list(members) == [2, 4, 7, 9] and len(members) == 4
+    assert 3 not in members and "x" not in members and members.get(10) is None
+    assert list(members.id_chunks(3)) == [[2, 4, 7], [9]]
+    big = queries.Members.of(array("q", range(100_000, 0, -1)), array("i", [0] * 100_000), ["group:5"])
+    assert big[1] is big[100_000] and big.ids.nbytes + big.codes.nbytes == 1_200_000  # one shared list
+    empty = queries.Members.of(array("q"), array("i"), [])
+    assert empty == {} and list(empty.id_chunks(5)) == []

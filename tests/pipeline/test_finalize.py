@@ -223,3 +223,78 @@ def test_activities_can_have_a_fixed_source_contact(hook, site):
     sources = [r["contact_id"] for r in site.table("ActivityContact")
                if r["activity_id"] == written["id"] and r["record_type_id"] == 2]
     assert sources == [1] and written["target"] == 2
+
+
+# ----------------------------------------------------------------------------------- in chunks
+
+# the batches of PLAN's acting contacts (2, 4, 6, 8, 9) in contact_id order, as the plan cuts them: the batch of
+# 4 and 6 left no result, and the last one's result lacks 9 (its batch died after creating for 8)
+BATCHES = [{"index": 0, "label": "contact 2 (1)", "first": 2, "last": 2},
+           {"index": 1, "label": "contacts 4-6 (2)", "first": 4, "last": 6},
+           {"index": 2, "label": "contacts 8-9 (2)", "first": 8, "last": 9}]
+BATCH_RESULTS = [[RESULTS[2]], None, [RESULTS[8]]]
+
+
+def chunked(hook, size: int, loaded: list | None = None) -> tuple[pd.DataFrame, object, list[str]]:
+    """finalize_chunks over PLAN cut into chunks of `size` rows; the outcomes it gave out, its tally, unfinished."""
+    from pipeline.finalize import finalize_chunks
+
+    frame, given = plan_frame(), []
+    chunks = (frame.iloc[start:start + size].reset_index(drop=True) for start in range(0, len(frame), size))
+
+    def load(result):
+        (loaded if loaded is not None else []).append(result)
+        return result
+
+    tally, unfinished = finalize_chunks(hook, SETTINGS, TRIGGERS, chunks, BATCHES, BATCH_RESULTS, load=load,
+                                        sink=given.append, marker=MARKER, stamp=STAMP)
+    return pd.concat(given, ignore_index=True), tally, unfinished
+
+
+@pytest.mark.parametrize("size", [1, 3, 8])
+def test_a_run_in_chunks_records_what_one_chunk_does(hook, site, size, caplog):
+    from pipeline.finalize import OUTCOME_COLUMNS
+
+    caplog.set_level(logging.INFO, logger="pipeline.finalize")
+    whole = finals(hook)  # reads only: the outcomes of the run in one piece
+    loaded: list = []
+
+    final, tally, unfinished = chunked(hook, size, loaded)
+
+    assert unfinished == ["contacts 4-6 (2)"]
+    pd.testing.assert_frame_equal(final[OUTCOME_COLUMNS].astype(object), whole[OUTCOME_COLUMNS].astype(object))
+    assert loaded == [[RESULTS[2]], [RESULTS[8]]]  # each batch result read once, whatever the chunk size
+    # what test_record_writes_activities_history_and_takes_contacts_off finds after one record()
+    assert of(site, 2) == [("Completed", "Created : ada.lovelace2 (202)")]
+    assert of(site, 5) == [("Failed", "Failed to create User edgar.late"), ("Cancelled", outcomes.reset_subject(4))]
+    assert of(site, 9) == [] and len(activities(site)) == 8
+    assert group_contacts(site, HISTORY_GROUP) == {2: "Added", 4: "Added", 6: "Added", 7: "Added"}
+    assert group_contacts(site, 5) == {2: "Removed", 3: "Removed", 5: "Removed", 7: "Removed", 10: "Added"}
+    assert tagged(site, 3) == [3, 8] and tagged(site, 4) == [2, 4, 6, 7]
+    assert group_contacts(site, 7) == {5: "Removed", 9: "Removed"}
+    # the run's summary counts every chunk; the attention list is the run's, not the last chunk's
+    assert tally.contacts == 8 and tally.counts == {"created": 2, "failed": 3, "linked_existing": 1,
+                                                     "already_linked": 1, "deferred": 1}
+    assert "3 contacts need attention" in caplog.text and "wrote 8 activities" in caplog.text
+    assert caplog.text.count("contact=5 outcome=failed") == 1
+
+
+def test_a_run_in_chunks_twice_writes_nothing_twice(hook, site):
+    chunked(hook, 3)
+    written, memberships = activities(site), site.table("GroupContact")
+    site.reset_calls()
+    chunked(hook, 2)
+    assert activities(site) == written and site.table("GroupContact") == memberships
+    assert not [c for c in site.calls if c.entity == "Activity" and c.action == "save"]
+
+
+def test_the_attention_list_is_capped_across_chunks(hook, site, caplog):
+    from pipeline.finalize import Tally
+
+    tally = Tally(max_rows=1)
+    for cid in (3, 5, 8):
+        tally.add(pd.DataFrame({"contact_id": [cid], "outcome": ["failed"], "reason": [f"r{cid}"],
+                                "display_name": [f"C{cid}"]}))
+    text = tally.attention_text()
+    assert text.startswith("3 contacts need attention") and "r3" in text and "r5" not in text
+    assert "... and 2 more (log_attention_rows = 1)" in text

@@ -93,3 +93,82 @@ def test_a_task_whose_run_files_are_gone_fails_at_once_instead_of_retrying():
     decision = tasks.RUN_LEVEL_POLICY.evaluate(RunFilesError("gone"), 1, 3)
     assert decision.action == RetryAction.FAIL and "files" in decision.reason
     assert tasks.RUN_LEVEL_POLICY.evaluate(ValueError("other"), 1, 3).action == RetryAction.DEFAULT
+
+
+# ----------------------------------------------------------------------------------- tables
+
+def test_a_table_is_json_lines_of_column_chunks_and_reads_back_as_rows(tmp_path):
+    import numpy as np
+
+    files = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID)
+    rows = [{"contact_id": i, "journal": [{"usernames": ["a"], "at": None}] if i % 2 else [], "uf_id": None,
+             "name": f"Zoë {i}", "n": 1.5} for i in range(7)]
+    with files.table("plan", chunk_rows=3) as table:
+        table.append(rows[:2])                             # rows as dicts, buffered into full chunks
+        table.append({"contact_id": [np.int64(2), 3], "journal": [[], rows[3]["journal"]], "uf_id": [None, None],
+                      "name": ["Zoë 2", "Zoë 3"], "n": [1.5, 1.5]})  # or as columns (numpy scalars made plain)
+        table.append(rows[4:])
+    ref = table.ref
+    assert ref["rows"] == 7 and ref["table"] is True and set(ref) == {"run_file", "rows", "table"}
+    lines = local(ref).read_bytes().splitlines()
+    assert [len(json.loads(line)["contact_id"]) for line in lines] == [3, 3, 1]
+    assert all(list(json.loads(line)) == ["contact_id", "journal", "uf_id", "name", "n"] for line in lines)
+    assert run_files.read(ref) == rows == list(files.iter_rows(ref))  # nested values and None kept
+    assert [len(c["contact_id"]) for c in files.iter_chunks(ref)] == [3, 3, 1]
+    assert [len(c["contact_id"]) for c in files.iter_chunks(ref, 2)] == [2, 1, 2, 1, 1]  # re-cut, never merged
+    assert files.read_columns(ref) == {name: [row[name] for row in rows] for name in rows[0]}
+    assert files.read_columns(ref, ["uf_id", "absent"]) == {"uf_id": [None] * 7}
+
+
+def test_a_table_is_owner_only_and_appears_whole_or_not_at_all(tmp_path):
+    files = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID)
+    with files.table("batch_0", chunk_rows=2) as table:
+        table.append([{"contact_id": i} for i in range(5)])
+        part = next(p for p in local_mkdir(tmp_path).iterdir() if p.name.endswith(".part"))  # being written
+        assert stat.S_IMODE(part.stat().st_mode) == 0o600
+        assert not (part.parent / "batch_0.jsonl").exists()
+    path = local(table.ref)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".part")]
+
+    with pytest.raises(ZeroDivisionError), files.table("outcomes") as failing:  # a task dying half way
+        failing.append([{"contact_id": 1}])
+        1 / 0  # noqa: B018
+    assert sorted(p.name for p in path.parent.iterdir()) == ["batch_0.jsonl", "expires.json"]
+    with pytest.raises(RuntimeError, match="once its `with` block"):
+        failing.ref  # noqa: B018
+
+
+def local_mkdir(tmp_path: Path) -> Path:
+    """The one run folder under tmp_path/runs."""
+    [folder] = (tmp_path / "runs" / "cmsuser_nightly").iterdir()
+    return folder
+
+
+def test_an_empty_table_and_a_missing_one(tmp_path):
+    files = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID)
+    with files.table("extract_links") as table:
+        table.append([])
+    assert table.ref["rows"] == 0 and files.read(table.ref) == [] and files.read_columns(table.ref) == {}
+    files.finished(0)
+    for reader in (files.read, files.read_columns, lambda ref: list(files.iter_rows(ref))):
+        with pytest.raises(RunFilesError, match="keep_run_files_hours"):
+            reader(table.ref)
+
+
+def test_table_rows_must_keep_the_tables_columns(tmp_path):
+    files = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID)
+    with files.table("plan") as table:
+        table.append([{"a": 1, "b": 2}])
+        table.append([{"a": 3}])  # a missing column is None
+        with pytest.raises(ValueError, match="not columns"):
+            table.append({"c": [1]})
+        with pytest.raises(ValueError, match="differ in length"):
+            table.append({"a": [1, 2], "b": [1]})
+    assert files.read(table.ref) == [{"a": 1, "b": 2}, {"a": 3, "b": None}]
+
+
+def test_a_json_document_reads_as_one_chunk(tmp_path):
+    files = RunFiles(settings(tmp_path), "cmsuser_nightly", RUN_ID)
+    ref = files.write("plan", [{"contact_id": 1, "x": None}, {"contact_id": 2}])
+    assert list(files.iter_chunks(ref)) == [{"contact_id": [1, 2], "x": [None, None]}]

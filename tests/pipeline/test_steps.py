@@ -13,3 +13,65 @@ from pipeline.steps import batch_size_within
 def test_batches_grow_just_enough_to_stay_within_airflows_mapped_task_limit(count, batch_size, max_batches, size):
     assert batch_size_within(count, batch_size, max_batches) == size
     assert -(-count // size) <= max(1, max_batches) or count == 0
+
+
+# ----------------------------------------------------------------------------------- extract and plan in chunks
+
+DEMO_SETTINGS = {"trigger_groups": ["new_members", "volunteers_smart"], "trigger_tags": ["needs_login"],
+                 "history_group": "has_login", "history_tag": "login_created",
+                 "username_pattern": "{first_name}.{last_name}", "roles": ["member"], "batch_size": 3}
+
+
+@pytest.fixture
+def demo(monkeypatch):
+    """The demo seed's CiviCRM and WordPress, with the connections to them."""
+    from sandbox.sites import started_sites
+
+    with started_sites() as sites:
+        for name, value in sites.connection_env.items():
+            monkeypatch.setenv(name, value)
+        yield sites
+
+
+def _extract_and_plan(sites, tmp_path, size: int) -> dict:
+    from civicrm_hooks import queries
+    from civicrm_hooks.hook import CiviCRMHook
+    from cms_operators import registry
+    from pipeline import sources, steps
+    from pipeline.run_files import RunFiles
+    from provisioning.settings import Settings
+
+    settings = Settings(**DEMO_SETTINGS, run_files_url=f"file://{tmp_path}/runs")
+    kind = registry.get("wordpress")
+    civicrm = CiviCRMHook(settings.civicrm_conn_id)
+    run = steps.preflight(settings, civicrm, lambda: (kind, kind.backend(settings.cms_conn_id, settings)),
+                          dry_run=False)
+    files = RunFiles(settings, "cmsuser_nightly", f"chunks_of_{size}")
+    backend = kind.backend(settings.cms_conn_id, settings)
+    sites.cms.reset_calls()
+    try:
+        extracted = steps.extract(run, civicrm, backend, sources.trigger_membership(), files=files, chunk_size=size,
+                                  marker=queries.run_marker("cmsuser_nightly", "x"))
+    finally:
+        backend.close()
+    cms_calls = len(sites.cms.calls)
+    planned = steps.plan(run, extracted, kind, dry_run=False, limit=None, files=files, chunk_rows=2)
+    return {"contacts": files.read(extracted["contacts"]),
+            "cms_users": sorted(files.read(extracted["cms_users"]), key=lambda u: u["uf_id"]),
+            "links": sorted(files.read(extracted["links"]), key=lambda r: (r["contact_id"], r["uf_id"])),
+            "not_triggered": extracted["not_triggered"], "plan": files.read(planned["plan"]),
+            "batches": [{**{k: v for k, v in b.items() if k != "rows"}, "rows": files.read(b["rows"])}
+                        for b in planned["batches"]], "cms_calls": cms_calls}
+
+
+def test_extract_in_chunks_gives_what_one_chunk_gives_and_the_same_plan(demo, tmp_path):
+    whole = _extract_and_plan(demo, tmp_path, 5000)
+    assert len(whole["contacts"]) > 3 and whole["cms_users"] and whole["links"]  # the demo has each kind
+    for size in (1, 2):
+        part = _extract_and_plan(demo, tmp_path, size)
+        # one count and one listing for the run, not per chunk (and the one linked account looked up once)
+        assert part.pop("cms_calls") == whole["cms_calls"] == 3
+        assert part == {k: v for k, v in whole.items() if k != "cms_calls"}, size
+    assert [row["contact_id"] for row in whole["plan"]] == sorted(row["contact_id"] for row in whole["plan"])
+    batch = whole["batches"][0]
+    assert (batch["first"], batch["last"]) == (batch["rows"][0]["contact_id"], batch["rows"][-1]["contact_id"])

@@ -92,6 +92,20 @@ def test_the_sample_is_capped(plan_rows):
     assert "... and 3 more contacts" in text
 
 
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_a_plan_read_in_chunks_gives_the_same_gate_and_screen(plan_rows, size):
+    import pandas as pd
+
+    chunks = (pd.DataFrame(plan_rows[start:start + size]) for start in range(0, len(plan_rows), size))
+    digest = approval.digest(chunks, sample_rows=2)
+    assert approval.gate(digest, 3, dry_run=False) == approval.gate(plan_rows, 3, dry_run=False)
+    arguments = {"cms_label": "WordPress", "timeout_minutes": 720, "deadline": "2026-03-02 14:00 UTC",
+                 "approvers": [], "plan_task": "plan", "sample_rows": 2}
+    gate = approval.gate(plan_rows, 3, dry_run=False)
+    assert approval.body(digest, gate, **arguments) == approval.body(plan_rows, gate, **arguments)
+    assert len(digest.acting) == 2 and digest.acting_count == 5  # only the sample is kept
+
+
 def test_a_rejected_run_gives_every_contact_approval_rejected_and_keeps_the_plan_in_the_reason(plan_rows):
     gate = approval.gate(plan_rows, 3, dry_run=False)
     result = approval.result(gate, ApprovalDecision.REJECTED, by="admin", timeout_minutes=720)

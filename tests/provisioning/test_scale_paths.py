@@ -7,6 +7,7 @@ straightforward one-at-a-time version on tricky inputs.
 
 from __future__ import annotations
 
+import json
 import random
 import string
 
@@ -16,15 +17,25 @@ import pytest
 
 from cms_operators.drupal.rules import sanitize_drupal
 from cms_operators.joomla.rules import sanitize_joomla
-from cms_operators.wordpress.rules import MAX_USERNAME_LENGTH, sanitize_wordpress
+from cms_operators.wordpress.rules import MAX_USERNAME_LENGTH, RULES, sanitize_wordpress
 from provisioning import outcomes as why
-from provisioning.plan import json_safe_records
+from provisioning.plan import (
+    CMS_USER_COLUMNS,
+    CONTACT_COLUMNS,
+    LINK_COLUMNS,
+    cms_users_frame,
+    contacts_frame,
+    json_safe_records,
+    links_frame,
+    plan_contacts,
+)
 from provisioning.usernames import (
     LAST_RESORT_PATTERN,
     LoginCleaner,
     ascii_login,
     ascii_logins,
     candidate_usernames,
+    lower_texts,
     render_username,
     unique_usernames,
 )
@@ -186,3 +197,83 @@ def test_rule5b_the_first_owned_account_in_the_users_order_decides(run_plan, con
                     users=users)
     assert (plan.at[1, "outcome"], plan.at[1, "uf_id"], plan.at[1, "username"]) == ("created", 60, "JANE.DOE")
     assert (plan.at[2, "outcome"], plan.at[2, "uf_id"]) == ("linked_existing", 46)
+
+
+# --- columnar inputs (run files read as column lists) ----------------------------------------------
+
+
+def _columnar(rows: list[dict], columns: list[str]) -> dict[str, list]:
+    """The rows as the plan task reads a columnar run file: column -> values, through JSON."""
+    return json.loads(json.dumps({name: [row.get(name) for row in rows] for name in columns}))
+
+
+def test_columns_and_frames_of_them_plan_as_the_list_of_dicts(make_settings):
+    journal = [{"activity_id": 70, "status": "Failed", "usernames": ["ann.lee"], "sent": "2026-03-01T02:00:05Z",
+                "uf_id": None, "username": None, "mail": ""}]
+    contacts = [
+        {"contact_id": 5, "first_name": " Zoë ", "last_name": "Ångström", "email": "Zoe@Example.org", "sources": ["g:1"]},
+        {"contact_id": 3, "first_name": None, "last_name": "Lee", "email": "ann@example.org", "journal": journal},
+        {"contact_id": 4, "first_name": "Jane", "last_name": "Doe", "email": "zoe@example.ORG", "is_deceased": True},
+        {"contact_id": 6, "first_name": "Jo", "last_name": "Doe", "email": " taken@example.org ", "email_note": "two"},
+        {"contact_id": 7, "first_name": "Иван", "last_name": "Петров", "email": None, "uf_id": 40, "uf_name": "x@y.org"},
+        {"contact_id": 8, "first_name": "Jane", "last_name": "Doe", "email": "login@example.org", "attempts": 9},
+        {"contact_id": 9, "first_name": "Jane", "last_name": "Doe", "email": "jane9@example.org", "attempts": 1},
+        {"contact_id": 5, "sources": ["t:2"]},  # listed twice
+    ]
+    for contact in contacts:
+        contact.setdefault("sources", ["group:1"])
+        contact.setdefault("journal", [])
+    users = [
+        {"uf_id": 12, "username": "Taken", "email": "TAKEN@example.org", "roles": ["subscriber"], "is_admin": False},
+        {"uf_id": 11, "username": "jane.doe", "email": "other@example.org", "roles": ["subscriber"], "is_admin": False},
+        {"uf_id": 30, "username": "ann.lee", "email": "ann.old@example.org", "roles": [], "registered": "2026-03-01T02:00:06Z",
+         "is_admin": False},
+        {"uf_id": 40, "username": "ivan", "email": "x@y.org", "roles": ["administrator"], "is_admin": True},
+    ]
+    links = [{"contact_id": 99, "uf_id": 50, "uf_name": "Login@example.org"}, {"contact_id": 7, "uf_id": 40, "uf_name": "x@y.org"}]
+    settings = make_settings(roles=["member"])
+    expected = plan_contacts(contacts_frame(contacts), cms_users_frame(users), links_frame(links), settings, RULES)
+    columns = [_columnar(contacts, CONTACT_COLUMNS), _columnar(users, CMS_USER_COLUMNS), _columnar(links, LINK_COLUMNS)]
+    from_columns = plan_contacts(contacts_frame(columns[0]), cms_users_frame(columns[1]), links_frame(columns[2]),
+                                 settings, RULES)
+    from_frames = plan_contacts(*(make(pd.DataFrame(values)) for make, values
+                                  in zip((contacts_frame, cms_users_frame, links_frame), columns, strict=True)),
+                                settings, RULES)
+    assert pd.DataFrame(columns[0])["first_name"].dtype != object  # pandas' own text dtype, NaN where missing
+    for plan in (from_columns, from_frames):
+        assert plan.to_dict("records") == expected.to_dict("records")
+        assert [list(map(type, plan[name])) for name in plan] == [list(map(type, expected[name])) for name in expected]
+    assert set(expected["outcome"]) == {"created", "failed", "linked_existing", "already_linked"}
+    assert contacts_frame({}).columns.tolist() == CONTACT_COLUMNS and links_frame(pd.DataFrame()).empty
+
+
+def test_lower_texts_is_str_lower_and_shares_what_is_lower_already():
+    texts = [*TRICKY, "JANE", "jane", "ΑΣ b", "İ", "ǅ", "x\x00Y"]
+    assert lower_texts(texts) == [text.lower() for text in texts]
+    plain = ["jane.doe", "a@b.org", "", "李"]
+    assert lower_texts(plain) is plain
+    mixed = ["jane", "Jane"]
+    assert [a is b for a, b in zip(lower_texts(mixed), mixed, strict=True)] == [True, False]
+
+
+def test_unique_usernames_match_one_claim_at_a_time_on_many_collisions():
+    rng = random.Random(3)
+    stems = ["jane.doe", "Jane.Doe", "jane.doe2", "user7", "İa", "abcdefgh", "abcdefg.x", "x" * 9, "zoë"]
+    candidates = [rng.choice(stems) + rng.choice(["", "", "2", "3", ".", "X"]) for _ in range(3000)]
+    taken = [rng.choice(stems) + str(rng.randrange(6)) for _ in range(200)] + ["JANE.DOE"]
+    for max_length in (MAX_USERNAME_LENGTH, 8):
+        expected = _unique_one_by_one(candidates, taken, max_length)
+        assert unique_usernames(pd.Series(candidates, dtype=object), taken, max_length).tolist() == expected
+
+
+def test_the_plan_is_its_own_and_writable_whatever_frames_it_came_from(make_settings):
+    columns = _columnar([{"contact_id": 1, "first_name": "Ann", "last_name": "Lee", "email": "ann@example.org",
+                          "do_not_email": False, "attempts": 0, "sources": ["g:1"], "journal": []},
+                         {"contact_id": 2, "first_name": "Bo", "last_name": "Lee", "email": "bo@example.org",
+                          "do_not_email": True, "attempts": 1, "sources": ["g:1"], "journal": []}], CONTACT_COLUMNS)
+    contacts = pd.DataFrame(columns)
+    before = contacts.copy()
+    plan = plan_contacts(contacts_frame(contacts), cms_users_frame(), links_frame(), make_settings(), RULES)
+    for name in plan.columns:  # in place, as a frame of its own takes it
+        plan.at[0, name] = plan.at[1, name]
+    pd.testing.assert_frame_equal(contacts, before)

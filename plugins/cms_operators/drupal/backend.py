@@ -46,6 +46,7 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
     CmsUser,
+    UserListing,
 )
 from cms_operators.drupal.hook import LANGUAGES, ROLES, USERS, DrupalHook, required_permission
 from cms_operators.drupal.rules import IMPLICIT_ROLES, MAX_EMAIL_LENGTH, RULES, username_problem
@@ -386,7 +387,10 @@ class DrupalBackend:
             chunks.append(current)
         return chunks
 
-    def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
+    def find_users(self, emails: list[str], usernames: list[str], *,
+                   search_only: bool = False) -> list[CmsUser]:
+        """Existing users whose email or login is given. `search_only`: look each up, without weighing a
+        listing (the run has decided that already: user_listing)."""
         wanted_emails = sorted({e for e in (_norm_email(x) for x in emails or []) if e})
         wanted_logins = {collation_key(u): u.strip() for u in usernames or [] if collation_key(u)}
         if not wanted_emails and not wanted_logins:
@@ -397,7 +401,7 @@ class DrupalBackend:
         found: dict[int, CmsUser] = {}
         # Look-ups cost one call per chunk of 50; a listing one call per 50 users, and Drupal gives no
         # count: one call at offset (lookups-1)*50 says whether the listing is shorter.
-        if lookups > 2 and self._fewer_users_than((lookups - 1) * PAGE_SIZE):
+        if lookups > 2 and not search_only and self._fewer_users_than((lookups - 1) * PAGE_SIZE):
             log.info("Drupal: listing all users to match %d emails and %d usernames", len(wanted_emails),
                      len(wanted_logins))
             candidates: Iterable[CmsUser] = self._users({})
@@ -411,6 +415,15 @@ class DrupalBackend:
             if _norm_email(user.email) in email_set or collation_key(user.username) in wanted_logins:
                 found[user.uf_id] = user
         return [found[k] for k in sorted(found)]
+
+    def user_listing(self, *, lookups: int) -> UserListing | None:
+        """Every user, listed once, when that costs fewer calls than looking up `lookups` emails and names (a
+        run's, a chunk of contacts at a time) 50 a call; None when the look-ups cost less."""
+        calls = -(-lookups // IN_CHUNK)
+        if calls <= 2 or not self._fewer_users_than((calls - 1) * PAGE_SIZE):
+            return None
+        log.info("Drupal: listing all users once to match about %d emails and usernames", lookups)
+        return UserListing(self._users({}), email_key=_norm_email, login_key=collation_key)
 
     def _fewer_users_than(self, count: int) -> bool:
         document = self.hook.jsonapi("GET", USERS, params={"page[limit]": 1, "page[offset]": count,

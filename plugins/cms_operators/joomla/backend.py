@@ -69,6 +69,7 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
     CmsUser,
+    UserListing,
 )
 from cms_operators.joomla.hook import GROUPS_ROUTE, USERS_ROUTE, JoomlaHook, JoomlaSiteForm, field_of, folded
 from cms_operators.joomla.rules import (
@@ -303,14 +304,17 @@ class JoomlaBackend:
 
     # ------------------------------------------------------------------ lookups
 
-    def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
+    def find_users(self, emails: list[str], usernames: list[str], *,
+                   search_only: bool = False) -> list[CmsUser]:
+        """Existing users whose email or login is given. `search_only`: look each up, without weighing a
+        listing (the run has decided that already: user_listing)."""
         wanted_emails = {e for e in (_norm(x) for x in emails or []) if e}
         wanted_logins = {collation_key(u.strip()): u.strip() for u in usernames or [] if u and u.strip()}
         lookups = len(wanted_emails) + len(wanted_logins)
         if lookups == 0:
             return []
         found: dict[int, CmsUser] = {}
-        total = self._count_users() if lookups > 2 else None
+        total = self._count_users() if lookups > 2 and not search_only else None
         pages = math.ceil(total / self.page_size) if total is not None else None
         if pages is not None and pages < lookups:
             log.info("Joomla: listing all %d users (%d pages) to match %d emails/usernames", total, pages, lookups)
@@ -332,6 +336,25 @@ class JoomlaBackend:
                      len(wanted_logins))
             found.update(self._search_each(wanted_emails, wanted_logins))
         return [found[k] for k in sorted(found)]
+
+    def user_listing(self, *, lookups: int) -> UserListing | None:
+        """Every user, listed once, when that costs fewer calls than `lookups` searches (a run's emails and
+        names, looked up a chunk of contacts at a time); None when the searches cost less."""
+        if lookups <= 2:
+            return None
+        total = self._count_users()
+        pages = math.ceil(total / self.page_size)
+        if pages >= lookups:
+            return None
+        log.info("Joomla: listing all %d users once (%d pages) to match about %d emails/usernames", total, pages,
+                 lookups)
+        listing = UserListing(self._pages({}, self.page_size), email_key=_norm,
+                              login_key=lambda name: collation_key((name or "").strip()))
+        if listing.count < total:  # ordered by name only: equal names may have moved between pages
+            log.info("Joomla: the listing showed %d of %d users; what it lacks is looked up one by one",
+                     listing.count, total)
+            listing.fill = self._search_each
+        return listing
 
     def _search_each(self, emails: set[str], logins: dict[str, str]) -> dict[int, CmsUser]:
         found: dict[int, CmsUser] = {}

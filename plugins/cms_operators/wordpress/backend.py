@@ -19,6 +19,7 @@ from cms_operators.backend import (
     CmsRejected,
     CmsUnavailable,
     CmsUser,
+    UserListing,
 )
 from cms_operators.wordpress.hook import USERS_ROUTE, WordPressHook
 from cms_operators.wordpress.rules import MAX_EMAIL_LENGTH, MAX_USERNAME_LENGTH, RULES
@@ -212,7 +213,10 @@ class WordPressBackend:
 
     # ------------------------------------------------------------------ lookups
 
-    def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
+    def find_users(self, emails: list[str], usernames: list[str], *,
+                   search_only: bool = False) -> list[CmsUser]:
+        """Existing users whose email or login is given. `search_only`: look each up, without weighing a
+        listing (the run has decided that already: user_listing)."""
         wanted_emails = {e for e in (_norm(x) for x in emails or []) if e}
         wanted_logins = {u for u in (_norm(x) for x in usernames or []) if u}
         lookups = len(wanted_emails) + len(wanted_logins)
@@ -222,7 +226,7 @@ class WordPressBackend:
         # Per-item searches cost one call each; listing costs one call per 100 users. With at most
         # two items a count call cannot pay off.
         pages = None
-        if lookups > 2:
+        if lookups > 2 and not search_only:
             pages = math.ceil(self._count_users() / PAGE_SIZE)
         if pages is not None and pages < lookups:
             log.info("WordPress: listing all users (%d pages) to match %d emails/usernames", pages, lookups)
@@ -241,6 +245,17 @@ class WordPressBackend:
                     if _norm(user.username) == login:
                         found[user.uf_id] = user
         return [found[k] for k in sorted(found)]
+
+    def user_listing(self, *, lookups: int) -> UserListing | None:
+        """Every user, listed once, when that costs fewer calls than `lookups` searches (a run's emails and
+        names, looked up a chunk of contacts at a time); None when the searches cost less."""
+        if lookups <= 2:
+            return None
+        pages = math.ceil(self._count_users() / PAGE_SIZE)
+        if pages >= lookups:
+            return None
+        log.info("WordPress: listing all users once (%d pages) to match about %d emails/usernames", pages, lookups)
+        return UserListing(self._pages({}), email_key=_norm, login_key=_norm)
 
     def users_by_id(self, uf_ids: list[int]) -> list[CmsUser]:
         """The accounts with these ids (for the logins of contacts already linked), 100 per call."""

@@ -320,6 +320,25 @@ def test_find_users_searches_when_listing_costs_more(backend, wordpress):
     assert sorted(c.query["search"] for c in calls[1:]) == ["user12", "user300@example.org", "user7@example.org"]
 
 
+def test_a_runs_listing_is_made_once_and_matches_as_find_users_does(backend, wordpress):
+    seed_users(wordpress, 150)
+    asked = [(["USER1@example.org ", "nobody@example.org"], ["user140", "Admin"]), ([], ["user7"])]
+    expected = [[(u.uf_id, u.username) for u in backend.find_users(emails, names)] for emails, names in asked]
+    wordpress.reset_calls()
+    assert backend.user_listing(lookups=2) is None and gets(wordpress) == []  # a count cannot pay off
+    listing = backend.user_listing(lookups=3000)  # a run's look-ups, a chunk of contacts at a time
+    assert [c.query.get("per_page") for c in gets(wordpress)] == ["1", "100", "100"]  # count + 2 pages
+    wordpress.reset_calls()
+    assert [[(u.uf_id, u.username) for u in listing.match(emails, names)] for emails, names in asked] == expected
+    assert gets(wordpress) == []  # each chunk is matched against the one listing
+
+
+def test_searches_stay_when_they_cost_less_than_a_listing(backend, wordpress):
+    seed_users(wordpress, 350)  # 4 pages
+    assert backend.user_listing(lookups=4) is None
+    assert [c.query.get("per_page") for c in gets(wordpress)] == ["1"]
+
+
 def test_find_users_pages_through_long_search_results(backend, wordpress):
     seed_users(wordpress, 130, prefix="sam")
     found = backend.find_users([], ["sam129"])
