@@ -514,6 +514,7 @@ class _Batch:
                     raise
 
     def mails_sent(self, sent: list[tuple[int, CmsUser, CmsError | None]]) -> dict[int, JournalEntry]:
+        """Each mail's outcome in its contact's result, and the ledger entries that record it."""
         entries = {}
         for contact_id, _user, exc in sent:
             if exc is None:
@@ -803,16 +804,8 @@ class _Batch:
                 for contact_id, _ in chunk:
                     self.s.results[contact_id]["mail"] = outcomes.mail_in_doubt(exc.message)
                 continue
-            finished = []
-            for contact_id, user in chunk:
-                exc = failed.get(user.uf_id)
-                if exc is None:
-                    self.s.results[contact_id]["mail"] = outcomes.MAIL_SENT
-                    finished.append(self.s.entries[contact_id].with_mail(journal.MAIL_SENT))
-                else:
-                    self.s.results[contact_id]["mail"] = outcomes.mail_failed(exc.message)
-                    finished.append(self.s.entries[contact_id].with_mail(""))  # none went out
-            self.write_entries(finished)
+            finished = self.mails_sent([(contact_id, user, failed.get(user.uf_id)) for contact_id, user in chunk])
+            self.write_entries(list(finished.values()))
             size = next_mail_chunk(len(chunk), self.pacer.clock() - began)
 
     def mail_due(self, contact_id: int, user: CmsUser) -> bool:
