@@ -1,6 +1,6 @@
 """Benchmark: one nightly run of N contacts against a real CiviCRM 5.76 (the WordPress emulator as CMS).
 
-    .venv/bin/python -m bench.real_civicrm --contacts 1000
+    .venv/bin/python -m bench.real_civicrm --contacts 1000 [--batch-size 200] [--latency 0.05]
 
 Starts a fresh real CiviCRM (sandbox/real_civicrm, ~15 s), seeds N contacts in a trigger group
 with the site admin's key, puts a counting proxy (sandbox.faultproxy) in front of it, and runs the
@@ -51,10 +51,17 @@ def run_once(label: str, civicrm_env: str, wordpress, calls) -> dict:
             "durations": local_airflow.task_durations(run.run_id), "outcomes": counts}
 
 
+def slow_creates(wordpress, latency: float) -> None:
+    if latency > 0:  # every create of the run, outside the emulator's lock (creates overlap)
+        wordpress.inject(method="POST", path="/wp/v2/users", status=None, delay=latency, times=10**9)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds every create waits in the emulated WordPress (a real one takes 50-70 ms)")
     args = parser.parse_args()
 
     home = local_airflow.REPO / ".airflow" / "bench-real-civicrm"
@@ -82,6 +89,7 @@ def main() -> int:
         print(f"real CiviCRM up in {site.started_seconds:.1f} s; seeded {args.contacts} contacts in "
               f"{time.monotonic() - started:.1f} s", flush=True)
         with FaultProxy(site.base_url) as proxy, WordPressEmulator(app_password="bench bench bench") as wp:
+            slow_creates(wp, args.latency)
             cms = {"AIRFLOW_CONN_CMS_DEFAULT": json.dumps({"conn_type": "http", "host": wp.url, "login": "admin",
                                                            "password": "bench bench bench"})}
             real_env = json.dumps({"conn_type": "http", "host": proxy.url, "password": site.api_key,
@@ -95,6 +103,7 @@ def main() -> int:
                          "group_contacts": [{"group_id": 5, "contact_id": i + 2, "status": "Added"}
                                             for i in range(args.contacts)]}
         with CiviCRMEmulator(api_key="bench-key") as civicrm, WordPressEmulator(app_password="bench bench bench") as wp:
+            slow_creates(wp, args.latency)
             civicrm.seed(emulator_seed)
             cms = {"AIRFLOW_CONN_CMS_DEFAULT": json.dumps({"conn_type": "http", "host": wp.url, "login": "admin",
                                                            "password": "bench bench bench"})}

@@ -74,6 +74,12 @@ def next_mail_chunk(sent: int, seconds: float) -> int:
 # How often the creating batch writes its new links and journal entries and hands out their mails: what a
 # kill can leave unlinked (found again by the journal) or in doubt (never mailed twice) is this much work.
 WAVE_SECONDS = 2.0
+# Creates are recorded as `sending` a slice at a time, each just before the threads may send it: the first
+# slice is FIRST_SLICE per thread, each next one up to twice the last (at most MAX_SLICE), written when the
+# threads have less than half a slice left. So the first create goes out after a small write, not one for the
+# whole batch, and a kill leaves about a slice in doubt (looked up by the next try), not every create unsent.
+FIRST_SLICE = 25
+MAX_SLICE = 500
 MAX_PAUSE = 120.0  # longest pause a 429's Retry-After may impose on a batch
 DEFAULT_PAUSE = 5.0  # a 429 without Retry-After
 
@@ -86,14 +92,16 @@ class _Work:
     """The CMS work of one batch's threads: mails first (their accounts are linked and waiting), then creates;
     what the threads have sent since the last wave; the first error, which stops them all."""
 
-    def __init__(self, creates: list[dict]):
-        self._creates = deque(creates)
+    def __init__(self, creates: int):
+        self._creates: deque[dict] = deque()  # released: their `sending` entries are written
         self._mails: deque[tuple[int, CmsUser]] = deque()
-        self._open = len(creates)  # creates queued or under way
+        self._open = creates  # creates not yet answered, released or not
         self._sent: list[tuple[int, CmsUser, CmsError | None]] = []
         self._closed = False
         self._ready = threading.Condition()
         self.all_made = threading.Event()  # every create answered (or the batch stopped)
+        self.wake = threading.Event()  # the batch's own thread is wanted: creates run low, all made, or an error
+        self.low_water = 0  # fewer released creates than this left: more are wanted
         self.error: BaseException | None = None
         self.made = self.mailed = 0
         if not creates:
@@ -108,6 +116,8 @@ class _Work:
                 if self._mails:
                     return "mail", self._mails.popleft()
                 if self._creates:
+                    if len(self._creates) <= self.low_water:
+                        self.wake.set()
                     return "create", self._creates.popleft()
                 if self._closed:
                     return None
@@ -119,11 +129,22 @@ class _Work:
             self._open -= 1
             if self._open == 0:
                 self.all_made.set()
+                self.wake.set()
 
     def sent(self, contact_id: int, user: CmsUser, error: CmsError | None) -> None:
         with self._ready:
             self.mailed += error is None
             self._sent.append((contact_id, user, error))
+
+    def release(self, creates: list[dict], low_water: int) -> None:
+        with self._ready:
+            self._creates.extend(creates)
+            self.low_water = low_water
+            self._ready.notify_all()
+
+    def released(self) -> int:
+        with self._ready:
+            return len(self._creates)
 
     def add_mails(self, mails: list[tuple[int, CmsUser]]) -> None:
         if mails:
@@ -148,6 +169,7 @@ class _Work:
                 self.error = error
             self._ready.notify_all()
         self.all_made.set()
+        self.wake.set()
 
     def close(self) -> None:
         """No more jobs will come: the threads finish the mails handed out and stop."""
@@ -386,16 +408,10 @@ class _Batch:
     def create_all(self, rows: list[dict]) -> None:
         if not rows:
             return
-        now = journal.now_utc()
-        planned = []
-        for row in rows:
-            entry = self.this_run_entry(row["contact_id"])
-            planned.append(entry.sending([row["username"]], now))
-        # Recorded before anything is posted: from here on a kill leaves a trace the next try reads.
-        self.write_entries(planned, {r["contact_id"]: outcomes.journal_subject(r["username"]) for r in rows})
         if not isinstance(self.ctx.backend, BulkBackend):
-            self.stream(rows)
+            self.stream(rows)  # records each slice as sending just before its creates may go
             return
+        self.write_entries(*self.sending(rows))
         rows = self.create_in_bulk(rows)
         workers = min(max(1, self.ctx.concurrency), len(rows))
         if workers <= 1:
@@ -406,6 +422,13 @@ class _Batch:
         else:
             # the emails are all held already, so no two creates for one email overlap
             self.in_threads(rows, self.paced_one, "creates")
+
+    def sending(self, rows: list[dict]) -> tuple[list[JournalEntry], dict[int, str]]:
+        """The journal entries that record these creates as about to be sent, with the subjects of new ones.
+        Written before any of them is posted: from then on a kill leaves a trace the next try reads."""
+        now = journal.now_utc()
+        entries = [self.this_run_entry(row["contact_id"]).sending([row["username"]], now) for row in rows]
+        return entries, {row["contact_id"]: outcomes.journal_subject(row["username"]) for row in rows}
 
     def paced_one(self, row: dict) -> None:
         self.pacer.wait()
@@ -420,24 +443,39 @@ class _Batch:
         WAVE_SECONDS, writes what they made to CiviCRM (links, then the journal with the mails about to go)
         and hands those mails to the threads, which send them before further creates. So the CMS is never
         idle while CiviCRM is written, and a mail still goes only to an account whose link is saved and
-        whose mail the journal records as sending."""
-        work = _Work(rows)
+        whose mail the journal records as sending. Creates are handed out a slice at a time (FIRST_SLICE),
+        each slice recorded as sending in the same journal write, or in one of its own when the threads run
+        low before the next wave."""
+        work = _Work(len(rows))
+        waiting = deque(rows)  # creates not yet recorded as sending
         workers = min(max(1, self.ctx.concurrency), len(rows))
+        size = min(MAX_SLICE, FIRST_SLICE * workers)  # released creates the threads are kept supplied with
+        self.supply(work, waiting, size)
         threads = [threading.Thread(target=self.work_on, args=(work, workers > 1), name=f"cms-{n}", daemon=True)
                    for n in range(workers)]
         self.threaded = workers > 1
         for thread in threads:
             thread.start()
         try:
+            next_wave = time.monotonic() + WAVE_SECONDS
             while True:
-                all_made = work.all_made.wait(WAVE_SECONDS)
+                work.wake.wait(max(0.0, next_wave - time.monotonic()))
+                work.wake.clear()
                 if work.error is not None:
                     break
-                self.wave(work)
-                log.info("batch progress: %d/%d creates, %d mails sent (%d side by side)", work.made, len(rows),
-                         work.mailed, workers)
-                if all_made:
-                    break
+                all_made = work.all_made.is_set()
+                running_low = bool(waiting) and work.released() <= size // 2
+                if running_low:
+                    size = min(MAX_SLICE, 2 * size)
+                if all_made or time.monotonic() >= next_wave:
+                    self.wave(work, waiting, size)
+                    next_wave = time.monotonic() + WAVE_SECONDS
+                    log.info("batch progress: %d/%d creates, %d mails sent (%d side by side)", work.made,
+                             len(rows), work.mailed, workers)
+                    if all_made:
+                        break
+                elif running_low:
+                    self.supply(work, waiting, size)
         except BaseException as exc:
             work.fail(exc)
             raise
@@ -449,6 +487,15 @@ class _Batch:
             self.after_waves(work)
         if work.error is not None:
             raise work.error
+
+    def supply(self, work: _Work, waiting: deque, size: int, entries: list[JournalEntry] = ()) -> None:
+        """Tops the threads' creates up to `size`: the next waiting ones are recorded as sending (in one journal
+        write with `entries`, the wave's), then handed out; the threads ask for more below half of `size`."""
+        creates = [waiting.popleft() for _ in range(min(len(waiting), max(0, size - work.released())))]
+        sending, subjects = self.sending(creates)
+        if entries or sending:
+            self.write_entries([*entries, *sending], subjects)
+        work.release(creates, low_water=size // 2 if waiting else -1)
 
     def work_on(self, work: _Work, own_session: bool) -> None:
         """One CMS thread: mails first (their accounts wait, linked), then creates, until the batch is done."""
@@ -472,9 +519,10 @@ class _Batch:
         except BaseException as exc:  # noqa: BLE001 - raised by stream() once every thread has stopped
             work.fail(exc)
 
-    def wave(self, work: _Work) -> None:
+    def wave(self, work: _Work, waiting: deque, size: int) -> None:
         """Links of the accounts made since the last wave; one journal write for their entries, the mails
-        about to go (`sending`) and the mails the threads sent since; then those mails go to the threads."""
+        about to go (`sending`), the mails the threads sent since and the next creates (`supply`); then those
+        mails and creates go to the threads."""
         with self._serial:
             linked = self.save_new_links()
             entries = {entry.contact_id: entry for entry in self.unjournaled()}
@@ -488,9 +536,8 @@ class _Batch:
                     entries[contact_id] = self.entry_for(contact_id, user).with_mail(journal.MAIL_SENDING)
                     due.append((contact_id, user))
             entries.update(self.mails_sent(work.take_sent()))
-            if entries:
-                self.write_entries(list(entries.values()))
-                self._journaled.update(entries)
+            self.supply(work, waiting, size, list(entries.values()))
+            self._journaled.update(entries)
         work.add_mails(due)
 
     def after_waves(self, work: _Work) -> None:

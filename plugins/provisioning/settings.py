@@ -208,8 +208,12 @@ class Settings(BaseModel):
     batch_size: int = Field(
         200,
         ge=1,
-        le=1000,
-        description="Contacts per create batch. Each batch is one Airflow task that retries on its own.",
+        le=5000,
+        description="Contacts per create batch. Each batch is one Airflow task that retries on its own. "
+        "Each task costs Airflow about a second to start and end: with `max_concurrency` above 1, batches of "
+        "a few thousand keep that small against the creates (see docs/benchmarks.md). A batch holds one "
+        "creation lock per email: `batch_size` times the pool's slots must stay below PostgreSQL's lock "
+        "table (README, The creation lock).",
     )
     max_concurrency: int = Field(
         1,

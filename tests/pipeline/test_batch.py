@@ -782,6 +782,74 @@ def test_mails_go_out_while_creates_go_on_with_one_ledger_write_per_wave(world, 
     assert sorted(world.saved_contacts()) == [p["contact_id"] for p in contacts]
 
 
+def _sending_writes(world):
+    """Watch the journal: for each write, the contacts it records as about to be created, and how many
+    creates the CMS had received when it was written."""
+    seen, write = [], world.journal.write
+
+    def watched(entries, subjects):
+        seen.append(({e.contact_id for e in entries if e.uf_id is None and e.usernames},
+                     world.cms.count("create_user")))
+        return write(entries, subjects)
+
+    world.journal.write = watched
+    return seen
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_creates_are_journalled_a_slice_at_a_time_each_before_it_is_sent(world, monkeypatch, concurrency):
+    """A big batch does not write its whole journal before the first create: the first slice is FIRST_SLICE
+    per thread, later ones double, and no create is sent before the write that records it."""
+    monkeypatch.setattr(batch_module, "FIRST_SLICE", 2)
+    monkeypatch.setattr(batch_module, "MAX_SLICE", 16)
+    contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 81)]
+    seen = _sending_writes(world)
+
+    results = world.run(batch_of(*contacts), concurrency=concurrency)
+
+    assert {r["outcome"] for r in results} == {"created"} and world.cms.count("create_user") == 80
+    slices = [(ids, creates_before) for ids, creates_before in seen if ids]
+    assert len(slices[0][0]) == batch_module.FIRST_SLICE * concurrency and slices[0][1] == 0
+    assert all(len(ids) <= 16 for ids, _ in slices) and 5 <= len(slices) < 40  # slices, not 80 writes nor one
+    assert sorted(cid for ids, _ in slices for cid in ids) == list(range(1, 81))  # each recorded once
+    # no create goes out before its slice is written: when each slice was written, the CMS had received at
+    # most the creates of the slices before it
+    recorded = 0
+    for ids, creates_before in slices:
+        assert creates_before <= recorded
+        recorded += len(ids)
+
+
+def test_a_batch_killed_mid_way_leaves_only_its_last_slices_in_doubt(world, monkeypatch):
+    """A kill mid-batch leaves in doubt (journal says sending, no answer) only creates already handed to the
+    threads, not the whole batch; the retry looks those up and creates the rest once each."""
+    monkeypatch.setattr(batch_module, "FIRST_SLICE", 4)
+    monkeypatch.setattr(batch_module, "MAX_SLICE", 8)
+    contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 61)]
+    rows = batch_of(*contacts)
+    creating, made = world.cms.create_user, []
+
+    def dies_at_the_20th(**request):
+        if len(made) == 20:
+            raise Stopped()
+        made.append(request["email"])
+        return creating(**request)
+
+    monkeypatch.setattr(world.cms, "create_user", dies_at_the_20th)
+    with pytest.raises(Stopped):
+        world.run(rows)
+    in_doubt = {e.contact_id for e in world.journal.activities.values() if e.pending}
+    assert 0 < len(in_doubt) <= 8 + 8  # what was handed out but unanswered: a slice or so, not 40
+
+    monkeypatch.setattr(world.cms, "create_user", creating)
+    results = world.run(rows)
+
+    assert {r["outcome"] for r in results} == {"created"}
+    assert sorted(r["email"] for r in rows) == sorted(world.cms.users)  # one account per contact
+    assert all(world.cms.count("create_user", c["email"]) <= 1 for c in contacts)  # none posted twice
+    assert world.cms.count("find_by_email") == len(in_doubt)  # only the doubtful were looked up
+
+
 def test_a_batch_stopped_mid_wave_leaves_no_mail_lost_or_doubled(world, monkeypatch):
     """A refused credential stops the batch while mails are handed out: those never sent are recorded as
     not sent, so the retry sends them; those sent are never sent again."""

@@ -244,7 +244,7 @@ def test_timezone_accepts_iana_names():
         ({"max_attempts": 0}, "max_attempts", "greater than or equal to 1"),
         ({"max_attempts": 21}, "max_attempts", "less than or equal to 20"),
         ({"batch_size": 0}, "batch_size", "greater than or equal to 1"),
-        ({"batch_size": 1001}, "batch_size", "less than or equal to 1000"),
+        ({"batch_size": 5001}, "batch_size", "less than or equal to 5000"),
         ({"retry_delay_seconds": -1}, "retry_delay_seconds", "greater than or equal to 0"),
         ({"cms_type": "typo3"}, "cms_type", "'wordpress'"),
         ({"on_existing_email": "merge"}, "on_existing_email", "'link' or 'fail'"),
