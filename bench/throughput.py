@@ -332,7 +332,8 @@ def detail_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-TIMINGS = {"defaults": "Airflow's defaults", "tests": "the tests' faster ones (rows before 2026-12-05, REST polled every 2 s)"}
+TIMINGS = {"defaults": "Airflow's defaults",
+           "tests": "the tests' faster ones (rows before 2026-12-05 03:30 UTC, REST polled every 2 s)"}
 
 
 HOW_MEASURED = """\
