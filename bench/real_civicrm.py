@@ -51,11 +51,6 @@ def run_once(label: str, civicrm_env: str, wordpress, calls) -> dict:
             "durations": local_airflow.task_durations(run.run_id), "outcomes": counts}
 
 
-def slow_creates(wordpress, latency: float) -> None:
-    if latency > 0:  # every create of the run, outside the emulator's lock (creates overlap)
-        wordpress.inject(method="POST", path="/wp/v2/users", status=None, delay=latency, times=10**9)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=1000)
@@ -69,6 +64,7 @@ def main() -> int:
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     import yaml
 
+    from bench.throughput import slow_creates
     from sandbox.civicrm import CiviCRMEmulator
     from sandbox.faultproxy import FaultProxy
     from sandbox.real_civicrm import RealCiviCRM

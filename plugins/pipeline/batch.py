@@ -101,7 +101,7 @@ class _Work:
         self._ready = threading.Condition()
         self.all_made = threading.Event()  # every create answered (or the batch stopped)
         self.wake = threading.Event()  # the batch's own thread is wanted: creates run low, all made, or an error
-        self.low_water = 0  # fewer released creates than this left: more are wanted
+        self.low_water = 0  # at most this many released creates left: more are wanted
         self.error: BaseException | None = None
         self.made = self.mailed = 0
         if not creates:
