@@ -172,6 +172,7 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
         airflow.start()
         try:
             roots = [proc.pid for proc in airflow.processes.values()]
+            components = {name: [proc.pid] for name, proc in airflow.processes.items()}
             idle_before = tree_cpu(roots)
             time.sleep(IDLE_SECONDS)
             idle_rate = (tree_cpu(roots) - idle_before) / IDLE_SECONDS
@@ -179,11 +180,14 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
             sites.cms.reset_calls()
             mails_before = len(sites.cms.mails)
             cpu_before = tree_cpu(roots)
+            by_component_before = {name: tree_cpu(pids) for name, pids in components.items()}
             with TaskMemory(roots) as memory:
                 triggered = time.time()
                 run_id = airflow.trigger(DAG_ID)
                 state = airflow.wait(DAG_ID, run_id, timeout=args.timeout, poll=POLL_SECONDS)
                 cpu_after = tree_cpu(roots)
+                by_component = {name: round(tree_cpu(pids) - by_component_before[name], 2)
+                                for name, pids in components.items()}
             (run,) = [r for r in airflow.runs(DAG_ID) if r["dag_run_id"] == run_id]
             tis = airflow.task_instances(DAG_ID, run_id)
             outcomes = airflow.xcom(DAG_ID, run_id, "finalize", key="outcomes") or []
@@ -218,7 +222,8 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
         "create_seconds": (max(ends) - min(starts)) if starts and ends else None,
         "create_batches": len(create_tis), "tasks": tasks,
         "created": counts.get("created", 0), "outcomes": counts, "mails": mails,
-        "cpu_seconds": cpu_after - cpu_before, "idle_cpu_per_second": idle_rate,
+        "cpu_seconds": cpu_after - cpu_before, "cpu_seconds_by_component": by_component,
+        "idle_cpu_per_second": idle_rate,
         "civicrm_calls": civicrm_calls, "wordpress_calls": wordpress_calls, "wordpress_creates": creates,
         "peak_rss_mb": {task: round(rss / 2**20, 1) for task, rss in sorted(peak.items())},
         "side_by_side_logged": side_by_side, "airflow_timings": "defaults", "memory_samples": memory.samples, "startup_seconds": airflow.startup_seconds,
@@ -316,6 +321,9 @@ def detail_lines(rows: list[dict]) -> list[str]:
     for row in rows:
         p, b = row["pipeline"], row["bare"]
         tasks = ", ".join(f"{task} {seconds:.1f}" for task, seconds in p["tasks"].items())
+        components = ", ".join(f"{name} {seconds:.1f}" for name, seconds in p.get("cpu_seconds_by_component", {}).items())
+        if components:  # rows since 2026-12-05 06:30 UTC
+            components = f"; the run's CPU seconds by component, each with all it started: {components}"
         lines.append(
             f"- N {row['contacts']}, c {row['concurrency']} ({row['mode']}: max_concurrency "
             f"{row['concurrency'] if row['mode'] == 'threads' else 1}, parallel_batches "
@@ -325,7 +333,7 @@ def detail_lines(rows: list[dict]) -> list[str]:
             f"run {p['state']}, outcomes {p['outcomes']}, {p['mails']} mails; run start to end "
             f"{p['run_seconds']:.1f} s; task seconds: {tasks}; Airflow's scheduler and heartbeat timings "
             f"{TIMINGS[p.get('airflow_timings', 'tests')]}; stack idle CPU "
-            f"{p['idle_cpu_per_second'] * 1000:.0f} ms per second (included in the pipeline's CPU); bare loop "
+            f"{p['idle_cpu_per_second'] * 1000:.0f} ms per second (included in the pipeline's CPU){components}; bare loop "
             f"{b['created']} accounts, {b['mails']} mails, process CPU {b['cpu_seconds']:.1f} s (with the "
             f"in-process emulators), its threads' own {b['thread_cpu_seconds']:.1f} s; load average "
             f"{row['load_after']} on {row['cpus']} CPUs after the row.")

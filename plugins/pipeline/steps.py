@@ -297,8 +297,9 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
     """Dedupe and decide in pandas; the plan (one row per contact, in contact_id order) and each batch (the
     rows to create/link, at most `max_batches` batches) go to the run's tables `plan` and `batch_<i>`.
 
-    `extracted` is extract's answer (references to its tables). Returns `plan` (the plan's reference) and
-    `batches`: per batch its index, label, table reference (`rows`) and first and last contact id.
+    `extracted` is extract's answer (references to its tables). Returns `plan` (the plan's
+    reference), `batches` (per batch its index, label, table reference `rows` and first and last contact id)
+    and `counts`, the accounts to create and to link: the approval gate decides on them without the plan.
     """
     from pipeline.run_files import TABLE_CHUNK_ROWS
     from provisioning import report
@@ -320,6 +321,8 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
                             first_attempts_only=extracted.get("first_attempts_only", False))
     plan_df = with_not_triggered(plan_df, {int(cid): why for cid, why in extracted.get("not_triggered") or ()})
     plan_df = plan_df.sort_values("contact_id", kind="stable").reset_index(drop=True)  # finalize walks it in order
+    actions = plan_df["action"].astype(str)
+    counts = {action.value: int((actions == action).sum()) for action in BATCH_ACTIONS}
     planned = report.planned_outcomes(plan_df, dry_run=dry_run)
     log.info("plan:\n%s", report.summary_table(planned))
     if dry_run:
@@ -328,7 +331,7 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
         log.info("%s", report.attention_table(planned, settings.log_attention_rows))
         frames = []
     else:
-        acting = int(plan_df["action"].isin(BATCH_ACTIONS).sum())
+        acting = sum(counts.values())
         size = batch_size_within(acting, settings.batch_size, max_batches)
         if size > settings.batch_size:
             log.info("batch_size %d would make more than %d batches (Airflow's [core] max_map_length): batches of "
@@ -348,7 +351,7 @@ def plan(run: dict, extracted: dict, kind: CmsType, *, dry_run: bool, limit: int
         ids = frame["contact_id"]
         batches.append({"index": index, "label": batch_label(frame), "rows": batch.ref,
                         "first": int(ids.iloc[0]), "last": int(ids.iloc[-1])})
-    return {"plan": table.ref, "batches": batches}
+    return {"plan": table.ref, "batches": batches, "counts": counts}
 
 
 def _columns(files, value):

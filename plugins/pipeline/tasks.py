@@ -30,7 +30,7 @@ from lock_hooks.hook import CreationLockHook
 from pipeline import sources, steps
 from pipeline.run_files import RunFiles, RunFilesError
 from provisioning.settings import Settings, load_settings
-from provisioning.vocabulary import ApprovalDecision
+from provisioning.vocabulary import Action, ApprovalDecision
 
 if TYPE_CHECKING:  # imported by the tasks that use it: it loads pandas
     from provisioning import approval
@@ -177,6 +177,7 @@ def plan(run: dict, extracted: dict, params=None) -> list[dict]:
     planned = steps.plan(run, files.read(extracted), registry.get(run["cms_type"]), dry_run=params["dry_run"],
                          limit=params.get("limit"), max_batches=conf.getint("core", "max_map_length"), files=files)
     context["ti"].xcom_push(key="plan", value=planned["plan"])
+    context["ti"].xcom_push(key=PLAN_COUNTS_KEY, value=planned["counts"])
     return planned["batches"]
 
 
@@ -263,6 +264,7 @@ def limits(settings: Settings, step: str) -> dict:
 
 #: The gate's XCom with its decision (approval.result): a Reject ends the task by skipping, with no return value.
 APPROVAL_KEY = "decision"
+PLAN_COUNTS_KEY = "counts"  # the plan task's accounts to create and to link, by action
 
 
 class ApprovalGate(ApprovalOperator):
@@ -284,19 +286,28 @@ class ApprovalGate(ApprovalOperator):
         self.show_return_value_in_logs = False  # as for every task: never log what it returns
 
     def _read(self, context) -> tuple[dict, Settings, approval.PlanDigest, approval.Gate]:
-        """The plan's counts and sample, read a chunk of it at a time."""
+        """The gate, decided on the plan's counts; when the run must wait, the plan's sample for the screen,
+        read a chunk of it at a time (the plan is not read otherwise: at 100,000 contacts that is seconds)."""
         import pandas as pd
 
         from provisioning import approval
 
         ti = context["ti"]
         run = ti.xcom_pull(task_ids=self.wiring["preflight"])
-        ref = ti.xcom_pull(task_ids=self.wiring["plan"], key="plan")
-        files = run_files(context, run)
-        plan = approval.digest(pd.DataFrame(chunk) for chunk in files.iter_chunks(ref)) if ref else approval.digest([])
+        counts = ti.xcom_pull(task_ids=self.wiring["plan"], key=PLAN_COUNTS_KEY)
         settings = steps.settings_of(run)
-        return run, settings, plan, approval.gate(plan, settings.approval_threshold,
-                                                  dry_run=context["params"]["dry_run"])
+        plan = approval.PlanDigest(to_create=counts[Action.CREATE], to_link=counts[Action.LINK]) if counts else None
+        if plan is None or self._gate(plan, settings, context).needed:
+            ref = ti.xcom_pull(task_ids=self.wiring["plan"], key="plan")
+            chunks = run_files(context, run).iter_chunks(ref) if ref else ()
+            plan = approval.digest(pd.DataFrame(chunk) for chunk in chunks)
+        return run, settings, plan, self._gate(plan, settings, context)
+
+    @staticmethod
+    def _gate(plan: approval.PlanDigest, settings: Settings, context) -> approval.Gate:
+        from provisioning import approval
+
+        return approval.gate(plan, settings.approval_threshold, dry_run=context["params"]["dry_run"])
 
     def execute(self, context):
         from provisioning import approval
@@ -365,8 +376,8 @@ def provisioning_run(settings: Settings, source: dict) -> None:
     """Wire a provisioning run into the DAG being defined, for a contact source (pipeline/sources.py):
     preflight, password resets, extract, plan, the approval gate, the create batches and finalize.
 
-    Resets go first: a contact that also gets a new account in this run must not receive both emails.
-    The approval gate stands between the plan and the creates (a Reject skips them); finalize runs
+    Resets run beside extract (neither reads what the other writes) and end before the plan: a contact that
+    also gets a new account in this run must not receive both emails. The approval gate stands between the plan and the creates (a Reject skips them); finalize runs
     whatever happened upstream and finds its inputs by the task ids given in `wiring`.
     """
     def step(function, name):
@@ -375,8 +386,8 @@ def provisioning_run(settings: Settings, source: dict) -> None:
     run = step(preflight, "preflight")()
     resets = step(password_resets, "password_resets")(run)
     extracted = step(extract, "extract")(run, source)
-    resets >> extracted
     batches = step(plan, "plan")(run, extracted)
+    resets >> batches
     ids = wiring(preflight="preflight", plan="plan", create="create_accounts", approval="approval")
     approved = approval_gate(settings, task_id="approval", wiring=ids)
     created = step(create_accounts, "create_accounts").override(

@@ -76,8 +76,12 @@ def gate_in_dag():
     return gate
 
 
-def context_for(gate, *, dry_run=False, **settings) -> dict:
-    ti = FakeTI({("preflight", "return_value"): snapshot(**settings), ("plan", "plan"): plan_file(**settings)})
+PLAN_COUNTS = {"create": 3, "link": 0}  # what the plan task pushes with PLAN
+
+
+def context_for(gate, *, dry_run=False, counts=PLAN_COUNTS, **settings) -> dict:
+    ti = FakeTI({("preflight", "return_value"): snapshot(**settings), ("plan", "plan"): plan_file(**settings),
+                 ("plan", "counts"): counts})
     return {"ti": ti, "task_instance": ti, "params": {"dry_run": dry_run}, "dag": SimpleNamespace(dag_id=DAG_ID),
             "run_id": RUN_ID, "task": gate}
 
@@ -103,6 +107,35 @@ def test_under_the_threshold_or_in_a_dry_run_it_goes_on_at_once(gate_in_dag, req
     assert context["ti"].pushed["decision"] == result
     assert requests_written == []  # nobody is asked, nothing waits
     assert any(r.getMessage().startswith("approval: ") for r in caplog.records)
+
+
+@pytest.mark.parametrize(("settings", "dry_run"), [({}, False), ({"approval_threshold": 3}, False),
+                                                  ({"approval_threshold": 0}, True)])
+def test_it_decides_on_the_plans_counts_and_reads_the_plan_only_to_ask(gate_in_dag, requests_written, settings,
+                                                                       dry_run):
+    from airflow.sdk import ObjectStoragePath
+
+    from pipeline.run_files import RunFilesError
+
+    context = context_for(gate_in_dag, dry_run=dry_run, **settings)
+    ObjectStoragePath(context["ti"].xcoms[("plan", "plan")]["run_file"]).unlink()  # reading the plan now fails
+    assert gate_in_dag.execute(context)["decision"] == "not_needed"
+    asking = context_for(gate_in_dag, approval_threshold=2)
+    ObjectStoragePath(asking["ti"].xcoms[("plan", "plan")]["run_file"]).unlink()
+    with pytest.raises(RunFilesError):  # the screen shows a sample of the plan: asking reads it
+        gate_in_dag.execute(asking)
+    assert requests_written == []
+
+
+def test_a_plan_without_counts_is_read_for_them(gate_in_dag, requests_written):
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    # a run planned before the plan task pushed its counts, its approval cleared after an upgrade
+    result = gate_in_dag.execute(context_for(gate_in_dag, counts=None, approval_threshold=3))
+    assert result["decision"] == "not_needed" and result["to_create"] == 3
+    with pytest.raises(TaskAwaitingInput):
+        gate_in_dag.execute(context_for(gate_in_dag, counts=None, approval_threshold=2))
+    assert "**3 new WordPress accounts**" in requests_written[0]["body"]
 
 
 def test_over_the_threshold_it_asks_and_parks_until_answered(gate_in_dag, requests_written):

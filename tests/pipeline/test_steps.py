@@ -61,7 +61,7 @@ def _extract_and_plan(sites, tmp_path, size: int) -> dict:
             "links": sorted(files.read(extracted["links"]), key=lambda r: (r["contact_id"], r["uf_id"])),
             "not_triggered": extracted["not_triggered"], "plan": files.read(planned["plan"]),
             "batches": [{**{k: v for k, v in b.items() if k != "rows"}, "rows": files.read(b["rows"])}
-                        for b in planned["batches"]], "cms_calls": cms_calls}
+                        for b in planned["batches"]], "counts": planned["counts"], "cms_calls": cms_calls}
 
 
 def test_extract_in_chunks_gives_what_one_chunk_gives_and_the_same_plan(demo, tmp_path):
@@ -73,5 +73,9 @@ def test_extract_in_chunks_gives_what_one_chunk_gives_and_the_same_plan(demo, tm
         assert part.pop("cms_calls") == whole["cms_calls"] == 3
         assert part == {k: v for k, v in whole.items() if k != "cms_calls"}, size
     assert [row["contact_id"] for row in whole["plan"]] == sorted(row["contact_id"] for row in whole["plan"])
+    # the counts the approval gate decides on are the plan's
+    assert whole["counts"] == {action: sum(row["action"] == action for row in whole["plan"])
+                               for action in ("create", "link")}
+    assert whole["counts"]["create"] > 0
     batch = whole["batches"][0]
     assert (batch["first"], batch["last"]) == (batch["rows"][0]["contact_id"], batch["rows"][-1]["contact_id"])
