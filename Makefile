@@ -8,13 +8,16 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
+# Installed with their bytecode, as pip does by default (uv does not): otherwise every process that imports
+# them (each Airflow task, each DAG parse) compiles Airflow and pandas from source where the environment
+# forbids writing .pyc (PYTHONDONTWRITEBYTECODE), seconds of CPU each time.
 # The project itself goes in editable (its modules stay in plugins/): the installed metadata carries the
 # `apache_airflow_provider` entry point, so Airflow lists the connection types civicrm and wordpress.
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements.txt -r requirements-dev.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python -e .
 	touch $(STAMP)
 
