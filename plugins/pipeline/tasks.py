@@ -377,8 +377,9 @@ def provisioning_run(settings: Settings, source: dict) -> None:
     preflight, password resets, extract, plan, the approval gate, the create batches and finalize.
 
     Resets run beside extract (neither reads what the other writes) and end before the plan: a contact that
-    also gets a new account in this run must not receive both emails. The approval gate stands between the plan and the creates (a Reject skips them); finalize runs
-    whatever happened upstream and finds its inputs by the task ids given in `wiring`.
+    also gets a new account in this run must not receive both emails. The approval gate stands between the
+    plan and the creates (a Reject skips them); finalize runs whatever happened upstream and finds its inputs
+    by the task ids given in `wiring`.
     """
     def step(function, name):
         return function.override(task_id=name, **limits(settings, name))
