@@ -176,6 +176,9 @@ class _Results:
         return merged
 
 
+RESULT_COLUMNS = ("outcome", "reason", "uf_id", "username", "mail", "journal_activity_id")
+
+
 def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contact: dict[int, dict]) -> pd.DataFrame:
     """Final outcome per contact: its batch's result, else CiviCRM's UFMatch state, else deferred."""
     df = plan_df.copy()
@@ -183,29 +186,32 @@ def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contac
                             ("uf_name", None), ("display_name", "")):
         if column not in df.columns:
             df[column] = default
-    # object columns: a chunk's column may hold only ints (or only None) where the run's held both
-    for column in ("mail", "journal_activity_id", "outcome", "reason", "uf_id", "username"):
-        if column in df.columns:
-            df[column] = df[column].astype(object)
-    missing = [cid for cid in df.loc[df["action"] != Action.NONE, "contact_id"] if cid not in by_contact]
+    # worked on as lists (a chunk is 10,000 rows: per-cell pandas access would cost about a second)
+    ids, actions = df["contact_id"].tolist(), df["action"].tolist()
+    columns = {key: df[key].tolist() for key in RESULT_COLUMNS}
+    missing = [cid for cid, action in zip(ids, actions, strict=True)
+               if action != Action.NONE and cid not in by_contact]
     state = queries.linked_accounts(civicrm, missing, settings.domain_id) if missing else {}
-    for i, row in df.iterrows():
-        if row["action"] == Action.NONE:
+    for i, (cid, action) in enumerate(zip(ids, actions, strict=True)):
+        if action == Action.NONE:
             continue
-        result = by_contact.get(row["contact_id"])
+        result = by_contact.get(cid)
         if result is not None:
-            for key in ("outcome", "reason", "uf_id", "username", "mail", "journal_activity_id"):
+            for key in RESULT_COLUMNS:
                 if key in result:
-                    df.at[i, key] = result.get(key)
-        elif row["contact_id"] in state:  # its batch died after linking it
-            df.at[i, "outcome"] = str(Outcome.CREATED if row["outcome"] == Outcome.CREATED else
-                                      Outcome.LINKED_EXISTING)
-            df.at[i, "uf_id"] = state[row["contact_id"]]["uf_id"]
-            df.at[i, "reason"] = outcomes.linked_by_earlier_try()
+                    columns[key][i] = result[key]
+        elif cid in state:  # its batch died after linking it
+            columns["outcome"][i] = str(Outcome.CREATED if columns["outcome"][i] == Outcome.CREATED else
+                                        Outcome.LINKED_EXISTING)
+            columns["uf_id"][i] = state[cid]["uf_id"]
+            columns["reason"][i] = outcomes.linked_by_earlier_try()
         else:
-            df.at[i, "outcome"] = str(Outcome.DEFERRED)
-            df.at[i, "reason"] = outcomes.batch_not_finished()
-    # object dtype: a float column would turn 4 into 4.0 in the reset marker's subject and details.
+            columns["outcome"][i] = str(Outcome.DEFERRED)
+            columns["reason"][i] = outcomes.batch_not_finished()
+    # object columns: a chunk's column may hold only ints (or only None) where the run's held both, and a
+    # float column would turn 4 into 4.0 in the reset marker's subject and details
+    for key, values in columns.items():
+        df[key] = pd.Series(values, index=df.index, dtype=object)
     # A contact whose attempts were used up before this run makes none now (`exhausted`).
     df["attempt"] = pd.Series([(int(a) if x else int(a) + 1) if o == Outcome.FAILED else None
                                for a, o, x in zip(df["attempts"], df["outcome"], df["exhausted"], strict=True)],

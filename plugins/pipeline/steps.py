@@ -61,15 +61,19 @@ class _Stop(Exception):
 
 
 def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType, CmsBackend]], *,
-              dry_run: bool, check_lock: Callable[[], str] | None = None) -> dict:
+              dry_run: bool, check_lock: Callable[[], str] | None = None, gated: bool = True) -> dict:
     """Both connections authenticate and can do their job; groups, tags and roles exist.
 
     `open_cms` gives the CMS type (from the connection's type and `cms_type`) and its backend, or
-    raises a CmsError. Nothing about any contact is touched, so a failure here counts no attempt.
+    raises a CmsError. `gated`: the DAG has its approval gate (it has one only when its settings, read at
+    parse time, set `approval_threshold`). Nothing about any contact is touched, so a failure here counts
+    no attempt.
     Transient errors are raised for a retry; everything else raises RunStopped listing every problem.
     Returns the run snapshot the other steps take.
     """
     problems: dict[str, list[str]] = {}
+    if settings.approval_threshold is not None and not gated:
+        problems["settings"] = [ungated(settings.approval_threshold)]
     triggers = resets = None
     missing: list[str] = []
     where = f"CiviCRM (connection '{settings.civicrm_conn_id}')"
@@ -142,6 +146,13 @@ def preflight(settings: Settings, civicrm, open_cms: Callable[[], tuple[CmsType,
                  resets.smart_groups, resets.tags)
     return {"settings": settings.model_dump(mode="json"), "cms_type": kind.name, "triggers": triggers.to_dict(),
             "resets": resets.to_dict() if resets is not None else None}
+
+
+def ungated(threshold: int) -> str:
+    """Why a run stops when the settings ask for an approval gate its DAG was parsed without."""
+    return (f"approval_threshold is {threshold}, but this DAG was parsed before it was set, so it has no approval "
+            "gate: no account is created without one. Airflow re-reads the DAG file within its "
+            "min_file_process_interval (30 s by default); trigger the run again after that")
 
 
 def _user_field_problems(settings: Settings, kind: CmsType, backend: CmsBackend) -> list[str]:

@@ -103,8 +103,9 @@ def stops_cleanly(function):
 
 @task(retries=2, retry_policy=RUN_LEVEL_POLICY, show_return_value_in_logs=False)
 @stops_cleanly
-def preflight(params=None) -> dict:
-    """Read the settings (once per run), prove both connections, and return the run snapshot."""
+def preflight(gated: bool = True, params=None) -> dict:
+    """Read the settings (once per run), prove both connections, and return the run snapshot. `gated`: the
+    DAG has its approval gate (a run whose settings now ask for one it lacks stops here)."""
     settings = load_settings()
 
     def open_cms():
@@ -116,7 +117,7 @@ def preflight(params=None) -> dict:
         return kind, kind.backend(settings.cms_conn_id, settings)
 
     return steps.preflight(settings, CiviCRMHook(settings.civicrm_conn_id), open_cms, dry_run=params["dry_run"],
-                           check_lock=CreationLockHook(settings.lock_conn_id).check)
+                           check_lock=CreationLockHook(settings.lock_conn_id).check, gated=gated)
 
 
 @task(pool=CMS_POOL, retries=3, retry_exponential_backoff=True, retry_policy=RUN_LEVEL_POLICY,
@@ -378,21 +379,24 @@ def provisioning_run(settings: Settings, source: dict) -> None:
 
     Resets run beside extract (neither reads what the other writes) and end before the plan: a contact that
     also gets a new account in this run must not receive both emails. The approval gate stands between the
-    plan and the creates (a Reject skips them); finalize runs whatever happened upstream and finds its inputs
-    by the task ids given in `wiring`.
+    plan and the creates (a Reject skips them) when the settings set `approval_threshold`; without one there
+    is no gate task, so no run pays a task's start and scheduling for a gate that never asks. Finalize runs
+    whatever happened upstream and finds its inputs by the task ids given in `wiring`.
     """
     def step(function, name):
         return function.override(task_id=name, **limits(settings, name))
 
-    run = step(preflight, "preflight")()
+    gated = settings.approval_threshold is not None
+    run = step(preflight, "preflight")(gated)
     resets = step(password_resets, "password_resets")(run)
     extracted = step(extract, "extract")(run, source)
     batches = step(plan, "plan")(run, extracted)
     resets >> batches
-    ids = wiring(preflight="preflight", plan="plan", create="create_accounts", approval="approval")
-    approved = approval_gate(settings, task_id="approval", wiring=ids)
+    ids = wiring(preflight="preflight", plan="plan", create="create_accounts",
+                 approval="approval" if gated else None)
     created = step(create_accounts, "create_accounts").override(
         max_active_tis_per_dagrun=settings.parallel_batches).partial(run=run).expand(batch=batches)
-    batches >> approved >> created
+    if gated:
+        batches >> approval_gate(settings, task_id="approval", wiring=ids) >> created
     created >> step(finalize, "finalize")(ids)
 

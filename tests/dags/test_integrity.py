@@ -35,11 +35,25 @@ def test_every_dag_parses(no_network, monkeypatch):
     assert dag.max_active_runs == 1
     assert dag.catchup is False
     assert set(dag.params) == {"dry_run", "limit"}
+    # the repository's settings set no approval_threshold: no gate task
     assert {t.task_id: t.upstream_task_ids for t in dag.tasks} == {
         "preflight": set(), "password_resets": {"preflight"}, "extract": {"preflight"},
         # resets end before the plan, so before any account is created (never two mails to one contact)
-        "plan": {"preflight", "extract", "password_resets"}, "approval": {"plan"},
-        "create_accounts": {"preflight", "plan", "approval"}, "finalize": {"create_accounts"}}
+        "plan": {"preflight", "extract", "password_resets"},
+        "create_accounts": {"preflight", "plan"}, "finalize": {"create_accounts"}}
+    assert list(dag.get_task("preflight").op_args) == [False]  # so a run whose settings now ask for a gate stops
+
+
+@pytest.mark.parametrize("dag_id", ["cmsuser_nightly", "cmsuser_realtime"])
+def test_an_approval_threshold_puts_the_gate_between_plan_and_creates(dag_id, tmp_path, monkeypatch):
+    custom = tmp_path / "cmsuser.yaml"
+    custom.write_text("trigger_tags: [needs_login]\napproval_threshold: 0\n")
+    monkeypatch.setenv("CMSUSER_SETTINGS", str(custom))
+    dag = _bag().get_dag(dag_id)
+    upstream = {t.task_id: t.upstream_task_ids for t in dag.tasks}
+    assert upstream["approval"] == {"plan"}
+    assert upstream["create_accounts"] == {"preflight", "plan", "approval"}
+    assert list(dag.get_task("preflight").op_args) == [True]
 
 
 def test_the_realtime_dag_runs_the_same_steps_on_its_watchers_events(no_network, monkeypatch):
@@ -99,7 +113,7 @@ def test_settings_schedule_reaches_the_dag(tmp_path, monkeypatch):
 
 def test_every_task_has_a_timeout_from_the_settings_and_retries_transient_errors(tmp_path, monkeypatch):
     custom = tmp_path / "cmsuser.yaml"
-    custom.write_text("trigger_tags: [needs_login]\ntask_timeout_minutes: {extract: 5}\n")
+    custom.write_text("trigger_tags: [needs_login]\ntask_timeout_minutes: {extract: 5}\napproval_threshold: 100\n")
     monkeypatch.setenv("CMSUSER_SETTINGS", str(custom))
     dag = _bag().get_dag("cmsuser_nightly")
     minutes = {t.task_id: t.execution_timeout.total_seconds() / 60 for t in dag.tasks}

@@ -79,3 +79,28 @@ def test_extract_in_chunks_gives_what_one_chunk_gives_and_the_same_plan(demo, tm
     assert whole["counts"]["create"] > 0
     batch = whole["batches"][0]
     assert (batch["first"], batch["last"]) == (batch["rows"][0]["contact_id"], batch["rows"][-1]["contact_id"])
+
+
+def test_a_run_whose_settings_ask_for_an_approval_gate_its_dag_lacks_stops_before_anything(demo):
+    from civicrm_hooks.hook import CiviCRMHook
+    from cms_operators import registry
+    from pipeline import steps
+    from provisioning.settings import Settings
+
+    kind = registry.get("wordpress")
+
+    def preflight(settings, gated):
+        return steps.preflight(settings, CiviCRMHook(settings.civicrm_conn_id),
+                               lambda: (kind, kind.backend(settings.cms_conn_id, settings)), dry_run=True,
+                               gated=gated)
+
+    # the DAG was parsed without a threshold; the settings have one now (set since)
+    gated_now = Settings(**DEMO_SETTINGS, approval_threshold=5)
+    with pytest.raises(steps.RunStopped) as stopped:
+        preflight(gated_now, gated=False)
+    assert "approval_threshold is 5" in stopped.value.message
+    assert "nothing was done for any contact" in stopped.value.message
+    assert preflight(gated_now, gated=True)["settings"]["approval_threshold"] == 5
+    # no threshold: a DAG with or without the gate runs (a gate parsed earlier answers `not_needed`)
+    for gated in (False, True):
+        assert preflight(Settings(**DEMO_SETTINGS), gated=gated)["settings"]["approval_threshold"] is None
