@@ -194,6 +194,39 @@ def test_record_writes_activities_history_and_takes_contacts_off(hook, site, cap
     assert "contact=9 outcome=deferred" in caplog.text
 
 
+def test_the_audit_lines_go_to_the_log_while_civicrm_is_written(hook, site, monkeypatch):
+    """Neither waits for the other: the first audit line is logged only once the writes have begun (on a
+    run that logged every line before writing, it would wait in vain and the test fails)."""
+    import threading
+
+    import pipeline.finalize as finalize
+
+    writing = threading.Event()
+    write = queries.write_activities
+
+    def write_activities(*args, **kwargs):
+        writing.set()
+        return write(*args, **kwargs)
+
+    waited = []
+
+    class FirstLineWaits(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("contact=") and not waited:
+                waited.append(writing.wait(timeout=5))
+
+    monkeypatch.setattr(finalize.queries, "write_activities", write_activities)
+    handler = FirstLineWaits()
+    finalize.log.addHandler(handler)
+    monkeypatch.setattr(finalize.log, "level", logging.INFO)
+    try:
+        record(hook, SETTINGS, TRIGGERS, finals(hook), marker=MARKER, stamp=STAMP)
+    finally:
+        finalize.log.removeHandler(handler)
+    assert waited == [True]
+    assert of(site, 2) == [("Completed", "Created : ada.lovelace2 (202)")]  # and the writes all landed
+
+
 def test_recording_twice_writes_no_activity_twice(hook, site):
     final = finals(hook)
     record(hook, SETTINGS, TRIGGERS, final, marker=MARKER, stamp=STAMP)
