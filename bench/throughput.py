@@ -163,7 +163,8 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
     threads = args.mode == "threads"
     pool = 1 if threads else concurrency
     parallelism = 2 if threads else concurrency + 1
-    with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}) as sites:
+    # each site in a process of its own, as real sites are (CiviCRM's writes never hold up the CMS's answers)
+    with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}, apart=True) as sites:
         slow_creates(sites.cms, args.latency)
         # Airflow's own scheduler and heartbeat timings, as a deployment has them (the tests' stack polls faster)
         env = {**sites.connection_env, "CMSUSER_SETTINGS": str(settings), **AIRFLOW_DEFAULT_TIMINGS}
@@ -195,8 +196,9 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
             # that the setting took effect: the batch's own word on how many creates it sent side by side
             first_batch = airflow.logs(DAG_ID, run_id, "create_accounts", map_index=0)
             side_by_side = sorted({int(m) for m in re.findall(r"\((\d+) side by side\)", first_batch)})
-            civicrm_calls, wordpress_calls = len(sites.civicrm.calls), len(sites.cms.calls)
-            creates = sum(1 for call in sites.cms.calls if call.method == "POST" and CREATE_ROUTE in (
+            cms_calls = sites.cms.calls  # one copy from the site's process
+            civicrm_calls, wordpress_calls = len(sites.civicrm.calls), len(cms_calls)
+            creates = sum(1 for call in cms_calls if call.method == "POST" and CREATE_ROUTE in (
                 call.path + " " + str(call.query.get("rest_route", ""))))
             mails = len(sites.cms.mails) - mails_before
         finally:
@@ -228,7 +230,8 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
         "idle_cpu_per_second": idle_rate,
         "civicrm_calls": civicrm_calls, "wordpress_calls": wordpress_calls, "wordpress_creates": creates,
         "peak_rss_mb": {task: round(rss / 2**20, 1) for task, rss in sorted(peak.items())},
-        "side_by_side_logged": side_by_side, "airflow_timings": "defaults", "warmed_up": True, "memory_samples": memory.samples, "startup_seconds": airflow.startup_seconds,
+        "side_by_side_logged": side_by_side, "airflow_timings": "defaults", "warmed_up": True, "sites_apart": True,
+        "memory_samples": memory.samples, "startup_seconds": airflow.startup_seconds,
     }
 
 
@@ -240,7 +243,7 @@ def run_bare(args, concurrency: int, settings_path: Path) -> dict:
 
     os.environ["CMSUSER_SETTINGS"] = str(settings_path)
     settings = load_settings()
-    with started_sites({"civicrm": {}, "wordpress": {}}) as sites:
+    with started_sites({"civicrm": {}, "wordpress": {}}, apart=True) as sites:
         slow_creates(sites.cms, args.latency)
         os.environ.update(sites.connection_env)
         kind = registry.get("wordpress")
@@ -248,7 +251,7 @@ def run_bare(args, concurrency: int, settings_path: Path) -> dict:
         bare = bare_loop(lambda: kind.backend(CONN_ID, settings=settings), bare_people(args.contacts),
                          roles=list(settings.roles), notify=not args.no_notify, concurrency=concurrency)
         bare.update(wordpress_calls=len(sites.cms.calls), civicrm_calls=len(sites.civicrm.calls),
-                    site_mails=len(sites.cms.mails))
+                    site_mails=len(sites.cms.mails), sites_apart=True)
     return bare
 
 
@@ -337,8 +340,9 @@ def detail_lines(rows: list[dict]) -> list[str]:
             f"{TIMINGS[p.get('airflow_timings', 'tests')]}{', stack warmed by a dry run' if p.get('warmed_up') else ''}; "
             "stack idle CPU "
             f"{p['idle_cpu_per_second'] * 1000:.0f} ms per second (included in the pipeline's CPU){components}; bare loop "
-            f"{b['created']} accounts, {b['mails']} mails, process CPU {b['cpu_seconds']:.1f} s (with the "
-            f"in-process emulators), its threads' own {b['thread_cpu_seconds']:.1f} s; load average "
+            f"{b['created']} accounts, {b['mails']} mails, process CPU {b['cpu_seconds']:.1f} s "
+            f"({'the sites in processes of their own' if b.get('sites_apart') else 'with the in-process emulators'}), "
+            f"its threads' own {b['thread_cpu_seconds']:.1f} s; load average "
             f"{row['load_after']} on {row['cpus']} CPUs after the row.")
     return lines
 
@@ -351,8 +355,11 @@ HOW_MEASURED = """\
 ### How measured
 
 `bench/throughput.py`, one row per concurrency c, pipeline first, then the bare loop, in one session on this
-machine. **Sites**: the CiviCRM and WordPress emulators (`sandbox.sites.started_sites`, in the benchmark's
-process), seeded with N new contacts in a trigger group and no existing accounts; every `POST /wp/v2/users`
+machine. **Sites**: the CiviCRM and WordPress emulators (`sandbox.sites.started_sites(apart=True)`), each in
+a process of its own, as real sites are (rows since 2026-12-05 08:40 UTC; earlier rows served both from the
+benchmark's process, where the pipeline's CiviCRM writes held up the CMS's answers and the bare loop's threads
+shared one interpreter lock with the CMS they called), seeded with N new contacts in a trigger group and no
+existing accounts; every `POST /wp/v2/users`
 waits `latency` in the emulator before answering (`inject(delay=...)`, outside its lock, so creates overlap);
 fresh sites for the pipeline and for the bare loop. **Pipeline**: the real Airflow 3.3.2 (`RealAirflow`:
 api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL) with Airflow's default scheduler and
@@ -371,8 +378,8 @@ just before the trigger and right after the run ended; task processes and LocalE
 those trees, and a task process that exited is counted in its waiting parent's children times. It includes
 the benchmark's own REST polling (every 5 s) and the stack's idle work during the run (its idle rate, measured over 10 s before the trigger, is in the
 details) but not PostgreSQL's server processes nor the emulators. **CPU, bare loop**: the loop threads' own
-CPU (`time.thread_time`), since the emulators serve from the same process; the process's total is in the
-details. **Calls**: the emulators' call records (every request received, preflight and extract included).
+CPU (`time.thread_time`; in earlier rows the emulators served from the same process); the process's total is in
+the details. **Calls**: the emulators' call records (every request received, preflight and extract included).
 **Peak RSS**: psutil `memory_info().rss` of each task process (the child of a LocalExecutor worker), sampled
 every 0.1 s from a process of its own (rows before 2026-12-05 04:20 UTC sampled from a thread beside the
 emulators, taking their GIL a few ms in every 100), the highest per task; RSS counts pages still shared with the forking worker, and a task shorter

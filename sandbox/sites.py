@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sandbox import emulators, local_airflow
+from sandbox.apart import Apart
 from sandbox.civicrm import CiviCRMEmulator
 
 DEMO_SEED = Path(__file__).with_name("demo_seed.yaml")
@@ -47,19 +48,47 @@ def demo_seed() -> dict:
 
 @contextmanager
 def started_sites(seed: dict | None = None, host: str = "127.0.0.1",
-                  cms_type: str = DEFAULT_CMS_TYPE) -> Iterator[Sites]:
+                  cms_type: str = DEFAULT_CMS_TYPE, *, apart: bool = False) -> Iterator[Sites]:
     """CiviCRM and the emulator of `cms_type`, seeded (default: the demo seed) and listening on free
-    ports; stopped on exit. The CMS's API user is `CMS_LOGIN` with the password secrets["app_password"]."""
+    ports; stopped on exit. The CMS's API user is `CMS_LOGIN` with the password secrets["app_password"].
+
+    `apart`: each emulator in a process of its own (sandbox/apart.py), as real sites are, for measurements;
+    the handles then run methods and read attributes in those processes."""
     emulator = emulators.package(cms_type)
     seed = demo_seed() if seed is None else seed
     creds = {"api_key": secrets.token_hex(16), "site_key": secrets.token_hex(16),
              "app_password": secrets.token_hex(12)}
-    with CiviCRMEmulator(api_key=creds["api_key"], site_key=creds["site_key"]) as civicrm, \
-            emulator.sandbox_site(creds["app_password"]) as cms:
+
+    def build_civicrm():
+        civicrm = CiviCRMEmulator(api_key=creds["api_key"], site_key=creds["site_key"])
         civicrm.seed(seed.get("civicrm", {}))
-        cms.seed(seed.get(cms_type, {}))
         civicrm.start(host)
+        return civicrm, {"url": civicrm.url}
+
+    def build_cms():
+        cms = emulator.sandbox_site(creds["app_password"])
+        cms.seed(seed.get(cms_type, {}))
         cms.start(host)
-        connection = emulator.sandbox_connection(cms)
+        return cms, {"url": cms.url, "connection": emulator.sandbox_connection(cms)}
+
+    started = []
+    try:
+        for build, name in ((build_civicrm, "civicrm"), (build_cms, cms_type)):
+            started.append(Apart(build, name) if apart else _Here(*build()))
+        civicrm, cms = started
+        connection = cms.facts["connection"]
         creds["app_password"] = connection["password"]  # the CMS's own, where it makes it (Joomla's token)
-        yield Sites(civicrm, cms, creds, cms_type, connection)
+        yield Sites(civicrm.emulator, cms.emulator, creds, cms_type, connection)
+    finally:
+        for site in reversed(started):
+            site.stop()
+
+
+class _Here:
+    """An emulator started in this process (the default): the same face as an Apart one."""
+
+    def __init__(self, emulator, facts: dict):
+        self.emulator, self.facts = emulator, facts
+
+    def stop(self) -> None:
+        self.emulator.stop()

@@ -89,8 +89,9 @@ class BatchIncomplete(Exception):
 
 
 class _Work:
-    """The CMS work of one batch's threads: mails first (their accounts are linked and waiting), then creates;
-    what the threads have sent since the last wave; the first error, which stops them all."""
+    """The CMS work of one batch's threads: creates and mails (whose accounts are linked and waiting), each
+    thread taking them in turn; what the threads have sent since the last wave; the first error, which stops
+    them all."""
 
     def __init__(self, creates: int):
         self._creates: deque[dict] = deque()  # released: their `sending` entries are written
@@ -107,13 +108,16 @@ class _Work:
         if not creates:
             self.all_made.set()
 
-    def take(self) -> tuple[str, object] | None:
-        """The next job, waiting for one while the batch is open; None when the thread is done."""
+    def take(self, after_create: bool = False) -> tuple[str, object] | None:
+        """The next job, waiting for one while the batch is open; None when the thread is done. A thread whose
+        last job was a create takes a waiting mail next, else a create: each thread alternates, as one sending
+        an account's create and then its mail would, so creates stay in flight (waiting on the CMS) while mails
+        are sent, instead of every thread sending the wave's mails at once while no create is under way."""
         with self._ready:
             while True:
                 if self.error is not None:
                     return None
-                if self._mails:
+                if self._mails and (after_create or not self._creates):
                     return "mail", self._mails.popleft()
                 if self._creates:
                     if len(self._creates) <= self.low_water:
@@ -498,12 +502,15 @@ class _Batch:
         work.release(creates, low_water=size // 2 if waiting else -1)
 
     def work_on(self, work: _Work, own_session: bool) -> None:
-        """One CMS thread: mails first (their accounts wait, linked), then creates, until the batch is done."""
+        """One CMS thread: a create, then a mail if one is waiting (its account is linked), and so on, until the
+        batch is done."""
         try:
             if own_session:
                 self.start_thread()
-            while (item := work.take()) is not None:
+            after_create = False
+            while (item := work.take(after_create)) is not None:
                 kind, value = item
+                after_create = kind == "create"
                 if kind == "create":
                     self.paced_one(value)
                     work.created()
