@@ -126,20 +126,38 @@ def test_sessions_exclude_each_other_per_key_and_release_on_unlock_and_close(loc
         second.close()
 
 
-def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the_next_create(lock_conn):
-    """A worker killed mid-batch, or a dropped connection: PostgreSQL ends the session and its locks."""
+def _psycopg2_store(lock_database) -> PostgresLockStore:
     import psycopg2
 
-    holder, other = lock_conn.open_store(), lock_conn.open_store()
+    return PostgresLockStore(psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER,
+                                              dbname=lock_database["schema"]), "psycopg2 session")
+
+
+@pytest.mark.parametrize("driver", ["psycopg 3 (the hook's)", "psycopg2"])
+def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the_next_create(lock_conn, lock_database,
+                                                                                            driver):
+    """A worker killed mid-batch, or a dropped connection: PostgreSQL ends the session and its locks. The holder's
+    confirm finds out, whether it is psycopg 3's protocol Sync (no transaction) or psycopg2's `SELECT 1`."""
+    import psycopg2
+
+    holder = _psycopg2_store(lock_database) if driver == "psycopg2" else lock_conn.open_store()
+    other = lock_conn.open_store()
+    # the hook's store confirms with a bare Sync; psycopg2 has no pipeline mode
+    assert (holder._pipeline is None) == (driver == "psycopg2")
+    killer = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DATABASE)
+    killer.autocommit = True
     try:
+        pid = _pid(holder)
         key = lock_key("ada@example.org")
         assert holder.try_lock([key]) == {key}
+        holder.confirm()  # alive: answers
+        with killer.cursor() as cur:  # what the holder's session last ran: a Sync runs no statement
+            cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
+            last = cur.fetchone()[0]
+        assert last == "SELECT 1" if driver == "psycopg2" else last.startswith("SELECT k FROM unnest"), last
         assert other.try_lock([key]) == set()
-        killer = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DATABASE)
-        killer.autocommit = True
         with killer.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", (_pid(holder),))
-        killer.close()
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
         deadline = time.monotonic() + 5
         while other.try_lock([key]) != {key}:
             assert time.monotonic() < deadline, "the dead session's lock was never released"
@@ -147,6 +165,7 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
         with pytest.raises(LockUnavailable):
             holder.confirm()
     finally:
+        killer.close()
         holder.close()
         other.close()
 

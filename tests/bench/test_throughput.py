@@ -1,0 +1,42 @@
+"""The throughput benchmark's task-memory sampler: it finds a worker's task process without walking all of /proc."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from bench import throughput
+
+
+def test_a_process_children_are_read_from_proc():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in throughput._children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert child.pid not in throughput._children(os.getpid())
+
+
+def test_the_sampler_keeps_each_busy_workers_task_process_peak():
+    """A stand-in worker: a process titled as LocalExecutor titles a busy one, with one child (its task)."""
+    script = ("import setproctitle, subprocess, sys, time; setproctitle.setproctitle('airflow worker -- "
+              "LocalExecutor: ti-123'); c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+              "time.sleep(30)")
+    worker = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        peak: dict[str, int] = {}
+        for _ in range(100):
+            workers = throughput._workers([os.getpid()])
+            throughput._sample(workers, peak)
+            if peak:
+                break
+            time.sleep(0.05)
+        assert list(peak) == ["ti-123"] and peak["ti-123"] > 1_000_000  # a Python process's RSS
+    finally:
+        for child in throughput._children(worker.pid):
+            os.kill(child, 9)
+        worker.kill()
+        worker.wait()
