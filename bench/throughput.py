@@ -66,6 +66,15 @@ def _own_and_children(proc: psutil.Process) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def sites_cpu(sites, since: dict[str, float] | None = None) -> dict[str, float]:
+    """CPU seconds of the processes serving CiviCRM and the CMS (sites started apart), or used since `since`."""
+    used = {}
+    for name, site in (("civicrm", sites.civicrm), ("cms", sites.cms)):
+        t = psutil.Process(site.pid).cpu_times()
+        used[name] = round(t.user + t.system - (since or {}).get(name, 0.0), 2)
+    return used
+
+
 def tree_cpu(roots: list[int]) -> float:
     """CPU seconds so far of every process in the trees under `roots` (each component and all it started):
     the live ones' own time plus, through each live parent's children times, every descendant that exited
@@ -207,11 +216,13 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
             mails_before = len(sites.cms.mails)
             # each component's tree apart (their trees are disjoint: together they are the pipeline's CPU)
             cpu_before = {name: tree_cpu([proc.pid]) for name, proc in airflow.processes.items()}
+            sites_before = sites_cpu(sites)
             with TaskMemory(roots) as memory:
                 triggered = time.time()
                 run_id = airflow.trigger(DAG_ID)
                 state = airflow.wait(DAG_ID, run_id, timeout=args.timeout, poll=POLL_SECONDS)
                 cpu = {name: tree_cpu([proc.pid]) - cpu_before[name] for name, proc in airflow.processes.items()}
+                sites_used = sites_cpu(sites, since=sites_before)
             (run,) = [r for r in airflow.runs(DAG_ID) if r["dag_run_id"] == run_id]
             tis = airflow.task_instances(DAG_ID, run_id)
             outcomes = airflow.xcom(DAG_ID, run_id, "finalize", key="outcomes") or []
@@ -252,6 +263,7 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
         "idle_cpu_per_second": idle_rate,
         "civicrm_calls": civicrm_calls, "wordpress_calls": wordpress_calls, "wordpress_creates": creates,
         "peak_rss_mb": {task: round(rss / 2**20, 1) for task, rss in sorted(peak.items())},
+        "sites_cpu_seconds": sites_used,
         "side_by_side_logged": side_by_side, "airflow_timings": "defaults", "warmed_up": True, "sites_apart": True,
         "memory_samples": memory.samples, "startup_seconds": airflow.startup_seconds,
     }
@@ -270,10 +282,11 @@ def run_bare(args, concurrency: int, settings_path: Path) -> dict:
         os.environ.update(sites.connection_env)
         kind = registry.get("wordpress")
         sites.cms.reset_calls()
+        sites_before = sites_cpu(sites)
         bare = bare_loop(lambda: kind.backend(CONN_ID, settings=settings), bare_people(args.contacts),
                          roles=list(settings.roles), notify=not args.no_notify, concurrency=concurrency)
         bare.update(wordpress_calls=len(sites.cms.calls), civicrm_calls=len(sites.civicrm.calls),
-                    site_mails=len(sites.cms.mails), sites_apart=True)
+                    site_mails=len(sites.cms.mails), sites_apart=True, sites_cpu_seconds=sites_cpu(sites, since=sites_before))
     return bare
 
 
@@ -364,9 +377,16 @@ def detail_lines(rows: list[dict]) -> list[str]:
             f"{p['idle_cpu_per_second'] * 1000:.0f} ms per second (included in the pipeline's CPU){components}; bare loop "
             f"{b['created']} accounts, {b['mails']} mails, process CPU {b['cpu_seconds']:.1f} s "
             f"({'the sites in processes of their own' if b.get('sites_apart') else 'with the in-process emulators'}), "
-            f"its threads' own {b['thread_cpu_seconds']:.1f} s; load average "
+            f"its threads' own {b['thread_cpu_seconds']:.1f} s"
+            + (f"; the sites' CPU seconds (CiviCRM, CMS): pipeline {_pair(p['sites_cpu_seconds'])}, bare loop "
+               f"{_pair(b['sites_cpu_seconds'])}" if p.get("sites_cpu_seconds") and b.get("sites_cpu_seconds") else "")
+            + "; load average "
             f"{row['load_after']} on {row['cpus']} CPUs after the row.")
     return lines
+
+
+def _pair(cpu: dict[str, float]) -> str:
+    return f"{cpu['civicrm']:.1f} and {cpu['cms']:.1f}"
 
 
 TIMINGS = {"defaults": "Airflow's defaults",

@@ -90,6 +90,11 @@ class Apart:
     def url(self) -> str:
         return self.facts["url"]
 
+    @property
+    def pid(self) -> int:
+        """The process serving the emulator (to measure what it costs)."""
+        return self._process.pid
+
     def __getattr__(self, name: str):
         """`emulator.name` in the child: a copy of its value, or, for a method, a function calling it there."""
         if name.startswith("_"):

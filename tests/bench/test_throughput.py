@@ -40,3 +40,16 @@ def test_the_sampler_keeps_each_busy_workers_task_process_peak():
             os.kill(child, 9)
         worker.kill()
         worker.wait()
+
+
+def test_a_rows_details_carry_the_sites_cpu_when_measured():
+    import copy
+    import json
+
+    (row,) = json.loads(throughput.RESULTS.read_text())[-1:]
+    assert "the sites' CPU" not in throughput.detail_lines([row])[0] or row["pipeline"].get("sites_cpu_seconds")
+    row = copy.deepcopy(row)
+    row["pipeline"]["sites_cpu_seconds"] = {"civicrm": 4.25, "cms": 20.0}
+    row["bare"]["sites_cpu_seconds"] = {"civicrm": 0.0, "cms": 17.5}
+    (line,) = throughput.detail_lines([row])
+    assert "the sites' CPU seconds (CiviCRM, CMS): pipeline 4.2 and 20.0, bare loop 0.0 and 17.5" in line
