@@ -13,6 +13,7 @@ Forked, so the seed and the factory need not be picklable; fork before this proc
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import traceback
 from collections.abc import Callable
@@ -52,7 +53,8 @@ def _serve(pipe, build: Callable[[], tuple[Any, dict]]) -> None:
                 pipe.send(("error", traceback.format_exc()))
     finally:
         emulator.stop()
-        pipe.send(("ok", None))
+        with contextlib.suppress(OSError):  # the parent may be gone
+            pipe.send(("ok", None))
 
 
 class Apart:

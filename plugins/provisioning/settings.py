@@ -288,7 +288,8 @@ class Settings(BaseModel):
         "existing accounts do not count. The request shows the planned counts per outcome and a sample of "
         "the contacts (ids, planned outcome, username). Rejected or unanswered: nothing is created, no "
         "attempt is counted, every contact's outcome is `approval_rejected`, and the run still ends "
-        "green. Empty: no approval gate; 0: every run that would create an account waits.",
+        "green. Empty: no approval gate (the DAGs then have no `approval` task; a threshold set later takes "
+        "effect once Airflow has re-read the DAG files); 0: every run that would create an account waits.",
     )
     approval_users: list[str | int] = Field(
         default_factory=list,

@@ -47,8 +47,10 @@ def test_a_rows_details_carry_the_sites_cpu_when_measured():
     import json
 
     (row,) = json.loads(throughput.RESULTS.read_text())[-1:]
-    assert "the sites' CPU" not in throughput.detail_lines([row])[0] or row["pipeline"].get("sites_cpu_seconds")
     row = copy.deepcopy(row)
+    row["pipeline"].pop("sites_cpu_seconds", None)
+    row["bare"].pop("sites_cpu_seconds", None)
+    assert "the sites' CPU" not in throughput.detail_lines([row])[0]  # a row measured before it was
     row["pipeline"]["sites_cpu_seconds"] = {"civicrm": 4.25, "cms": 20.0}
     row["bare"]["sites_cpu_seconds"] = {"civicrm": 0.0, "cms": 17.5}
     (line,) = throughput.detail_lines([row])
