@@ -143,7 +143,7 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
     holder = _psycopg2_store(lock_database) if driver == "psycopg2" else lock_conn.open_store()
     other = lock_conn.open_store()
     # the hook's store confirms with a bare Sync; psycopg2 has no pipeline mode
-    assert (holder._pipeline is None) == (driver == "psycopg2")
+    assert (holder._libpq is None) == (driver == "psycopg2")
     killer = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DATABASE)
     killer.autocommit = True
     try:
@@ -151,10 +151,15 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
         key = lock_key("ada@example.org")
         assert holder.try_lock([key]) == {key}
         holder.confirm()  # alive: answers
+        holder.confirm()
+        grace = lock_key("grace@example.org")  # the session is left as it was: its next statement runs
+        assert holder.try_lock([grace]) == {grace}
+        holder.unlock([grace])
+        holder.confirm()
         with killer.cursor() as cur:  # what the holder's session last ran: a Sync runs no statement
             cur.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
             last = cur.fetchone()[0]
-        assert last == "SELECT 1" if driver == "psycopg2" else last.startswith("SELECT k FROM unnest"), last
+        assert last == "SELECT 1" if driver == "psycopg2" else last.startswith("SELECT pg_advisory_unlock"), last
         assert other.try_lock([key]) == set()
         with killer.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
@@ -168,6 +173,49 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
         killer.close()
         holder.close()
         other.close()
+
+
+def test_a_confirm_the_server_never_answers_ends_in_time_as_unavailable():
+    """A server that stopped answering (a network partition, a hung host): the confirm gives up after its timeout
+    instead of holding the batch's thread for ever, and the batch counts its locks as lost."""
+    import socket
+
+    from psycopg import pq
+
+    from lock_hooks import store
+
+    class Silent:  # a libpq connection whose server never answers: its socket never becomes readable
+        def __init__(self, fd):
+            self.socket, self.status = fd, pq.ConnStatus.OK
+            self.pipeline_status = pq.PipelineStatus.OFF
+
+        def enter_pipeline_mode(self):
+            self.pipeline_status = pq.PipelineStatus.ON
+
+        def exit_pipeline_mode(self):
+            self.pipeline_status = pq.PipelineStatus.OFF
+
+        def pipeline_sync(self):
+            pass
+
+        def flush(self):
+            return 0
+
+        def is_busy(self):
+            return 1
+
+    ours, theirs = socket.socketpair()
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            store.sync_once(Silent(ours.fileno()), timeout=0.2)
+        assert 0.2 <= time.monotonic() - started < 5
+        holder = PostgresLockStore.__new__(PostgresLockStore)
+        holder.description = "PostgreSQL advisory locks at nowhere"
+        assert isinstance(holder._error(TimeoutError("no answer")), LockUnavailable)
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_preflight_check_takes_and_releases_the_probe(lock_conn):
