@@ -7,12 +7,11 @@ trigger group; every POST /wp/v2/users delayed by --latency seconds), the real A
 api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL database `cmsuser_airflow_throughput_bench`)
 with the settings that make the pipeline's concurrency c, one nightly run triggered over REST; then the bare
 loop (bench/bare.py) at concurrency c on fresh emulator sites with the same latency. Concurrency c means, by
---mode: `threads` (default) max_concurrency=c, parallel_batches=1, pool slots 1 (c creating threads in one
-batch task at a time); `batches` max_concurrency=1, parallel_batches=c, pool slots c, LocalExecutor
-parallelism c+1 (c batch tasks at once, one create each).
+--parallel-batches P (a divisor of c; default 1): parallel_batches=P, max_concurrency=c/P, pool slots P,
+LocalExecutor parallelism P+1 (P batch tasks at once, each with c/P creating threads: c creates in flight).
 
 Writes every row to bench/results/throughput.json (rows of other invocations are kept, a row of the same
-N, c, latency, mode, notify and batch size is replaced) and regenerates docs/benchmarks.md from it. Progress goes to
+N, c, latency, P, notify and batch size is replaced) and regenerates docs/benchmarks.md from it. Progress goes to
 stderr. Never part of the pass/fail suite.
 """
 
@@ -167,13 +166,20 @@ def _sample(workers: list[psutil.Process], peak: dict[str, int]) -> None:
 
 # ---------------------------------------------------------------------- the two measurements
 
+def split(row: dict) -> int:
+    """P, the batch tasks a row ran at once (rows before 2026-12-05 11:00 UTC name a mode: P 1 or c)."""
+    if "parallel_batches" in row:
+        return row["parallel_batches"]
+    return 1 if row["mode"] == "threads" else row["concurrency"]
+
+
 def settings_file(home: Path, args, concurrency: int) -> Path:
-    threads = args.mode == "threads"
+    batches = args.parallel_batches
     path = home / "cmsuser.yaml"
     path.write_text(yaml.safe_dump({
         "trigger_groups": ["new_members"], "history_group": "has_login", "roles": ROLES,
         "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": not args.no_notify,
-        "max_concurrency": concurrency if threads else 1, "parallel_batches": 1 if threads else concurrency,
+        "max_concurrency": concurrency // batches, "parallel_batches": batches,
         "keep_run_files_hours": 1}))  # the outcomes file is read after the run
     return path
 
@@ -191,9 +197,8 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
 
     civicrm_seed, wordpress_seed = synthetic_seed(args.contacts, 0.0)
     settings = settings_file(home, args, concurrency)
-    threads = args.mode == "threads"
-    pool = 1 if threads else concurrency
-    parallelism = 2 if threads else concurrency + 1
+    pool = args.parallel_batches
+    parallelism = pool + 1
     # each site in a process of its own, as real sites are (CiviCRM's writes never hold up the CMS's answers)
     with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}, apart=True) as sites:
         slow_creates(sites.cms, args.latency)
@@ -301,9 +306,10 @@ def measure(args, concurrency: int) -> dict:
     progress(f"c={concurrency}: bare loop {bare['created']} in {bare['seconds']:.1f} s")
     command = (f"python -m bench.throughput --contacts {args.contacts} --latency {args.latency} "
                f"--concurrency {concurrency} --batch-size {args.batch_size}"
-               + (f" --mode {args.mode}" if args.mode != "threads" else "")
+               + (f" --parallel-batches {args.parallel_batches}" if args.parallel_batches > 1 else "")
                + (" --no-notify" if args.no_notify else ""))
-    return {"contacts": args.contacts, "concurrency": concurrency, "latency": args.latency, "mode": args.mode,
+    return {"contacts": args.contacts, "concurrency": concurrency, "latency": args.latency,
+            "parallel_batches": args.parallel_batches,
             "notify": not args.no_notify, "batch_size": args.batch_size, "command": command,
             "when": datetime.now().astimezone().isoformat(timespec="seconds"),
             "cpus": os.cpu_count(), "load_after": round(os.getloadavg()[0], 2),
@@ -313,7 +319,7 @@ def measure(args, concurrency: int) -> dict:
 # ---------------------------------------------------------------------- results
 
 def _key(row: dict) -> tuple:
-    return (row["contacts"], row["concurrency"], row["latency"], row["mode"], row["notify"], row["batch_size"])
+    return (row["contacts"], row["concurrency"], row["latency"], split(row), row["notify"], row["batch_size"])
 
 
 def store(rows: list[dict], path: Path = RESULTS) -> list[dict]:
@@ -342,7 +348,7 @@ def table_lines(rows: list[dict]) -> list[str]:
         create_s = p["create_seconds"]
         rss = p["peak_rss_mb"]
         lines.append(
-            f"| {n} | {row['concurrency']}{' (batches)' if row['mode'] != 'threads' else ''} | "
+            f"| {n} | {_concurrency(row)} | "
             f"{row['latency'] * 1000:g} | {_f(p['seconds'])} | {_f(create_s)} | "
             f"{_f(p['created'] / p['seconds'])} / {_f(p['created'] / create_s if create_s else None)} | "
             f"{_f(n * row['latency'] / row['concurrency'])} | {_f(b['seconds'])} | "
@@ -365,9 +371,8 @@ def detail_lines(rows: list[dict]) -> list[str]:
         if components:  # rows since 2026-12-05 06:30 UTC
             components = f"; the run's CPU seconds by component, each with all it started: {components}"
         lines.append(
-            f"- N {row['contacts']}, c {row['concurrency']} ({row['mode']}: max_concurrency "
-            f"{row['concurrency'] if row['mode'] == 'threads' else 1}, parallel_batches "
-            f"{1 if row['mode'] == 'threads' else row['concurrency']}, pool {p['pool_slots']}, parallelism "
+            f"- N {row['contacts']}, c {row['concurrency']} (max_concurrency "
+            f"{row['concurrency'] // split(row)}, parallel_batches {split(row)}, pool {p['pool_slots']}, parallelism "
             f"{p['parallelism']}, batch_size {row['batch_size']}, {p['create_batches']} batches; the first batch's log "
             f"says {p.get('side_by_side_logged') or 'nothing'} side by side), {row['when']}: "
             f"run {p['state']}, outcomes {p['outcomes']}, {p['mails']} mails; run start to end "
@@ -383,6 +388,12 @@ def detail_lines(rows: list[dict]) -> list[str]:
             + "; load average "
             f"{row['load_after']} on {row['cpus']} CPUs after the row.")
     return lines
+
+
+def _concurrency(row: dict) -> str:
+    """c, with the split over batch tasks when there is one: "8 (2×4)" is 2 batch tasks of 4 threads."""
+    batches = split(row)
+    return str(row["concurrency"]) if batches == 1 else f"{row['concurrency']} ({batches}×{row['concurrency'] // batches})"
 
 
 def _pair(cpu: dict[str, float]) -> str:
@@ -407,9 +418,11 @@ fresh sites for the pipeline and for the bare loop. **Pipeline**: the real Airfl
 api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL) with Airflow's default scheduler and
 heartbeat timings (`AIRFLOW_DEFAULT_TIMINGS`: what a deployment has; the tests' stack polls faster),
 `cmsuser_nightly` triggered over REST, notify on, after one dry run of it (rows since 2026-12-05 06:40 UTC: a
-deployment's stack is warm, while a fresh one spends about 3 s on its first task); c = `max_concurrency` with `parallel_batches` 1 and pool slots 1 (mode `threads`), or, in rows
-marked *(batches)*, `max_concurrency` 1 with `parallel_batches` c, pool slots c and LocalExecutor parallelism
-c + 1 (mode `batches`: c batch tasks at once). *Pipeline wall*:
+deployment's stack is warm, while a fresh one spends about 3 s on its first task); c creates in flight: P
+batch tasks at once (`parallel_batches` P, pool slots P, LocalExecutor parallelism P + 1), each with c / P
+threads (`max_concurrency`). A row whose c reads *c (P×c/P)* ran P > 1 (`--parallel-batches P`; the rows of
+2026-12-04 shown as *4 (4×1)* ran one thread in each of 4 batch tasks); the others ran one batch task of c
+threads at a time. *Pipeline wall*:
 from the trigger POST to the run's `end_date`; *create phase*: first `create_accounts` start to last end (task
 instances over REST). **Bare loop**: `bench/bare.py`, c threads, each its own WordPress session, one shared
 queue, per account `create_user` then `send_password_mail`: nothing else. *Speed × bare*: bare-loop seconds
@@ -447,12 +460,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.02, help="seconds every create waits in the CMS")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--mode", choices=("threads", "batches"), default="threads")
+    parser.add_argument("--parallel-batches", type=int, default=1,
+                        help="batch tasks at once, each with c / this many creating threads (a divisor of every c)")
     parser.add_argument("--no-notify", action="store_true")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a pipeline run may take")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file of every row")
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page written from it")
     args = parser.parse_args(argv)
+    if any(c % args.parallel_batches for c in args.concurrency):
+        parser.error("--parallel-batches must divide every --concurrency")
     from sandbox import local_airflow
     from sandbox.real_airflow import postgres_available
 

@@ -55,3 +55,39 @@ def test_a_rows_details_carry_the_sites_cpu_when_measured():
     row["bare"]["sites_cpu_seconds"] = {"civicrm": 0.0, "cms": 17.5}
     (line,) = throughput.detail_lines([row])
     assert "the sites' CPU seconds (CiviCRM, CMS): pipeline 4.2 and 20.0, bare loop 0.0 and 17.5" in line
+
+
+def test_a_split_run_gives_each_of_its_batch_tasks_a_share_of_the_concurrency(tmp_path):
+    """--parallel-batches P: P batch tasks at once, each with c / P threads, so c creates are in flight."""
+    import argparse
+
+    import yaml
+
+    args = argparse.Namespace(parallel_batches=2, batch_size=5000, no_notify=False)
+    written = yaml.safe_load(throughput.settings_file(tmp_path, args, 8).read_text())
+    assert (written["parallel_batches"], written["max_concurrency"]) == (2, 4)
+
+
+def test_rows_name_their_split_and_older_rows_read_as_one_batch_or_one_thread_each():
+    import copy
+    import json
+
+    (row,) = json.loads(throughput.RESULTS.read_text())[-1:]
+    threads, batches, split = (copy.deepcopy(row) for _ in range(3))
+    for old, mode in ((threads, "threads"), (batches, "batches")):
+        old.pop("parallel_batches", None)
+        old["mode"], old["concurrency"] = mode, 4
+    split.pop("mode", None)
+    split.update(concurrency=8, parallel_batches=2)
+    assert [throughput.split(r) for r in (threads, batches, split)] == [1, 4, 2]
+    cells = [line.split(" | ")[1] for line in throughput.table_lines([threads, batches, split])[2:]]
+    assert cells == ["4", "4 (4×1)", "8 (2×4)"]
+    assert "(max_concurrency 4, parallel_batches 2," in throughput.detail_lines([split])[0]
+    assert len({throughput._key(r) for r in (threads, batches, split)}) == 3
+
+
+def test_a_split_must_divide_every_concurrency():
+    import pytest
+
+    with pytest.raises(SystemExit):
+        throughput.main(["--concurrency", "8", "3", "--parallel-batches", "2"])
