@@ -261,12 +261,12 @@ def _record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.Data
                 markers.append(_activity_record(cid, source, {
                     "status": queries.RESET_STATUS, "subject": outcomes.reset_subject(attempt),
                     "details": outcomes.reset_details(attempt)}, None, stamp, marker))
-    # The writes go on a thread of their own while the audit lines go to the log: at 10,000 contacts each
-    # takes about a second, and neither waits for the other (the lines say what the run decided).
+    # The writes go on a thread of their own while the audit lines go to the log: neither waits for the other
+    # (the lines say what the run decided).
     with ThreadPoolExecutor(1, thread_name_prefix="civicrm-writes") as writer:
         written = writer.submit(_write, civicrm, triggers, activities, markers, succeeded, exhausted, opt_outs)
-        for line in lines:
-            log.info("%s", line)
+        for record in outcomes.audit_records(lines):
+            log.info("%s", record)
         refused = written.result()
     for cid, message in refused.items():
         at = df.index[df["contact_id"] == cid]

@@ -24,7 +24,7 @@ from pipeline.batch import BatchContext, create_batch
 from pipeline.locks import LockError, LockUnavailable
 from pipeline.pacing import Pacer
 from pipeline.resets import send_resets
-from provisioning.outcomes import audit_line
+from provisioning.outcomes import audit_line, audit_records
 from provisioning.settings import Settings
 from provisioning.usernames import candidate_usernames
 from provisioning.vocabulary import BATCH_ACTIONS, Outcome
@@ -474,8 +474,10 @@ def finalize_rejected(run: dict, plan_ref: dict, gate: dict, *, files, chunk_row
     with files.table("outcomes") as table:
         for chunk in plan_chunks(files.iter_chunks(plan_ref, chunk_rows)):
             final = approval.rejected_outcomes(chunk, gate)
-            for row in final.itertuples(index=False):
-                log.info("%s", audit_line(row.contact_id, row.outcome, uf_id=row.uf_id, username=row.username))
+            lines = [audit_line(row.contact_id, row.outcome, uf_id=row.uf_id, username=row.username)
+                     for row in final.itertuples(index=False)]
+            for record in audit_records(lines):
+                log.info("%s", record)
             table.append(json_safe_columns(final[OUTCOME_COLUMNS]))
             tally.add(final)
     log.warning("%s. Wrote nothing to CiviCRM: the %d contacts stay in their trigger groups and tags for the "

@@ -272,6 +272,17 @@ def audit_line(
     return " ".join(parts)
 
 
+AUDIT_LINES_PER_RECORD = 200
+
+
+def audit_records(lines: list[str], per_record: int | None = None) -> list[str]:
+    """The audit lines as log records of up to `per_record` lines each (one line per contact still): under
+    Airflow every record costs about 0.26 ms on its way to the task log, so 10,000 records took finalize 2.6 s
+    (100,000 contacts: 26 s), and 50 records take a few ms."""
+    per_record = per_record or AUDIT_LINES_PER_RECORD
+    return ["\n".join(lines[start:start + per_record]) for start in range(0, len(lines), per_record)]
+
+
 def _plain(value: Any) -> Any:
     """None for missing values (None, NaN, pandas NA); whole floats as ints (ids from float columns)."""
     if value is None:

@@ -194,6 +194,20 @@ def test_record_writes_activities_history_and_takes_contacts_off(hook, site, cap
     assert "contact=9 outcome=deferred" in caplog.text
 
 
+def test_every_contact_has_one_audit_line_and_the_lines_go_out_in_few_records(hook, site, caplog, monkeypatch):
+    """One line per contact, grouped into log records (each record costs a task log a fraction of a ms)."""
+    import pipeline.finalize as finalize
+
+    monkeypatch.setattr(finalize.outcomes, "AUDIT_LINES_PER_RECORD", 3)
+    caplog.set_level(logging.INFO, logger="pipeline.finalize")
+    final = finals(hook)
+    record(hook, SETTINGS, TRIGGERS, final, marker=MARKER, stamp=STAMP)
+    audits = [m for m in caplog.messages if m.startswith("contact=")]
+    lines = [line for m in audits for line in m.splitlines()]
+    assert [int(line.split()[0].removeprefix("contact=")) for line in lines] == [int(c) for c in final["contact_id"]]
+    assert [len(m.splitlines()) for m in audits] == [3] * (len(final) // 3) + ([len(final) % 3] if len(final) % 3 else [])
+
+
 def test_the_audit_lines_go_to_the_log_while_civicrm_is_written(hook, site, monkeypatch):
     """Neither waits for the other: the first audit line is logged only once the writes have begun (on a
     run that logged every line before writing, it would wait in vain and the test fails)."""

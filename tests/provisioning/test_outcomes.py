@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from provisioning import outcomes as why
-from provisioning.outcomes import Outcome, activity_for, audit_line
+from provisioning.outcomes import Outcome, activity_for, audit_line, audit_records
 
 
 def test_outcome_values_are_the_documented_names():
@@ -95,6 +95,14 @@ def test_audit_line_stays_one_parseable_line():
     line = audit_line(9, Outcome.FAILED, username='odd "name"\nand then\\more')
     assert "\n" not in line
     assert line == 'contact=9 outcome=failed username="odd \\"name\\"\\nand then\\\\more"'
+
+
+def test_audit_records_keep_one_line_per_contact_in_few_records():
+    lines = [audit_line(cid, Outcome.CREATED, uf_id=cid + 100) for cid in range(1, 451)]
+    records = audit_records(lines, per_record=200)
+    assert [len(r.splitlines()) for r in records] == [200, 200, 50]
+    assert [line for r in records for line in r.splitlines()] == lines
+    assert audit_records([]) == []
 
 
 def test_values_that_went_through_a_dataframe_print_cleanly():
