@@ -221,7 +221,10 @@ class Settings(BaseModel):
         le=32,
         description="Creates one batch sends to the CMS side by side, each thread with its own CMS session. "
         "Creates for one email never overlap (the creation lock); every other guarantee holds as with 1. "
-        "A CMS is slow and easy to overload: raise it only as far as the site copes (see docs/benchmarks.md).",
+        "A CMS is slow and easy to overload: raise it only as far as the site copes (see docs/benchmarks.md). "
+        "Beyond about 4, spread the creates over batches instead (`parallel_batches` and the pool's slots, each "
+        "batch max_concurrency threads): each batch task is a process of its own, with its own core and "
+        "interpreter lock.",
     )
     parallel_batches: int = Field(
         4,
