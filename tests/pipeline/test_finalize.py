@@ -326,6 +326,57 @@ def test_a_run_in_chunks_records_what_one_chunk_does(hook, site, size, caplog):
     assert caplog.text.count("contact=5 outcome=failed") == 1
 
 
+def test_a_chunks_writes_run_while_the_next_chunk_is_read(hook, site, monkeypatch):
+    """The first chunk's writes wait until the second chunk's activities are being read: on a run that read
+    each chunk only after the previous one's writes, they would wait in vain and the test fails."""
+    import threading
+
+    import pipeline.finalize as finalize
+
+    reading_next = threading.Event()
+    read, write = queries.run_activities, queries.write_activities
+    waited = []
+
+    def run_activities(civicrm, ids, marker):
+        if 7 in ids:  # the second chunk of four contacts (6-9)
+            reading_next.set()
+        return read(civicrm, ids, marker)
+
+    def write_activities(civicrm, records):
+        if not waited:
+            waited.append(reading_next.wait(timeout=5))
+        return write(civicrm, records)
+
+    monkeypatch.setattr(finalize.queries, "run_activities", run_activities)
+    monkeypatch.setattr(finalize.queries, "write_activities", write_activities)
+    final, tally, _ = chunked(hook, 4)
+    assert waited == [True]
+    assert tally.contacts == 8 and of(site, 2) == [("Completed", "Created : ada.lovelace2 (202)")]
+    assert list(final["contact_id"]) == sorted(final["contact_id"])  # the outcomes still in contact_id order
+
+
+def test_a_chunk_civicrm_refuses_stops_the_run_and_the_next_chunks_writes_do_not_begin(hook, site, monkeypatch):
+    import pipeline.finalize as finalize
+    from civicrm_hooks.hook import CiviCRMUnavailable
+
+    write = queries.write_activities
+    written: list[list[int]] = []
+
+    def write_activities(civicrm, records):
+        if not written:
+            written.append([r["_contact_id"] for r in records])
+            raise CiviCRMUnavailable("CiviCRM is down")
+        written.append([r["_contact_id"] for r in records])
+        return write(civicrm, records)
+
+    monkeypatch.setattr(finalize.queries, "write_activities", write_activities)
+    with pytest.raises(CiviCRMUnavailable):
+        chunked(hook, 2)
+    # the failed chunk (2-3), and at most the one queued behind it (4-5) was under way; none after it began
+    assert written[0] == [2, 3] and {cid for call in written for cid in call} <= {2, 3, 4, 5}
+    assert {a["target"] for a in activities(site)} <= {4, 5}
+
+
 def test_a_run_in_chunks_twice_writes_nothing_twice(hook, site):
     chunked(hook, 3)
     written, memberships = activities(site), site.table("GroupContact")
