@@ -116,8 +116,8 @@ def finalize_chunks(civicrm, settings: Settings, triggers: queries.Triggers, chu
     tally = Tally(settings.log_attention_rows)
     seen = False
     # One writer thread, first in first out: a chunk's CiviCRM writes run while the next chunk's outcomes are
-    # worked out and its activities read (other contacts: neither touches what the other writes). At 100,000
-    # contacts that reading was about a third of each chunk's time, one after the other.
+    # worked out and its activities read (other contacts: neither touches what the other writes), for a CiviCRM
+    # that serves requests side by side. The emulator serves them one at a time: there it gains nothing.
     with ThreadPoolExecutor(1, thread_name_prefix="civicrm-writes") as writer:
         pending: _Chunk | None = None
         for chunk in chunks:
