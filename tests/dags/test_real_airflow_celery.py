@@ -26,7 +26,8 @@ DATABASE = "cmsuser_airflow_celery_test"
 WORKERS = ("worker1", "worker2")
 CONTACTS = 24
 BATCH = 4  # six batches over four worker slots
-CREATE_DELAY = 1.0  # seconds the CMS takes per create: a batch is busy long enough to be killed in
+CREATE_DELAY = 2.0  # seconds the CMS takes per create: a batch (8 s) is busy long enough to be killed in, even when
+# the test sees it running a few seconds late (at 1.0 a batch once ended before the kill)
 
 
 def seed() -> dict:
@@ -73,7 +74,8 @@ def test_batches_spread_over_two_workers_and_the_run_converges_after_one_is_kill
         time.sleep(0.5)
     else:
         pytest.fail(f"the batches never ran on both workers at once: {airflow.task_instances('cmsuser_nightly', run_id)}")
-    victim = next(ti for ti in running if ti["hostname"] == WORKERS[0])
+    # the batch that began last on the first worker: the most of it is still to do when the kill comes
+    victim = max((ti for ti in running if ti["hostname"] == WORKERS[0]), key=lambda ti: ti["start_date"] or "")
     time.sleep(CREATE_DELAY * 1.5)  # inside the batch: creates were sent, the batch is not done
     airflow.kill_component(f"celery-worker-{WORKERS[0]}")
 
