@@ -141,17 +141,25 @@ def _next_chunk(writer: ThreadPoolExecutor, previous: _Chunk | None, civicrm, se
     """Work out the chunk's outcomes and records, queue its writes behind the previous chunk's, log its audit
     lines while they run, then finish the previous chunk (its refusals in its outcomes, out to `sink`)."""
     final = final_outcomes(civicrm, settings, chunk, window.for_contacts(chunk))
-    writes = _records(civicrm, settings, final, marker=marker, stamp=stamp)
-    current = _Chunk(final, writes, writer.submit(_write, civicrm, triggers, writes))
-    for line in outcomes.audit_records(writes.lines):
-        log.info("%s", line)
+    current = _start(writer, civicrm, settings, triggers, final, marker=marker, stamp=stamp)
     if previous is not None:
         try:
             previous.finish(tally, sink)
         except BaseException:
-            current.written.cancel()  # CiviCRM refused the run's writes: the retry does this chunk too
+            current.written.cancel()  # the previous chunk's writes failed: the retry does this one too
             raise
     return current
+
+
+def _start(writer: ThreadPoolExecutor, civicrm, settings: Settings, triggers: queries.Triggers, final: pd.DataFrame,
+           *, marker: str, stamp: str) -> _Chunk:
+    """Queue the chunk's writes on the writer thread and log its audit lines while they run: the lines say what
+    the run decided, the writes record it, and neither waits for the other."""
+    writes = _records(civicrm, settings, final, marker=marker, stamp=stamp)
+    chunk = _Chunk(final, writes, writer.submit(_write, civicrm, triggers, writes))
+    for line in outcomes.audit_records(writes.lines):
+        log.info("%s", line)
+    return chunk
 
 
 class _Results:
@@ -240,12 +248,8 @@ def record(civicrm, settings: Settings, triggers: queries.Triggers, df: pd.DataF
            stamp: str) -> None:
     """Audit lines, each contact's activity, history, and taking contacts off their triggers; the summary."""
     tally = Tally(settings.log_attention_rows)
-    writes = _records(civicrm, settings, df, marker=marker, stamp=stamp)
     with ThreadPoolExecutor(1, thread_name_prefix="civicrm-writes") as writer:
-        chunk = _Chunk(df, writes, writer.submit(_write, civicrm, triggers, writes))
-        for line in outcomes.audit_records(writes.lines):
-            log.info("%s", line)
-        chunk.finish(tally, lambda final: None)
+        _start(writer, civicrm, settings, triggers, df, marker=marker, stamp=stamp).finish(tally, lambda final: None)
     tally.log(settings)
 
 
