@@ -603,8 +603,11 @@ def journal_for(hook, contact_ids: Iterable[int]) -> dict[int, list[JournalEntry
 
 
 def save_journal(hook, entries: list[JournalEntry], *, subject: dict[int, str], stamp: str,
-                 source: dict[int, int], marker: str) -> dict[int, JournalEntry]:
+                 source: dict[int, int], marker: str, final: dict[int, dict] | None = None) -> dict[int, JournalEntry]:
     """Write journal entries in one call: new ones as Scheduled attempt activities, known ones by id.
+
+    `final` gives some contacts' attempts their outcome in the same write: contact id -> the activity's
+    status, subject and details (outcomes.activity_for), the journal line kept under the details.
 
     Returns contact id -> the entry with its activity id. The hook does not repeat a call that
     makes new activities (that could write them twice); a caller whose call failed reads the
@@ -612,24 +615,30 @@ def save_journal(hook, entries: list[JournalEntry], *, subject: dict[int, str], 
     """
     if not entries:
         return {}
+    final = final or {}
     records = []
     for entry in entries:
-        details = journal.details_text(None, entry, [*entry.markers, marker])
+        outcome = final.get(entry.contact_id) or {}
+        details = journal.details_text(outcome.get("details"), entry, [*entry.markers, marker])
         if entry.activity_id:
-            records.append({"id": entry.activity_id, "details": details})
+            record = {"id": entry.activity_id, "details": details}
         else:
-            records.append({
+            record = {
                 "activity_type_id:name": ACTIVITY_TYPE, "status_id:name": JOURNAL_STATUS,
                 "subject": subject.get(entry.contact_id) or "Creating CMS account", "details": details,
                 "activity_date_time": stamp, "source_contact_id": int(source[entry.contact_id]),
                 "target_contact_id": [int(entry.contact_id)],
-            })
+            }
+        if outcome:
+            record.update({"status_id:name": outcome["status"], "subject": outcome["subject"]})
+        records.append(record)
     saved = hook.call("Activity", "save", {"records": records})
     written = {}
     for entry, row in zip(entries, saved, strict=False):
         written[entry.contact_id] = dataclasses.replace(
             entry, activity_id=int(row.get("id") or entry.activity_id),
-            markers=tuple(dict.fromkeys([*entry.markers, marker])), status=entry.status or JOURNAL_STATUS)
+            markers=tuple(dict.fromkeys([*entry.markers, marker])),
+            status=final.get(entry.contact_id, {}).get("status") or entry.status or JOURNAL_STATUS)
     return written
 
 

@@ -209,6 +209,11 @@ class BatchContext:
     concurrency: int = 1
     open_backend: Callable[[], CmsBackend] | None = None
     pacer: Pacer | None = None
+    # The attempts the batch's waves complete (account linked, its mail sent or not due) are recorded there and
+    # then, while the creates go on: (entry, outcome activity) pairs are written as the entries' last journal
+    # write, with their outcome; then history and the trigger take-off. Returns the contacts whose records all
+    # landed: finalize leaves those alone. None: finalize records every contact.
+    record_done: Callable[[list[tuple[JournalEntry, dict]]], set[int]] | None = None
 
 
 def _creating(rows: list[dict]) -> list[str]:
@@ -226,7 +231,7 @@ def _new_user(row: dict, username: str | None = None) -> NewUser:
 def _result(row: dict, outcome: Outcome, reason: str, *, uf_id=None, username=None, mail=None) -> dict:
     return {"contact_id": row["contact_id"], "outcome": str(outcome), "reason": reason,
             "uf_id": uf_id, "username": username if username is not None else row.get("username"),
-            "mail": mail, "journal_activity_id": None}
+            "mail": mail, "journal_activity_id": None, "recorded": False}
 
 
 @dataclass
@@ -543,9 +548,11 @@ class _Batch:
                     entries[contact_id] = self.entry_for(contact_id, user).with_mail(journal.MAIL_SENDING)
                     due.append((contact_id, user))
             entries.update(self.mails_sent(work.take_sent()))
-            self.supply(work, waiting, size, list(entries.values()))
+            done = self.completed(entries, {contact_id for contact_id, _ in due})
+            self.supply(work, waiting, size, [entry for cid, entry in entries.items() if cid not in done])
             self._journaled.update(entries)
         work.add_mails(due)
+        self.record(done)  # after the threads have their work: nothing they need waits for it
 
     def after_waves(self, work: _Work) -> None:
         """The last mails' ledger; mails handed out but never sent (the batch stopped) are recorded as not
@@ -554,18 +561,45 @@ class _Batch:
         if work.error is not None and not isinstance(work.error, Exception):
             return
         entries = self.mails_sent(work.take_sent())
+        done = self.completed(entries) if work.error is None else {}
         for contact_id, _user in work.take_unsent():
             entries[contact_id] = self.s.entries[contact_id].with_mail("")
             self._mail_decided.discard(contact_id)
             self.s.results[contact_id]["mail"] = None
         if entries:
             try:
-                self.write_entries(list(entries.values()))
+                self.write_entries([entry for cid, entry in entries.items() if cid not in done])
+                self.record(done)
             except Exception as exc:  # noqa: BLE001 - the batch's own error (if any) is the one raised
                 log.warning("could not record %d password mails in the journal (%s): they are treated as in "
                             "doubt and not sent again", len(entries), exc)
                 if work.error is None:
                     raise
+
+    def completed(self, entries: dict[int, JournalEntry], mailing: set[int] = frozenset()) -> dict[int, JournalEntry]:
+        """The contacts among `entries` whose attempt is over: a success whose mail is decided (sent, failed, or
+        not due), not `mailing` now. Empty when the batch does not record outcomes (`record_done`)."""
+        if self.ctx.record_done is None:
+            return {}
+        return {cid: entry for cid, entry in entries.items()
+                if cid in self._mail_decided and cid not in mailing
+                and Outcome(self.s.results[cid]["outcome"]) in outcomes.SUCCEEDED}
+
+    def record(self, done: dict[int, JournalEntry]) -> None:
+        """The completed attempts' last journal write, which gives each its outcome, then history and the trigger
+        take-off (`record_done`); the contacts whose records all landed are marked `recorded` for finalize."""
+        if not done:
+            return
+        pairs = []
+        for contact_id, entry in done.items():
+            result = self.s.results[contact_id]
+            pairs.append((entry, outcomes.activity_for(
+                result["outcome"], username=result["username"], uf_id=result["uf_id"], uf_name=result["username"],
+                reason=result["reason"], mail_note=result["mail"])))
+        with self._serial:
+            recorded = self.ctx.record_done(pairs)
+        for contact_id in recorded:
+            self.s.results[contact_id]["recorded"] = True
 
     def mails_sent(self, sent: list[tuple[int, CmsUser, CmsError | None]]) -> dict[int, JournalEntry]:
         """Each mail's outcome in its contact's result, and the ledger entries that record it."""

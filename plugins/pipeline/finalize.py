@@ -40,7 +40,6 @@ from provisioning.vocabulary import BATCH_ACTIONS, Action, Source, parse_source
 
 log = logging.getLogger(__name__)
 
-SUCCESS = {Outcome.CREATED, Outcome.LINKED_EXISTING, Outcome.ALREADY_LINKED}
 OUTCOME_COLUMNS = ["contact_id", "outcome", "username", "uf_id", "attempt", "reason", "mail"]
 
 
@@ -56,6 +55,7 @@ class Tally:
     attention: pd.DataFrame | None = None
     written: int = 0
     succeeded: int = 0
+    recorded: int = 0
     exhausted: int = 0
     refused: int = 0
 
@@ -78,9 +78,9 @@ class Tally:
         return report.attention_table(shown, self.max_rows, failed=self.failed)
 
     def log(self, settings: Settings) -> None:
-        log.info("wrote %d activities; %d contacts done and off their triggers; %d taken off after %d failed "
-                 "attempts; %d records CiviCRM refused", self.written, self.succeeded, self.exhausted,
-                 settings.max_attempts, self.refused)
+        log.info("wrote %d activities; %d contacts done and off their triggers (%d of them recorded by their "
+                 "batches); %d taken off after %d failed attempts; %d records CiviCRM refused", self.written,
+                 self.succeeded + self.recorded, self.recorded, self.exhausted, settings.max_attempts, self.refused)
         log.info("outcomes:\n%s", self.summary())
         log.info("%s", self.attention_text())
 
@@ -201,13 +201,13 @@ class _Results:
         return merged
 
 
-RESULT_COLUMNS = ("outcome", "reason", "uf_id", "username", "mail", "journal_activity_id")
+RESULT_COLUMNS = ("outcome", "reason", "uf_id", "username", "mail", "journal_activity_id", "recorded")
 
 
 def final_outcomes(civicrm, settings: Settings, plan_df: pd.DataFrame, by_contact: dict[int, dict]) -> pd.DataFrame:
     """Final outcome per contact: its batch's result, else CiviCRM's UFMatch state, else deferred."""
     df = plan_df.copy()
-    for column, default in (("mail", None), ("journal_activity_id", None), ("exhausted", False),
+    for column, default in (("mail", None), ("journal_activity_id", None), ("recorded", False), ("exhausted", False),
                             ("uf_name", None), ("display_name", "")):
         if column not in df.columns:
             df[column] = default
@@ -258,6 +258,7 @@ class _Writes:
     """What one chunk writes to CiviCRM, in _write's order, and its audit lines."""
 
     lines: list[str] = field(default_factory=list)
+    recorded: int = 0  # contacts whose batch wrote their outcome, history and take-off: nothing to write
     activities: list[dict] = field(default_factory=list)
     markers: list[dict] = field(default_factory=list)
     succeeded: list[int] = field(default_factory=list)
@@ -284,23 +285,29 @@ class _Chunk:
         w = self.writes
         sink(df)
         tally.add(df, {"written": len(w.activities) + len(w.markers) - len(refused), "succeeded": len(w.succeeded),
-                       "exhausted": len(w.exhausted), "refused": len(refused)})
+                       "recorded": w.recorded, "exhausted": len(w.exhausted), "refused": len(refused)})
 
 
 def _records(civicrm, settings: Settings, df: pd.DataFrame, *, marker: str, stamp: str) -> _Writes:
     """The chunk's audit lines and what it writes: the activities this run has not written yet (read first),
-    the contacts done (history, off their triggers) and those out of attempts (off everything, a marker)."""
-    ids = [int(c) for c in df["contact_id"]]
-    mine = queries.run_activities(civicrm, ids, marker)
-    begun = {int(a) for a in df["journal_activity_id"] if _present(a)}
+    the contacts done (history, off their triggers) and those out of attempts (off everything, a marker).
+    Contacts their batch recorded (`recorded`) have only their audit line."""
+    recorded = [value is True for value in df["recorded"]] if "recorded" in df.columns else [False] * len(df)
+    left = df.loc[~np.array(recorded, dtype=bool)]
+    ids = [int(c) for c in left["contact_id"]]
+    mine = queries.run_activities(civicrm, ids, marker) if ids else {}
+    begun = {int(a) for a in left["journal_activity_id"] if _present(a)}
     begun -= {a["id"] for rows in mine.values() for a in rows}
     earlier = queries.activities_by_id(civicrm, begun) if begun else {}
     w = _Writes()
-    for row in df.itertuples(index=False):
+    for row, done in zip(df.itertuples(index=False), recorded, strict=True):
         cid, outcome, attempt = int(row.contact_id), Outcome(row.outcome), row.attempt
         # ids, outcome and login only: reasons can hold emails, and the log is read by many
         w.lines.append(outcomes.audit_line(cid, outcome, uf_id=row.uf_id, username=row.username,
                                            attempt=attempt, max_attempts=settings.max_attempts))
+        if done:
+            w.recorded += 1
+            continue
         own = mine.get(cid, [])
         source = settings.activity_source_contact_id or cid
         due = None if row.exhausted else outcomes.activity_for(
@@ -311,7 +318,7 @@ def _records(civicrm, settings: Settings, df: pd.DataFrame, *, marker: str, stam
             record_ = _activity_record(cid, source, due, attempt_activity, stamp, marker)
             if record_ is not None:
                 w.activities.append(record_)
-        if outcome in SUCCESS:
+        if outcome in outcomes.SUCCEEDED:
             w.succeeded.append(cid)
         elif outcome == Outcome.FAILED and attempt is not None and attempt >= settings.max_attempts:
             w.exhausted.append(cid)

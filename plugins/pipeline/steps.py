@@ -380,7 +380,8 @@ def create(run: dict, rows: list[dict], civicrm, backend: CmsBackend, *, marker:
     `lock` holds the batch's emails (pipeline.locks.EmailLocks of the lock connection); `open_backend` gives
     each creating thread its own CMS session (`max_concurrency`)."""
     return create_batch(rows, batch_context(settings_of(run), civicrm, backend, marker=marker, stamp=stamp,
-                                            final_try=final_try, state=state, lock=lock, open_backend=open_backend))
+                                            final_try=final_try, state=state, lock=lock, open_backend=open_backend,
+                                            triggers=triggers_of(run)))
 
 
 def batch_pacer(settings: Settings) -> Pacer:
@@ -390,13 +391,30 @@ def batch_pacer(settings: Settings) -> Pacer:
 
 
 def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: str, stamp: str, final_try: bool,
-                  state, lock=None, open_backend: Callable[[], CmsBackend] | None = None) -> BatchContext:
-    """What a batch needs, wired to the run's hooks (without `lock`: held within this process only)."""
+                  state, lock=None, open_backend: Callable[[], CmsBackend] | None = None,
+                  triggers: queries.Triggers | None = None) -> BatchContext:
+    """What a batch needs, wired to the run's hooks (without `lock`: held within this process only; without
+    `triggers`: the batch leaves every contact's outcome record to finalize)."""
 
-    def write_journal(entries, subjects):
+    def write_journal(entries, subjects, final=None):
         sources_ = {e.contact_id: settings.activity_source_contact_id or e.contact_id for e in entries}
         return queries.save_journal(civicrm, entries, subject=subjects, stamp=stamp, source=sources_,
-                                    marker=marker)
+                                    marker=marker, final=final)
+
+    def record_done(done):
+        """The completed attempts: their outcome in their last journal write (raises as any journal write
+        does), then history and the trigger take-off; CiviCRM refusing those leaves them to finalize."""
+        written = write_journal([entry for entry, _ in done], {}, {entry.contact_id: outcome for entry, outcome in done})
+        ids = sorted(written)
+        try:
+            refused = queries.add_to_history(civicrm, triggers, ids)
+            ids = [contact_id for contact_id in ids if contact_id not in refused]
+            queries.take_off_triggers(civicrm, triggers, ids)
+        except ProvisioningError as exc:
+            log.warning("history and trigger take-off of %d completed contacts are left to finalize: %s",
+                        len(ids), exc.message)
+            return set()
+        return set(ids)
 
     return BatchContext(
         backend=backend,
@@ -416,6 +434,7 @@ def batch_context(settings: Settings, civicrm, backend: CmsBackend, *, marker: s
         concurrency=settings.max_concurrency,
         open_backend=open_backend,
         pacer=batch_pacer(settings),
+        record_done=record_done if triggers is not None else None,
         **({"lock": lock} if lock is not None else {}),
     )
 

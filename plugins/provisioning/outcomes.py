@@ -27,6 +27,8 @@ DRY_RUN_LABELS = {
 
 #: Outcomes that write no activity and change nothing in CiviCRM: the contact is as the run found it.
 UNRECORDED = (Outcome.DEFERRED, Outcome.APPROVAL_REJECTED, Outcome.NOT_TRIGGERED, Outcome.LEFT_TO_NIGHTLY)
+#: Outcomes that end the contact's triggering: history, and off its triggers.
+SUCCEEDED = frozenset({Outcome.CREATED, Outcome.LINKED_EXISTING, Outcome.ALREADY_LINKED})
 
 # --- reasons for success ----------------------------------------------------------------------
 

@@ -256,6 +256,22 @@ def test_recording_twice_writes_no_activity_twice(hook, site):
     assert site.table("GroupContact") == memberships and site.table("EntityTag") == tags
 
 
+def test_a_contact_its_batch_recorded_gets_its_audit_line_and_nothing_written(hook, site, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline.finalize")
+    results = {**RESULTS, 2: {**RESULTS[2], "recorded": True}}  # its batch wrote its activity, history, take-off
+
+    record(hook, SETTINGS, TRIGGERS, finals(hook, results), marker=MARKER, stamp=STAMP)
+
+    assert of(site, 2) == [] and of(site, 4) == [("Completed", "Created : alan.turing (204)")]
+    assert 2 not in group_contacts(site, HISTORY_GROUP) and 4 in group_contacts(site, HISTORY_GROUP)
+    assert group_contacts(site, 5)[2] == "Added" and 2 in tagged(site, 3)  # as the site was: nothing written
+    assert "contact=2 outcome=created uf_id=202 username=ada.lovelace2" in caplog.text
+    assert "(1 of them recorded by their batches)" in caplog.text
+    # its activity was not even looked for
+    reads = [c for c in site.calls if c.entity == "ActivityContact"]
+    assert reads and not any(2 in clause[2] for c in reads for clause in c.params["where"] if clause[0] == "contact_id")
+
+
 def test_the_reset_marker_restarts_the_count(hook, site):
     record(hook, SETTINGS, TRIGGERS, finals(hook), marker=MARKER, stamp=STAMP)
     attempts = queries.activity_history(hook, [3, 5, 8], NEXT_RUN).attempts

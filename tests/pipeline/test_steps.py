@@ -104,3 +104,117 @@ def test_a_run_whose_settings_ask_for_an_approval_gate_its_dag_lacks_stops_befor
     # no threshold: a DAG with or without the gate runs (a gate parsed earlier answers `not_needed`)
     for gated in (False, True):
         assert preflight(Settings(**DEMO_SETTINGS), gated=gated)["settings"]["approval_threshold"] is None
+
+
+# ----------------------------------------------------------------------------------- who records the outcomes
+
+class _State(dict):
+    set = dict.__setitem__
+
+
+def _civicrm_state(civicrm) -> dict:
+    """What a run leaves in CiviCRM, without the details' times: activities (status, subject) per contact,
+    memberships, tags, links."""
+    statuses = {int(r["value"]): r["name"] for r in civicrm.table("OptionValue") if r["option_group_id"] == 25}
+    targets = {r["activity_id"]: r["contact_id"] for r in civicrm.table("ActivityContact") if r["record_type_id"] == 3}
+    return {
+        "activities": sorted((targets.get(a["id"]), statuses[a["status_id"]], a["subject"])
+                             for a in civicrm.table("Activity")),
+        "groups": sorted((r["contact_id"], r["group_id"], r["status"]) for r in civicrm.table("GroupContact")),
+        "tags": sorted((r["entity_id"], r["tag_id"]) for r in civicrm.table("EntityTag")),
+        "links": sorted((r["contact_id"], r["uf_id"]) for r in civicrm.table("UFMatch")),
+    }
+
+
+def _run_by_steps(sites, tmp_path, *, batches_record: bool) -> dict:
+    """One run step by step on the demo sites (one try per batch); what CiviCRM holds after the batches and
+    after finalize, and the CiviCRM calls finalize made."""
+    from civicrm_hooks import queries
+    from civicrm_hooks.hook import CiviCRMHook
+    from cms_operators import registry
+    from pipeline import sources, steps
+    from pipeline.batch import create_batch
+    from pipeline.finalize import finalize_run
+    from pipeline.run_files import RunFiles
+    from provisioning.settings import Settings
+
+    settings = Settings(**DEMO_SETTINGS, run_files_url=f"file://{tmp_path}/runs")
+    kind = registry.get("wordpress")
+    civicrm = CiviCRMHook(settings.civicrm_conn_id)
+    run = steps.preflight(settings, civicrm, lambda: (kind, kind.backend(settings.cms_conn_id, settings)),
+                          dry_run=False)
+    files = RunFiles(settings, "cmsuser_nightly", f"recorded_{batches_record}")
+    marker, stamp = queries.run_marker("cmsuser_nightly", "steps"), "2026-03-01 02:00:00"
+    backend = kind.backend(settings.cms_conn_id, settings)
+    try:
+        extracted = steps.extract(run, civicrm, backend, sources.trigger_membership(), files=files, marker=marker)
+        planned = steps.plan(run, extracted, kind, dry_run=False, limit=None, files=files)
+        results = []
+        for batch in planned["batches"]:
+            rows = files.read(batch["rows"])
+            if batches_record:  # as the create task does
+                results.append(steps.create(run, rows, civicrm, backend, marker=marker, stamp=stamp, final_try=True,
+                                            state=_State()))
+            else:  # a batch that leaves every record to finalize (as a result from before this change reads)
+                ctx = steps.batch_context(settings, civicrm, backend, marker=marker, stamp=stamp, final_try=True,
+                                          state=_State())
+                results.append(create_batch(rows, ctx))
+    finally:
+        backend.close()
+    after_batches = _civicrm_state(sites.civicrm)
+    calls_before = len(sites.civicrm.calls)
+    final, unfinished = finalize_run(civicrm, settings, steps.triggers_of(run), files.read(planned["plan"]),
+                                     planned["batches"], results, marker=marker, stamp=stamp)
+    civicrm.close()
+    targets = {r["activity_id"]: r["contact_id"] for r in sites.civicrm.table("ActivityContact")
+               if r["record_type_id"] == 3}
+    return {"results": {r["contact_id"]: r for rows in results for r in rows}, "after_batches": after_batches,
+            "activity_targets": targets,
+            "final": dict(zip(final["contact_id"], final["outcome"], strict=True)), "unfinished": unfinished,
+            "end": _civicrm_state(sites.civicrm), "finalize_calls": sites.civicrm.calls[calls_before:]}
+
+
+def test_batches_record_the_attempts_they_complete_and_finalize_writes_only_the_rest(tmp_path, monkeypatch):
+    from sandbox.sites import started_sites
+
+    runs = {}
+    for batches_record in (True, False):
+        with started_sites() as sites:
+            for name, value in sites.connection_env.items():
+                monkeypatch.setenv(name, value)
+            runs[batches_record] = _run_by_steps(sites, tmp_path, batches_record=batches_record)
+    recording, leaving = runs[True], runs[False]
+
+    # the same run either way: the same outcomes and, in the end, the same CiviCRM
+    assert recording["final"] == leaving["final"] and recording["unfinished"] == leaving["unfinished"] == []
+    assert recording["end"] == leaving["end"]
+
+    # the batches recorded every account they made (a do-not-email contact too: its mail is decided, not due)
+    recorded = {cid for cid, r in recording["results"].items() if r["recorded"]}
+    created = {cid for cid, outcome in recording["final"].items() if outcome == "created"}
+    assert recorded == created and len(recorded) >= 5
+    assert not any(r["recorded"] for r in leaving["results"].values())
+    # ... before finalize: their activity has its outcome, they are in history and off their triggers
+    done = recording["after_batches"]
+    for cid in recorded:
+        [(status, subject)] = [(s, subj) for c, s, subj in done["activities"] if c == cid]
+        assert status == "Completed" and subject.startswith(f"Created : {recording['results'][cid]['username']} (")
+        assert (cid, 6, "Added") in done["groups"] and (cid, 4) in done["tags"]  # history group 6, tag 4
+        assert (cid, 5, "Added") not in done["groups"] and (cid, 3) not in done["tags"]  # trigger group 5, tag 3
+    assert done != recording["end"]  # finalize still had the others to record
+
+    # ... and finalize wrote nothing for them (it did for the others)
+    def named(call, targets=recording["activity_targets"]) -> set[int]:
+        found = set()
+        for record in call.params.get("records", []):
+            found |= {record.get("contact_id"), record.get("entity_id"), *record.get("target_contact_id", [])}
+            if call.entity == "Activity":
+                found.add(targets.get(record.get("id")))
+        for clause in call.params.get("where", []):
+            if clause[0] in ("contact_id", "entity_id") and clause[1] == "IN":
+                found |= set(clause[2])
+        return found - {None}
+
+    writes = [call for call in recording["finalize_calls"] if call.action != "get"]
+    assert writes and not set().union(*map(named, writes)) & recorded
+    assert set().union(*map(named, [c for c in leaving["finalize_calls"] if c.action != "get"])) >= recorded
