@@ -550,7 +550,7 @@ class _Batch:
             entries.update(self.mails_sent(work.take_sent()))
             done = self.completed(entries, {contact_id for contact_id, _ in due})
             self.supply(work, waiting, size, [entry for cid, entry in entries.items() if cid not in done])
-            self._journaled.update(entries)
+            self._journaled.update(cid for cid in entries if cid not in done)
         work.add_mails(due)
         self.record(done)  # after the threads have their work: nothing they need waits for it
 
@@ -598,6 +598,7 @@ class _Batch:
                 reason=result["reason"], mail_note=result["mail"])))
         with self._serial:
             recorded = self.ctx.record_done(pairs)
+        self._journaled.update(done)
         for contact_id in recorded:
             self.s.results[contact_id]["recorded"] = True
 

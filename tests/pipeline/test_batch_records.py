@@ -121,3 +121,13 @@ def test_without_record_done_nothing_is_marked_recorded(world):
     results = world.run(batch_of(ADA, GRACE))
     assert [r["recorded"] for r in results] == [False, False]
     assert sorted(e.mail for e in world.journal.activities.values()) == ["sent", "sent"]
+
+
+def test_an_account_whose_record_failed_still_has_its_id_in_the_journal(world):
+    """A do-not-email account's first journal write with its id would have been its record: when that fails,
+    the batch's closing write still puts the id in the journal, so no look-up is ever needed for it."""
+    quiet = person(4, "Dora", "Quiet", do_not_email=True)
+    with pytest.raises(RuntimeError):
+        world.run(batch_of(quiet), record_done=Recorder(world, error=RuntimeError("CiviCRM is down")))
+    made = world.cms.users["dora@example.org"]
+    assert [(e.uf_id, e.username) for e in world.journal.of(4)] == [(made.uf_id, made.username)]
