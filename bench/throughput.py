@@ -262,6 +262,7 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
         "run_seconds": ended - _utc(run["start_date"]),
         "create_seconds": (max(ends) - min(starts)) if starts and ends else None,
         "create_batches": len(create_tis), "tasks": tasks,
+        "timeline": timeline(tis, triggered, ended),
         "created": counts.get("created", 0), "outcomes": counts, "mails": mails,
         "cpu_seconds": sum(cpu.values()),
         "cpu_seconds_by_component": {name: round(seconds, 2) for name, seconds in cpu.items()},
@@ -272,6 +273,20 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
         "side_by_side_logged": side_by_side, "airflow_timings": "defaults", "warmed_up": True, "sites_apart": True,
         "memory_samples": memory.samples, "startup_seconds": airflow.startup_seconds,
     }
+
+
+def timeline(tis: list[dict], triggered: float, ended: float | None) -> list[list]:
+    """Each task instance's moments, in seconds after the trigger: scheduled, queued, started, ended (where the
+    fixed cost of a run goes: the tasks' own time and the gaps between them); the run's end last."""
+    def at(stamp):
+        moment = _utc(stamp)
+        return None if moment is None else round(moment - triggered, 2)
+
+    rows = [[ti["task_id"] + (f"[{ti['map_index']}]" if ti.get("map_index", -1) >= 0 else ""),
+             at(ti.get("scheduled_when")), at(ti.get("queued_when")), at(ti["start_date"]), at(ti["end_date"])]
+            for ti in tis]
+    rows.sort(key=lambda row: (row[3] is None, row[3] or 0.0))
+    return [*rows, ["run end", None, None, None, None if ended is None else round(ended - triggered, 2)]]
 
 
 def run_bare(args, concurrency: int, settings_path: Path) -> dict:
