@@ -289,6 +289,24 @@ def timeline(tis: list[dict], triggered: float, ended: float | None) -> list[lis
     return [*rows, ["run end", None, None, None, None if ended is None else round(ended - triggered, 2)]]
 
 
+def fixed_cost(timeline: list[list]) -> dict[str, float] | None:
+    """From a run's timeline: seconds from the trigger to the first create, from the last create's end to the
+    run's end, and how long no task was running in all (Airflow's scheduling between the steps)."""
+    ran = [(row[0], row[3], row[4]) for row in timeline if row[3] is not None and row[4] is not None]
+    spans = [(start, end) for _, start, end in ran]
+    creates = [(start, end) for name, start, end in ran if name.startswith("create_accounts")]
+    ended = timeline[-1][4] if timeline and timeline[-1][0] == "run end" else None
+    if not creates or ended is None:
+        return None
+    idle, reached = 0.0, 0.0
+    for start, end in sorted(spans):
+        idle += max(0.0, start - reached)
+        reached = max(reached, end)
+    idle += max(0.0, ended - reached)
+    return {"to_first_create": min(s for s, _ in creates), "after_last_create": ended - max(e for _, e in creates),
+            "no_task_running": round(idle, 2)}
+
+
 def run_bare(args, concurrency: int, settings_path: Path) -> dict:
     from bench.bare import bare_loop, bare_people
     from cms_operators import registry
@@ -400,9 +418,19 @@ def detail_lines(rows: list[dict]) -> list[str]:
             f"its threads' own {b['thread_cpu_seconds']:.1f} s"
             + (f"; the sites' CPU seconds (CiviCRM, CMS): pipeline {_pair(p['sites_cpu_seconds'])}, bare loop "
                f"{_pair(b['sites_cpu_seconds'])}" if p.get("sites_cpu_seconds") and b.get("sites_cpu_seconds") else "")
+            + _fixed_cost_text(p.get("timeline"))
             + "; load average "
             f"{row['load_after']} on {row['cpus']} CPUs after the row.")
     return lines
+
+
+def _fixed_cost_text(timeline: list[list] | None) -> str:
+    cost = fixed_cost(timeline) if timeline else None
+    if cost is None:
+        return ""
+    return (f"; the first create began {cost['to_first_create']:.1f} s after the trigger and the run ended "
+            f"{cost['after_last_create']:.1f} s after the last; no task ran for {cost['no_task_running']:.1f} s of the "
+            "run (Airflow's scheduling between its steps)")
 
 
 def _concurrency(row: dict) -> str:
@@ -439,7 +467,8 @@ threads (`max_concurrency`). A row whose c reads *c (P×c/P)* ran P > 1 (`--para
 2026-12-04 shown as *4 (4×1)* ran one thread in each of 4 batch tasks); the others ran one batch task of c
 threads at a time. *Pipeline wall*:
 from the trigger POST to the run's `end_date`; *create phase*: first `create_accounts` start to last end (task
-instances over REST). **Bare loop**: `bench/bare.py`, c threads, each its own WordPress session, one shared
+instances over REST; each one's moments are in the results file, `timeline`, and the details say how long
+no task was running). **Bare loop**: `bench/bare.py`, c threads, each its own WordPress session, one shared
 queue, per account `create_user` then `send_password_mail`: nothing else. *Speed × bare*: bare-loop seconds
 divided by the pipeline's (1.0 = as fast as the bare loop; issue 12 asks for 0.9). *Bound*: N × latency / c, what the injected latency
 alone costs at that concurrency. **CPU, pipeline**: psutil `cpu_times` (user + system + children_user +

@@ -91,3 +91,16 @@ def test_a_split_must_divide_every_concurrency():
 
     with pytest.raises(SystemExit):
         throughput.main(["--concurrency", "8", "3", "--parallel-batches", "2"])
+
+
+def test_the_fixed_cost_is_read_off_the_timeline_with_overlapping_tasks_counted_once():
+    timeline = [["preflight", 0.7, 0.7, 0.8, 1.1], ["password_resets", 1.8, 1.8, 1.8, 2.1],
+                ["extract", 1.8, 1.8, 1.8, 2.5], ["plan", 2.9, 2.9, 2.9, 3.4],
+                ["create_accounts[1]", 4.0, 4.0, 4.0, 37.3], ["create_accounts[0]", 4.0, 4.0, 4.0, 38.1],
+                ["finalize", 39.1, 39.1, 39.1, 39.8], ["run end", None, None, None, 40.2]]
+    cost = throughput.fixed_cost(timeline)
+    # idle: 0-0.8, 1.1-1.8, 2.5-2.9, 3.4-4.0, 38.1-39.1, 39.8-40.2
+    assert cost["to_first_create"] == 4.0 and round(cost["after_last_create"], 2) == 2.1
+    assert cost["no_task_running"] == round(0.8 + 0.7 + 0.4 + 0.6 + 1.0 + 0.4, 2)
+    assert throughput.fixed_cost(timeline[:-1]) is None  # the run has not ended
+    assert throughput.fixed_cost([["preflight", 0.7, 0.7, None, None], ["run end", None, None, None, 1.0]]) is None
