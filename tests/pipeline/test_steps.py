@@ -33,11 +33,11 @@ def demo(monkeypatch):
         yield sites
 
 
-def _extract_and_plan(sites, tmp_path, size: int) -> dict:
-    from civicrm_hooks import queries
+def _preflight(tmp_path, label: str):
+    """A run of the demo settings through preflight: settings, CMS type, CiviCRM hook, run snapshot, run files."""
     from civicrm_hooks.hook import CiviCRMHook
     from cms_operators import registry
-    from pipeline import sources, steps
+    from pipeline import steps
     from pipeline.run_files import RunFiles
     from provisioning.settings import Settings
 
@@ -46,7 +46,14 @@ def _extract_and_plan(sites, tmp_path, size: int) -> dict:
     civicrm = CiviCRMHook(settings.civicrm_conn_id)
     run = steps.preflight(settings, civicrm, lambda: (kind, kind.backend(settings.cms_conn_id, settings)),
                           dry_run=False)
-    files = RunFiles(settings, "cmsuser_nightly", f"chunks_of_{size}")
+    return settings, kind, civicrm, run, RunFiles(settings, "cmsuser_nightly", label)
+
+
+def _extract_and_plan(sites, tmp_path, size: int) -> dict:
+    from civicrm_hooks import queries
+    from pipeline import sources, steps
+
+    settings, kind, civicrm, run, files = _preflight(tmp_path, f"chunks_of_{size}")
     backend = kind.backend(settings.cms_conn_id, settings)
     sites.cms.reset_calls()
     try:
@@ -130,20 +137,11 @@ def _run_by_steps(sites, tmp_path, *, batches_record: bool) -> dict:
     """One run step by step on the demo sites (one try per batch); what CiviCRM holds after the batches and
     after finalize, and the CiviCRM calls finalize made."""
     from civicrm_hooks import queries
-    from civicrm_hooks.hook import CiviCRMHook
-    from cms_operators import registry
     from pipeline import sources, steps
     from pipeline.batch import create_batch
     from pipeline.finalize import finalize_run
-    from pipeline.run_files import RunFiles
-    from provisioning.settings import Settings
 
-    settings = Settings(**DEMO_SETTINGS, run_files_url=f"file://{tmp_path}/runs")
-    kind = registry.get("wordpress")
-    civicrm = CiviCRMHook(settings.civicrm_conn_id)
-    run = steps.preflight(settings, civicrm, lambda: (kind, kind.backend(settings.cms_conn_id, settings)),
-                          dry_run=False)
-    files = RunFiles(settings, "cmsuser_nightly", f"recorded_{batches_record}")
+    settings, kind, civicrm, run, files = _preflight(tmp_path, f"recorded_{batches_record}")
     marker, stamp = queries.run_marker("cmsuser_nightly", "steps"), "2026-03-01 02:00:00"
     backend = kind.backend(settings.cms_conn_id, settings)
     try:
