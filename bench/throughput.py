@@ -9,9 +9,11 @@ with the settings that make the pipeline's concurrency c, one nightly run trigge
 loop (bench/bare.py) at concurrency c on fresh emulator sites with the same latency. Concurrency c means, by
 --parallel-batches P (a divisor of c; default 1): parallel_batches=P, max_concurrency=c/P, pool slots P,
 LocalExecutor parallelism P+1 (P batch tasks at once, each with c/P creating threads: c creates in flight).
+--scheduler-idle-sleep S sets the scheduler's `scheduler_idle_sleep_time` (Airflow's default: 1 s), a deployment's
+choice between how soon a finished step's successor starts and the scheduler's CPU while idle.
 
 Writes every row to bench/results/throughput.json (rows of other invocations are kept, a row of the same
-N, c, latency, P, notify and batch size is replaced) and regenerates docs/benchmarks.md from it. Progress goes to
+N, c, latency, P, notify, batch size and scheduler idle sleep is replaced) and regenerates docs/benchmarks.md from it. Progress goes to
 stderr. Never part of the pass/fail suite.
 """
 
@@ -204,6 +206,8 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
         slow_creates(sites.cms, args.latency)
         # Airflow's own scheduler and heartbeat timings, as a deployment has them (the tests' stack polls faster)
         env = {**sites.connection_env, "CMSUSER_SETTINGS": str(settings), **AIRFLOW_DEFAULT_TIMINGS}
+        if args.scheduler_idle_sleep is not None:
+            env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(args.scheduler_idle_sleep)
         airflow = RealAirflow(env, dags_folder=REPO / "dags", dag_ids=(DAG_ID,), home=home / "airflow_home",
                               database=DATABASE, pool_slots=pool, parallelism=parallelism)
         airflow.start()
@@ -340,9 +344,11 @@ def measure(args, concurrency: int) -> dict:
     command = (f"python -m bench.throughput --contacts {args.contacts} --latency {args.latency} "
                f"--concurrency {concurrency} --batch-size {args.batch_size}"
                + (f" --parallel-batches {args.parallel_batches}" if args.parallel_batches > 1 else "")
-               + (" --no-notify" if args.no_notify else ""))
+               + (" --no-notify" if args.no_notify else "")
+               + (f" --scheduler-idle-sleep {args.scheduler_idle_sleep:g}" if args.scheduler_idle_sleep is not None
+                  else ""))
     return {"contacts": args.contacts, "concurrency": concurrency, "latency": args.latency,
-            "parallel_batches": args.parallel_batches,
+            "parallel_batches": args.parallel_batches, "scheduler_idle_sleep": args.scheduler_idle_sleep,
             "notify": not args.no_notify, "batch_size": args.batch_size, "command": command,
             "when": datetime.now().astimezone().isoformat(timespec="seconds"),
             "cpus": os.cpu_count(), "load_after": round(os.getloadavg()[0], 2),
@@ -352,7 +358,8 @@ def measure(args, concurrency: int) -> dict:
 # ---------------------------------------------------------------------- results
 
 def _key(row: dict) -> tuple:
-    return (row["contacts"], row["concurrency"], row["latency"], split(row), row["notify"], row["batch_size"])
+    return (row["contacts"], row["concurrency"], row["latency"], split(row), row["notify"], row["batch_size"],
+            row.get("scheduler_idle_sleep"))
 
 
 def store(rows: list[dict], path: Path = RESULTS) -> list[dict]:
@@ -410,7 +417,10 @@ def detail_lines(rows: list[dict]) -> list[str]:
             f"says {p.get('side_by_side_logged') or 'nothing'} side by side), {row['when']}: "
             f"run {p['state']}, outcomes {p['outcomes']}, {p['mails']} mails; run start to end "
             f"{p['run_seconds']:.1f} s; task seconds: {tasks}; Airflow's scheduler and heartbeat timings "
-            f"{TIMINGS[p.get('airflow_timings', 'tests')]}{', stack warmed by a dry run' if p.get('warmed_up') else ''}; "
+            f"{TIMINGS[p.get('airflow_timings', 'tests')]}"
+            + (f" but scheduler_idle_sleep_time {row['scheduler_idle_sleep']:g} s"
+               if row.get("scheduler_idle_sleep") is not None else "")
+            + f"{', stack warmed by a dry run' if p.get('warmed_up') else ''}; "
             "stack idle CPU "
             f"{p['idle_cpu_per_second'] * 1000:.0f} ms per second (included in the pipeline's CPU){components}; bare loop "
             f"{b['created']} accounts, {b['mails']} mails, process CPU {b['cpu_seconds']:.1f} s "
@@ -436,7 +446,9 @@ def _fixed_cost_text(timeline: list[list] | None) -> str:
 def _concurrency(row: dict) -> str:
     """c, with the split over batch tasks when there is one: "8 (2×4)" is 2 batch tasks of 4 threads."""
     batches = split(row)
-    return str(row["concurrency"]) if batches == 1 else f"{row['concurrency']} ({batches}×{row['concurrency'] // batches})"
+    cell = str(row["concurrency"]) if batches == 1 else f"{row['concurrency']} ({batches}×{row['concurrency'] // batches})"
+    idle = row.get("scheduler_idle_sleep")
+    return cell if idle is None else f"{cell}, scheduler idle sleep {idle:g} s"
 
 
 def _pair(cpu: dict[str, float]) -> str:
@@ -507,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel-batches", type=int, default=1,
                         help="batch tasks at once, each with c / this many creating threads (a divisor of every c)")
     parser.add_argument("--no-notify", action="store_true")
+    parser.add_argument("--scheduler-idle-sleep", type=float, default=None,
+                        help="the scheduler's scheduler_idle_sleep_time in seconds (default: Airflow's, 1)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds a pipeline run may take")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file of every row")
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page written from it")

@@ -104,3 +104,19 @@ def test_the_fixed_cost_is_read_off_the_timeline_with_overlapping_tasks_counted_
     assert cost["no_task_running"] == round(0.8 + 0.7 + 0.4 + 0.6 + 1.0 + 0.4, 2)
     assert throughput.fixed_cost(timeline[:-1]) is None  # the run has not ended
     assert throughput.fixed_cost([["preflight", 0.7, 0.7, None, None], ["run end", None, None, None, 1.0]]) is None
+
+
+def test_a_row_measured_with_another_scheduler_idle_sleep_is_a_row_of_its_own_and_says_so():
+    import copy
+    import json
+
+    (row,) = json.loads(throughput.RESULTS.read_text())[-1:]
+    default, quick = copy.deepcopy(row), copy.deepcopy(row)
+    default.pop("scheduler_idle_sleep", None)  # rows from before the option: Airflow's default
+    quick["scheduler_idle_sleep"] = 0.2
+    assert throughput._key(default) != throughput._key(quick)
+    assert throughput._key(default) == throughput._key({**default, "scheduler_idle_sleep": None})
+    cells = [line.split(" | ")[1] for line in throughput.table_lines([default, quick])[2:]]
+    assert cells[1] == f"{cells[0]}, scheduler idle sleep 0.2 s" and "idle sleep" not in cells[0]
+    details = throughput.detail_lines([default, quick])
+    assert "but scheduler_idle_sleep_time 0.2 s" in details[1] and "scheduler_idle_sleep_time" not in details[0]
