@@ -358,8 +358,9 @@ def measure(args, concurrency: int) -> dict:
 # ---------------------------------------------------------------------- results
 
 def _key(row: dict) -> tuple:
+    idle = row.get("scheduler_idle_sleep")  # None: Airflow's default, sorted before any value set
     return (row["contacts"], row["concurrency"], row["latency"], split(row), row["notify"], row["batch_size"],
-            row.get("scheduler_idle_sleep"))
+            (idle is not None, idle or 0.0))
 
 
 def store(rows: list[dict], path: Path = RESULTS) -> list[dict]:
