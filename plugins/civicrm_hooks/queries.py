@@ -616,9 +616,10 @@ def save_journal(hook, entries: list[JournalEntry], *, subject: dict[int, str], 
     if not entries:
         return {}
     final = final or {}
-    records = []
+    records, statuses = [], []
     for entry in entries:
         outcome = final.get(entry.contact_id) or {}
+        statuses.append(outcome.get("status") or entry.status or JOURNAL_STATUS)
         details = journal.details_text(outcome.get("details"), entry, [*entry.markers, marker])
         if entry.activity_id:
             record = {"id": entry.activity_id, "details": details}
@@ -634,11 +635,10 @@ def save_journal(hook, entries: list[JournalEntry], *, subject: dict[int, str], 
         records.append(record)
     saved = hook.call("Activity", "save", {"records": records})
     written = {}
-    for entry, row in zip(entries, saved, strict=False):
+    for entry, row, status in zip(entries, saved, statuses, strict=False):
         written[entry.contact_id] = dataclasses.replace(
             entry, activity_id=int(row.get("id") or entry.activity_id),
-            markers=tuple(dict.fromkeys([*entry.markers, marker])),
-            status=final.get(entry.contact_id, {}).get("status") or entry.status or JOURNAL_STATUS)
+            markers=tuple(dict.fromkeys([*entry.markers, marker])), status=status)
     return written
 
 
