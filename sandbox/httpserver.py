@@ -3,10 +3,14 @@
 The CMS emulators share this. Each sets `server_version` and `thread_name` and answers requests in
 `answer(method, path, query_pairs, body, headers) -> (status, headers, body, lost)`, where `lost`
 means the request was carried out but the answer is never sent (the connection is dropped).
+
+Connections are kept alive (HTTP/1.1), as the web server in front of a real CMS keeps them: a client's
+session sends its requests over one connection, not a new connection (and a new server thread) each.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -18,6 +22,21 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     emulator: Any
     sys_version = ""
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # an idle keep-alive connection ends eventually
+
+    def setup(self) -> None:
+        super().setup()
+        # each answer goes out in one write with Nagle off: no delayed-ACK stalls on a kept-alive connection
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.emulator._connections(add=self.connection)
+
+    def finish(self) -> None:
+        self.emulator._connections(discard=self.connection)
+        try:
+            super().finish()
+        except OSError:  # the client has gone
+            pass
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
         pass
@@ -40,12 +59,14 @@ class EmulatorHandler(BaseHTTPRequestHandler):
         for name, value in out_headers:
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
-        self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(payload)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+
+
+_OPEN_GUARD = threading.Lock()
 
 
 class LoopbackServer:
@@ -54,6 +75,17 @@ class LoopbackServer:
     url = ""
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
+    _open: set | None = None  # the kept-alive connections, shut at stop() (each holds a handler thread)
+
+    def _connections(self, *, add: socket.socket | None = None, discard: socket.socket | None = None) -> list:
+        with _OPEN_GUARD:
+            if self._open is None:
+                self._open = set()
+            if add is not None:
+                self._open.add(add)
+            if discard is not None:
+                self._open.discard(discard)
+            return list(self._open)
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host`:`port` (0: a free port) in a thread; returns (and sets) `url`."""
@@ -78,6 +110,11 @@ class LoopbackServer:
         self._server.shutdown()
         self._server.server_close()
         self._server = None
+        for sock in self._connections():
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
