@@ -468,7 +468,9 @@ machine. **Sites**: the CiviCRM and WordPress emulators (`sandbox.sites.started_
 a process of its own, as real sites are (rows since 2026-12-05 08:40 UTC; earlier rows served both from the
 benchmark's process, where the pipeline's CiviCRM writes held up the CMS's answers and the bare loop's threads
 shared one interpreter lock with the CMS they called), seeded with N new contacts in a trigger group and no
-existing accounts; every `POST /wp/v2/users`
+existing accounts. The WordPress emulator keeps connections alive, as a real site's web server does (rows
+since 2026-12-05 17:10 UTC; earlier rows answered each request with `Connection: close`, so every request of
+both sides paid a new connection and the emulator a new thread, about twice its CPU). Every `POST /wp/v2/users`
 waits `latency` in the emulator before answering (`inject(delay=...)`, outside its lock, so creates overlap);
 fresh sites for the pipeline and for the bare loop. **Pipeline**: the real Airflow 3.3.2 (`RealAirflow`:
 api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL) with Airflow's default scheduler and
