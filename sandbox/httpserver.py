@@ -27,7 +27,8 @@ class EmulatorHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # each answer goes out in one write with Nagle off: no delayed-ACK stalls on a kept-alive connection
+        # Nagle off: an answer's headers and body (two writes) leave at once, with no delayed-ACK stall on a
+        # kept-alive connection
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.emulator._connections(add=self.connection)
 
