@@ -4,8 +4,9 @@ The CMS emulators share this. Each sets `server_version` and `thread_name` and a
 `answer(method, path, query_pairs, body, headers) -> (status, headers, body, lost)`, where `lost`
 means the request was carried out but the answer is never sent (the connection is dropped).
 
-Connections are kept alive (HTTP/1.1), as the web server in front of a real CMS keeps them: a client's
-session sends its requests over one connection, not a new connection (and a new server thread) each.
+Connections are kept alive (HTTP/1.1, `KeptAliveHandler`, which the CiviCRM emulator's handler builds on too),
+as the web server in front of a real site keeps them: a client's session sends its requests over one
+connection, not a new connection (and a new server thread) each.
 """
 
 from __future__ import annotations
@@ -17,27 +18,59 @@ from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 
-class EmulatorHandler(BaseHTTPRequestHandler):
-    """Hands every request to the emulator's `answer` and writes what it says (or drops the connection)."""
+class OpenConnections:
+    """A server's kept-alive connections, so that stopping it ends them (each holds a handler thread)."""
 
-    emulator: Any
-    sys_version = ""
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._open: set[socket.socket] = set()
+
+    def add(self, connection: socket.socket) -> None:
+        with self._guard:
+            self._open.add(connection)
+
+    def discard(self, connection: socket.socket) -> None:
+        with self._guard:
+            self._open.discard(connection)
+
+    def shut_all(self) -> None:
+        with self._guard:
+            still_open = list(self._open)
+        for connection in still_open:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class KeptAliveHandler(BaseHTTPRequestHandler):
+    """A request handler whose connections stay open for the client's next request (HTTP/1.1), as the web
+    server in front of a real site keeps them. Its server hands it `connections` (OpenConnections)."""
+
     protocol_version = "HTTP/1.1"
-    timeout = 30  # an idle keep-alive connection ends eventually
+    timeout = 30  # an idle kept-alive connection ends eventually
+    connections: OpenConnections
 
     def setup(self) -> None:
         super().setup()
-        # Nagle off: an answer's headers and body (two writes) leave at once, with no delayed-ACK stall on a
-        # kept-alive connection
+        # Nagle off: an answer written in two parts (headers, body) leaves at once, with no delayed-ACK stall on
+        # a kept-alive connection
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.emulator._connections(add=self.connection)
+        self.connections.add(self.connection)
 
     def finish(self) -> None:
-        self.emulator._connections(discard=self.connection)
+        self.connections.discard(self.connection)
         try:
             super().finish()
         except OSError:  # the client has gone
             pass
+
+
+class EmulatorHandler(KeptAliveHandler):
+    """Hands every request to the emulator's `answer` and writes what it says (or drops the connection)."""
+
+    emulator: Any
+    sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
         pass
@@ -67,33 +100,21 @@ class EmulatorHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
 
 
-_OPEN_GUARD = threading.Lock()
-
-
 class LoopbackServer:
     server_version = "Emulator"
     thread_name = "emulator"
     url = ""
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
-    _open: set | None = None  # the kept-alive connections, shut at stop() (each holds a handler thread)
-
-    def _connections(self, *, add: socket.socket | None = None, discard: socket.socket | None = None) -> list:
-        with _OPEN_GUARD:
-            if self._open is None:
-                self._open = set()
-            if add is not None:
-                self._open.add(add)
-            if discard is not None:
-                self._open.discard(discard)
-            return list(self._open)
+    _connections: OpenConnections | None = None
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host`:`port` (0: a free port) in a thread; returns (and sets) `url`."""
         if self._server is not None:
             return self.url
+        self._connections = OpenConnections()
         handler = type(f"{type(self).__name__}Handler", (EmulatorHandler,),
-                       {"emulator": self, "server_version": self.server_version})
+                       {"emulator": self, "server_version": self.server_version, "connections": self._connections})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         bound_host, bound_port = self._server.server_address[:2]
@@ -111,11 +132,7 @@ class LoopbackServer:
         self._server.shutdown()
         self._server.server_close()
         self._server = None
-        for sock in self._connections():
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._connections.shut_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None

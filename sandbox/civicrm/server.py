@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from sandbox.httpserver import KeptAliveHandler, OpenConnections
 
 from .actions import Api, _Call, apply_index, delete_contact_hard
 from .query import Engine
@@ -110,7 +112,7 @@ class CiviCRMEmulator:
         self._calls_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._open: set[socket.socket] = set()
+        self._connections = OpenConnections()
         self.url = ""
         self._install_core_data()
         self.add_api_key(api_key, api_contact_id, api_perm=site_key is None if api_perm is None else api_perm)
@@ -298,7 +300,7 @@ class CiviCRMEmulator:
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         if self._server is not None:
             return self.url
-        handler = type("CiviCRMHandler", (_Handler,), {"emulator": self})
+        handler = type("CiviCRMHandler", (_Handler,), {"emulator": self, "connections": self._connections})
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self.url = f"http://{host}:{self._server.server_address[1]}"
@@ -313,13 +315,7 @@ class CiviCRMEmulator:
             return
         server.shutdown()
         server.server_close()
-        with self._calls_lock:
-            open_sockets = list(self._open)
-        for sock in open_sockets:  # keep-alive connections would otherwise hold handler threads
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._connections.shut_all()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -529,26 +525,9 @@ def _parse_form(content_type: str, body: bytes) -> dict:
     return {}  # PHP fills $_POST only from form encodings: a JSON body is ignored
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(KeptAliveHandler):
     server_version = "CiviCRM-Emulator"
     emulator: CiviCRMEmulator
-    timeout = 30  # idle keep-alive connections end eventually
-
-    def setup(self) -> None:
-        super().setup()
-        # answers go out in one write with Nagle off: no 40 ms delayed-ACK stalls on keep-alive connections
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.emulator._calls_lock:
-            self.emulator._open.add(self.connection)
-
-    def finish(self) -> None:
-        with self.emulator._calls_lock:
-            self.emulator._open.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
 
     def log_message(self, format, *args) -> None:  # noqa: A002 - quiet: tests read emulator.calls instead
         return
