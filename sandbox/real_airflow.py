@@ -14,6 +14,7 @@ through the public REST API, as an operator or auditor would.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import json
 import os
@@ -82,6 +83,16 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def compile_code(*folders: Path) -> None:
+    """Write the bytecode of the project's modules, as a deployment's install does (pip compiles what it
+    installs; the Dockerfile compiles plugins/ and dags/). Where the environment forbids Python to write
+    bytecode itself (PYTHONDONTWRITEBYTECODE, set on this machine), every task process would otherwise compile
+    each of our modules it imports from source: about 60 ms of CPU a task. Only files changed since are
+    compiled again; a folder we may not write to is left as it is."""
+    for folder in folders:
+        compileall.compile_dir(folder, quiet=2)
 
 
 def _fresh_database(name: str) -> None:
@@ -257,6 +268,7 @@ class RealAirflow:
         (self.home / "passwords.json").write_text(json.dumps({ADMIN_USER: self._admin_password}))
         self._config = self._airflow_config()
         _fresh_database(self.database)
+        compile_code(REPO / "plugins", self.dags_folder)
         self._airflow("db", "migrate")
         self.timings["db migrate"] = time.monotonic() - started
         if self.celery_workers:

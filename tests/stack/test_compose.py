@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -663,6 +664,24 @@ def test_dockerfile_checks_the_plugins_import_at_build_time():
     result = subprocess.run([sys.executable, "-c", "import provisioning, civicrm_hooks, cms_operators"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_dockerfile_compiles_the_copied_code_after_copying_it():
+    """Task processes import our modules from the image: their bytecode is written at build time."""
+    instructions = dockerfile_instructions()
+    copied = [i for i, (instruction, args) in enumerate(instructions)
+              if instruction == "COPY" and args.split()[-1].rstrip("/") in (f"{AIRFLOW_HOME}/plugins",
+                                                                            f"{AIRFLOW_HOME}/dags")]
+    compiles = [i for i, (instruction, args) in enumerate(instructions)
+                if instruction == "RUN" and "compileall" in args
+                and f"{AIRFLOW_HOME}/plugins" in args and f"{AIRFLOW_HOME}/dags" in args]
+    assert len(copied) == 2 and compiles and compiles[0] > max(copied)
+    # The same compile, here: the build step passes for the current code (a syntax error fails it).
+    with tempfile.TemporaryDirectory() as folder:
+        result = subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "plugins"),
+                                 str(REPO / "dags")], cwd=REPO, capture_output=True, text=True, timeout=120,
+                                env=dict(os.environ, PYTHONPYCACHEPREFIX=folder))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def test_every_worker_shares_one_volume_for_the_run_files(compose):
