@@ -141,6 +141,7 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
     import psycopg2
 
     holder = _psycopg2_store(lock_database) if driver == "psycopg2" else lock_conn.open_store()
+    holder.max_age = 0.0  # every confirm asks the server (the next tests cover what a recent answer spares)
     other = lock_conn.open_store()
     # the hook's store confirms with a bare Sync; psycopg2 has no pipeline mode
     assert (holder._libpq is None) == (driver == "psycopg2")
@@ -166,6 +167,82 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
         deadline = time.monotonic() + 5
         while other.try_lock([key]) != {key}:
             assert time.monotonic() < deadline, "the dead session's lock was never released"
+            time.sleep(0.05)
+        with pytest.raises(LockUnavailable):
+            holder.confirm()
+    finally:
+        killer.close()
+        holder.close()
+        other.close()
+
+
+def test_confirms_within_the_max_age_of_an_answer_ask_nothing_and_threads_share_one_round_trip(lock_conn,
+                                                                                                monkeypatch):
+    from lock_hooks import store as store_module
+
+    asked = []
+    real_sync = store_module.sync_once
+
+    def counted(pgconn, timeout=store_module.CONFIRM_TIMEOUT):
+        asked.append(threading.get_ident())
+        time.sleep(0.05)  # a server slow to answer: the other threads arrive while it is under way
+        real_sync(pgconn, timeout)
+
+    monkeypatch.setattr(store_module, "sync_once", counted)
+    holder = lock_conn.open_store()
+    try:
+        assert holder.max_age == store_module.CONFIRM_MAX_AGE
+        key = lock_key("ada@example.org")
+        holder.max_age = 60.0
+        assert holder.try_lock([key]) == {key}  # an answer: the session lived when it was sent
+        for _ in range(3):
+            holder.confirm()
+        assert asked == []
+
+        holder.max_age = 0.0  # too old: the next confirm asks
+        holder.confirm()
+        assert len(asked) == 1
+
+        holder.max_age = 30.0
+        holder._answered_at = float("-inf")  # no answer yet: eight threads confirm at once
+        start = threading.Barrier(8)
+
+        def confirm():
+            start.wait()
+            holder.confirm()
+
+        threads = [threading.Thread(target=confirm) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(asked) == 2, "the threads behind the first round trip take its answer"
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("driver", ["psycopg 3 (the hook's)", "psycopg2"])
+def test_a_session_the_server_ends_fails_the_next_confirm_however_recent_its_last_answer(lock_conn, lock_database,
+                                                                                         driver):
+    """pg_terminate_backend (as a shutdown, a crash or idle_session_timeout): PostgreSQL tells the client before it
+    lets the locks go, and the next confirm sees that at once instead of trusting the answer before."""
+    import psycopg2
+
+    holder = _psycopg2_store(lock_database) if driver == "psycopg2" else lock_conn.open_store()
+    holder.max_age = 3600.0
+    other = lock_conn.open_store()
+    killer = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DATABASE)
+    killer.autocommit = True
+    try:
+        pid = _pid(holder)
+        key = lock_key("ada@example.org")
+        assert holder.try_lock([key]) == {key}
+        holder.confirm()
+        with killer.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        deadline = time.monotonic() + 5
+        while other.try_lock([key]) != {key}:  # the session is gone with its lock
+            assert time.monotonic() < deadline, "the ended session's lock was never released"
             time.sleep(0.05)
         with pytest.raises(LockUnavailable):
             holder.confirm()
