@@ -41,3 +41,15 @@ def test_compile_code_writes_every_modules_bytecode_and_compiles_again_only_what
 
     assert _value_in(_bytecode(package / "mod.py")) == 2
     assert _bytecode(package / "__init__.py").stat().st_mtime_ns == untouched
+
+
+def test_the_benchmarks_deployment_timings_are_airflows_own_defaults():
+    """Benchmarks run the stack with what a deployment has: these must be Airflow's defaults, not guesses."""
+    from airflow.configuration import conf
+
+    from sandbox.real_airflow import AIRFLOW_DEFAULT_PARALLELISM, AIRFLOW_DEFAULT_TIMINGS
+
+    assert int(conf.get_default_value("core", "parallelism")) == AIRFLOW_DEFAULT_PARALLELISM
+    for variable, value in AIRFLOW_DEFAULT_TIMINGS.items():
+        _, section, key = variable.split("__", 2)
+        assert float(conf.get_default_value(section.lower(), key.lower())) == float(value), variable
