@@ -8,8 +8,7 @@ api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL database `cmsuse
 with the settings that make the pipeline's concurrency c, one nightly run triggered over REST; then the bare
 loop (bench/bare.py) at concurrency c on fresh emulator sites with the same latency. Concurrency c means, by
 --parallel-batches P (a divisor of c; default 1): parallel_batches=P, max_concurrency=c/P, pool slots P,
-LocalExecutor at Airflow's default parallelism (P batch tasks at once, each with c/P creating threads: c creates
-in flight).
+LocalExecutor parallelism P + 4 (P batch tasks at once, each with c/P creating threads: c creates in flight).
 --scheduler-idle-sleep S sets the scheduler's `scheduler_idle_sleep_time` (Airflow's default: 1 s), a deployment's
 choice between how soon a finished step's successor starts and the scheduler's CPU while idle.
 
@@ -193,18 +192,24 @@ def slow_creates(wordpress, latency: float) -> None:
         wordpress.inject(method="POST", path=CREATE_ROUTE, status=None, delay=latency, times=FOREVER)
 
 
+STEPS_BEFORE_BATCHES = 4  # preflight, password_resets, extract, plan
+
+
 def run_pipeline(args, concurrency: int, home: Path) -> dict:
     from bench.run import synthetic_seed
-    from sandbox.real_airflow import AIRFLOW_DEFAULT_PARALLELISM, AIRFLOW_DEFAULT_TIMINGS, RealAirflow
+    from sandbox.real_airflow import AIRFLOW_DEFAULT_TIMINGS, RealAirflow
     from sandbox.sites import started_sites
 
     civicrm_seed, wordpress_seed = synthetic_seed(args.contacts, 0.0)
     settings = settings_file(home, args, concurrency)
     pool = args.parallel_batches
-    # Airflow's default, as a deployment has it (rows before 2026-12-05 20:10 UTC ran P + 1). In Airflow 3.3.2 a
-    # LocalExecutor worker stays taken for up to [workers] min_heartbeat_interval (5 s) after its task ended in
-    # about one task in four (docs/deploy.md, "Executor slots"): with P + 1 a batch sometimes waited for one.
-    parallelism = AIRFLOW_DEFAULT_PARALLELISM
+    # A worker for each batch and for each step before the batches. In Airflow 3.3.2 about one task in four keeps
+    # its LocalExecutor worker for up to [workers] min_heartbeat_interval (5 s) after it ended (docs/deploy.md,
+    # "Executor slots"): with P + 1 workers (rows before 2026-12-05 19:40 UTC) a batch sometimes waited seconds
+    # for one. Not Airflow's default of 32: a worker's first task starts about 0.1 s later than its next ones,
+    # and with 32 workers taking tasks in turn nearly every task of the measured run was a first one, which a
+    # running deployment's workers are long past (the rows of 19:40-20:30 UTC ran so).
+    parallelism = pool + STEPS_BEFORE_BATCHES
     # each site in a process of its own, as real sites are (CiviCRM's writes never hold up the CMS's answers)
     with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}, apart=True) as sites:
         slow_creates(sites.cms, args.latency)
@@ -481,9 +486,13 @@ api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL) with Airflow's 
 heartbeat timings (`AIRFLOW_DEFAULT_TIMINGS`: what a deployment has; the tests' stack polls faster),
 `cmsuser_nightly` triggered over REST, notify on, after one dry run of it (rows since 2026-12-05 06:40 UTC: a
 deployment's stack is warm, while a fresh one spends about 3 s on its first task); c creates in flight: P
-batch tasks at once (`parallel_batches` P, pool slots P, LocalExecutor at Airflow's default parallelism of 32;
-rows before 2026-12-05 20:10 UTC ran parallelism P + 1, and then a batch sometimes waited seconds for a worker
-that Airflow's supervisor still held after its task had ended), each with c / P
+batch tasks at once (`parallel_batches` P, pool slots P, LocalExecutor parallelism P + 4: a worker for each batch
+and for each step before them, since Airflow 3.3.2's supervisor keeps about one worker in four up to 5 s after its
+task ended; rows before 2026-12-05 19:40 UTC ran P + 1, and a batch sometimes waited seconds for a worker; rows
+of 19:40-20:30 UTC ran Airflow's default of 32, where nearly every task was its worker's first, about 0.1 s slower
+to start than a warm worker's; rows since 19:40 UTC also ran with the project's modules compiled before the stack
+started, as a deployment has them, and the creation lock confirmed on an answer of the last quarter second
+instead of a round trip before every create), each with c / P
 threads (`max_concurrency`). A row whose c reads *c (P×c/P)* ran P > 1 (`--parallel-batches P`; the rows of
 2026-12-04 shown as *4 (4×1)* ran one thread in each of 4 batch tasks); the others ran one batch task of c
 threads at a time. *Pipeline wall*:

@@ -123,7 +123,6 @@ AIRFLOW_DEFAULT_TIMINGS = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "300",
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "10",
 }
-AIRFLOW_DEFAULT_PARALLELISM = 32  # [core] parallelism: the task processes one executor runs at once
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -47,9 +47,8 @@ def test_the_benchmarks_deployment_timings_are_airflows_own_defaults():
     """Benchmarks run the stack with what a deployment has: these must be Airflow's defaults, not guesses."""
     from airflow.configuration import conf
 
-    from sandbox.real_airflow import AIRFLOW_DEFAULT_PARALLELISM, AIRFLOW_DEFAULT_TIMINGS
+    from sandbox.real_airflow import AIRFLOW_DEFAULT_TIMINGS
 
-    assert int(conf.get_default_value("core", "parallelism")) == AIRFLOW_DEFAULT_PARALLELISM
     for variable, value in AIRFLOW_DEFAULT_TIMINGS.items():
         _, section, key = variable.split("__", 2)
         assert float(conf.get_default_value(section.lower(), key.lower())) == float(value), variable
