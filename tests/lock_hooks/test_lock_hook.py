@@ -126,6 +126,16 @@ def test_sessions_exclude_each_other_per_key_and_release_on_unlock_and_close(loc
         second.close()
 
 
+def _end_session(killer, pid: int, other: PostgresLockStore, key: int) -> None:
+    """PostgreSQL ends session `pid` (pg_terminate_backend), and `other` gets its lock on `key` once it is gone."""
+    with killer.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 5
+    while other.try_lock([key]) != {key}:
+        assert time.monotonic() < deadline, "the ended session's lock was never released"
+        time.sleep(0.05)
+
+
 def _psycopg2_store(lock_database) -> PostgresLockStore:
     import psycopg2
 
@@ -162,12 +172,7 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
             last = cur.fetchone()[0]
         assert last == "SELECT 1" if driver == "psycopg2" else last.startswith("SELECT pg_advisory_unlock"), last
         assert other.try_lock([key]) == set()
-        with killer.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        deadline = time.monotonic() + 5
-        while other.try_lock([key]) != {key}:
-            assert time.monotonic() < deadline, "the dead session's lock was never released"
-            time.sleep(0.05)
+        _end_session(killer, pid, other, key)
         with pytest.raises(LockUnavailable):
             holder.confirm()
     finally:
@@ -238,12 +243,7 @@ def test_a_session_the_server_ends_fails_the_next_confirm_however_recent_its_las
         key = lock_key("ada@example.org")
         assert holder.try_lock([key]) == {key}
         holder.confirm()
-        with killer.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        deadline = time.monotonic() + 5
-        while other.try_lock([key]) != {key}:  # the session is gone with its lock
-            assert time.monotonic() < deadline, "the ended session's lock was never released"
-            time.sleep(0.05)
+        _end_session(killer, pid, other, key)
         with pytest.raises(LockUnavailable):
             holder.confirm()
     finally:
