@@ -9,6 +9,7 @@ never. Creates for different emails still run side by side.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
@@ -126,6 +127,23 @@ def test_sessions_exclude_each_other_per_key_and_release_on_unlock_and_close(loc
         second.close()
 
 
+@contextlib.contextmanager
+def _sessions(lock_conn, lock_database, driver: str):
+    """The holder's store (the hook's psycopg 3 one, or psycopg2's), another run's, and a plain session to end it."""
+    import psycopg2
+
+    holder = _psycopg2_store(lock_database) if driver == "psycopg2" else lock_conn.open_store()
+    other = lock_conn.open_store()
+    killer = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DATABASE)
+    killer.autocommit = True
+    try:
+        yield holder, other, killer
+    finally:
+        killer.close()
+        holder.close()
+        other.close()
+
+
 def _end_session(killer, pid: int, other: PostgresLockStore, key: int) -> None:
     """PostgreSQL ends session `pid` (pg_terminate_backend), and `other` gets its lock on `key` once it is gone."""
     with killer.cursor() as cur:
@@ -148,16 +166,10 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
                                                                                             driver):
     """A worker killed mid-batch, or a dropped connection: PostgreSQL ends the session and its locks. The holder's
     confirm finds out, whether it is psycopg 3's protocol Sync (no transaction) or psycopg2's `SELECT 1`."""
-    import psycopg2
-
-    holder = _psycopg2_store(lock_database) if driver == "psycopg2" else lock_conn.open_store()
-    holder.max_age = 0.0  # every confirm asks the server (the next tests cover what a recent answer spares)
-    other = lock_conn.open_store()
-    # the hook's store confirms with a bare Sync; psycopg2 has no pipeline mode
-    assert (holder._libpq is None) == (driver == "psycopg2")
-    killer = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DATABASE)
-    killer.autocommit = True
-    try:
+    with _sessions(lock_conn, lock_database, driver) as (holder, other, killer):
+        holder.max_age = 0.0  # every confirm asks the server (the next tests cover what a recent answer spares)
+        # the hook's store confirms with a bare Sync; psycopg2 has no pipeline mode
+        assert (holder._libpq is None) == (driver == "psycopg2")
         pid = _pid(holder)
         key = lock_key("ada@example.org")
         assert holder.try_lock([key]) == {key}
@@ -175,10 +187,6 @@ def test_a_dead_session_leaves_no_stale_lock_and_its_holder_learns_it_before_the
         _end_session(killer, pid, other, key)
         with pytest.raises(LockUnavailable):
             holder.confirm()
-    finally:
-        killer.close()
-        holder.close()
-        other.close()
 
 
 def test_confirms_within_the_max_age_of_an_answer_ask_nothing_and_threads_share_one_round_trip(lock_conn,
@@ -231,14 +239,8 @@ def test_a_session_the_server_ends_fails_the_next_confirm_however_recent_its_las
                                                                                          driver):
     """pg_terminate_backend (as a shutdown, a crash or idle_session_timeout): PostgreSQL tells the client before it
     lets the locks go, and the next confirm sees that at once instead of trusting the answer before."""
-    import psycopg2
-
-    holder = _psycopg2_store(lock_database) if driver == "psycopg2" else lock_conn.open_store()
-    holder.max_age = 3600.0
-    other = lock_conn.open_store()
-    killer = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=DATABASE)
-    killer.autocommit = True
-    try:
+    with _sessions(lock_conn, lock_database, driver) as (holder, other, killer):
+        holder.max_age = 3600.0
         pid = _pid(holder)
         key = lock_key("ada@example.org")
         assert holder.try_lock([key]) == {key}
@@ -246,10 +248,6 @@ def test_a_session_the_server_ends_fails_the_next_confirm_however_recent_its_las
         _end_session(killer, pid, other, key)
         with pytest.raises(LockUnavailable):
             holder.confirm()
-    finally:
-        killer.close()
-        holder.close()
-        other.close()
 
 
 def test_a_confirm_the_server_never_answers_ends_in_time_as_unavailable():
