@@ -208,7 +208,7 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
     # "Executor slots"): with P + 1 workers (rows before 2026-12-05 19:40 UTC) a batch sometimes waited seconds
     # for one. Not Airflow's default of 32: a worker's first task starts about 0.1 s later than its next ones,
     # and with 32 workers taking tasks in turn nearly every task of the measured run was a first one, which a
-    # running deployment's workers are long past (the rows of 19:40-20:30 UTC ran so).
+    # running deployment's workers are long past (the rows of 19:40-20:23 UTC ran so).
     parallelism = pool + STEPS_BEFORE_BATCHES
     # each site in a process of its own, as real sites are (CiviCRM's writes never hold up the CMS's answers)
     with started_sites({"civicrm": civicrm_seed, "wordpress": wordpress_seed}, apart=True) as sites:
@@ -489,7 +489,7 @@ deployment's stack is warm, while a fresh one spends about 3 s on its first task
 batch tasks at once (`parallel_batches` P, pool slots P, LocalExecutor parallelism P + 4: a worker for each batch
 and for each step before them, since Airflow 3.3.2's supervisor keeps about one worker in four up to 5 s after its
 task ended; rows before 2026-12-05 19:40 UTC ran P + 1, and a batch sometimes waited seconds for a worker; rows
-of 19:40-20:30 UTC ran Airflow's default of 32, where nearly every task was its worker's first, about 0.1 s slower
+of 19:40-20:23 UTC ran Airflow's default of 32, where nearly every task was its worker's first, about 0.1 s slower
 to start than a warm worker's; rows since 19:40 UTC also ran with the project's modules compiled before the stack
 started, as a deployment has them, and the creation lock confirmed on an answer of the last quarter second
 instead of a round trip before every create), each with c / P
