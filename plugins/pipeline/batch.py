@@ -74,6 +74,20 @@ def next_mail_chunk(sent: int, seconds: float) -> int:
 # How often the creating batch writes its new links and journal entries and hands out their mails: what a
 # kill can leave unlinked (found again by the journal) or in doubt (never mailed twice) is this much work.
 WAVE_SECONDS = 2.0
+# Once the creates left would all be answered within a wave, waves come this often: the mails of the last
+# creates then wait a fraction of a wave, not a whole one after the last create, when they would go out alone
+# (measured at 8 threads: about 400 mails, 0.5 s of a batch's end with no create under way).
+CLOSING_WAVE_SECONDS = 0.5
+
+
+def wave_interval(made: int, creates: int, elapsed: float) -> float:
+    """Seconds to the next wave when `made` of `creates` were answered in `elapsed` seconds: WAVE_SECONDS, or
+    CLOSING_WAVE_SECONDS once the creates left would all be answered within a wave at that pace."""
+    if made and elapsed > 0 and (creates - made) * elapsed / made <= WAVE_SECONDS:
+        return CLOSING_WAVE_SECONDS
+    return WAVE_SECONDS
+
+
 # Creates are recorded as `sending` a slice at a time, each just before the threads may send it: the first
 # slice is FIRST_SLICE per thread, each next one up to twice the last (at most MAX_SLICE), written when the
 # threads have less than half a slice left. So the first create goes out after a small write, not one for the
@@ -112,12 +126,14 @@ class _Work:
         """The next job, waiting for one while the batch is open; None when the thread is done. A thread whose
         last job was a create takes a waiting mail next, else a create: each thread alternates, as one sending
         an account's create and then its mail would, so creates stay in flight (waiting on the CMS) while mails
-        are sent, instead of every thread sending the wave's mails at once while no create is under way."""
+        are sent, instead of every thread sending the wave's mails at once while no create is under way. Only
+        when more mails wait than creates are left does a thread take a mail after a mail: so the mails of
+        the batch's last waves go out beside its last creates, not alone after them."""
         with self._ready:
             while True:
                 if self.error is not None:
                     return None
-                if self._mails and (after_create or not self._creates):
+                if self._mails and (after_create or not self._creates or len(self._mails) > self._open):
                     return "mail", self._mails.popleft()
                 if self._creates:
                     if len(self._creates) <= self.low_water:
@@ -466,7 +482,8 @@ class _Batch:
         for thread in threads:
             thread.start()
         try:
-            next_wave = time.monotonic() + WAVE_SECONDS
+            started = time.monotonic()
+            next_wave = started + WAVE_SECONDS
             while True:
                 work.wake.wait(max(0.0, next_wave - time.monotonic()))
                 work.wake.clear()
@@ -478,7 +495,7 @@ class _Batch:
                     size = min(MAX_SLICE, 2 * size)
                 if all_made or time.monotonic() >= next_wave:
                     self.wave(work, waiting, size)
-                    next_wave = time.monotonic() + WAVE_SECONDS
+                    next_wave = time.monotonic() + wave_interval(work.made, len(rows), time.monotonic() - started)
                     log.info("batch progress: %d/%d creates, %d mails sent (%d side by side)", work.made,
                              len(rows), work.mailed, workers)
                     if all_made:

@@ -34,6 +34,7 @@ from pipeline.batch import (
     BatchIncomplete,
     create_batch,
     next_mail_chunk,
+    wave_interval,
 )
 from provisioning import journal, outcomes
 from provisioning.journal import JournalEntry
@@ -780,6 +781,36 @@ def test_mails_go_out_while_creates_go_on_with_one_ledger_write_per_wave(world, 
         r["uf_id"] for r in results)
     # a mail goes only to a linked account: each was saved in a CiviCRM link write before its mail
     assert sorted(world.saved_contacts()) == [p["contact_id"] for p in contacts]
+
+
+def test_waves_come_more_often_once_the_creates_left_fit_in_one():
+    assert wave_interval(0, 100, 0.0) == batch_module.WAVE_SECONDS  # nothing answered yet: no pace known
+    assert wave_interval(50, 100, 2.2) == batch_module.WAVE_SECONDS  # 50 left at 50 in 2.2 s: 2.2 s of creates
+    assert wave_interval(50, 100, 1.9) == batch_module.CLOSING_WAVE_SECONDS
+    assert wave_interval(100, 100, 4.0) == batch_module.CLOSING_WAVE_SECONDS
+    assert wave_interval(1, 100, 1.0) == batch_module.WAVE_SECONDS  # a slow CMS: 99 s of creates left
+
+
+def test_the_last_creates_mails_do_not_wait_a_whole_wave_after_the_last_create(world, monkeypatch):
+    """Mails go at waves. Were waves WAVE_SECONDS apart to the end, every mail of the creates answered after
+    the last wave would go out only after the batch's last create, alone; closing waves keep that tail short."""
+    monkeypatch.setattr(batch_module, "WAVE_SECONDS", 0.4)
+    monkeypatch.setattr(batch_module, "CLOSING_WAVE_SECONDS", 0.02)
+    creating = world.cms.create_user
+
+    def slow_create(**request):
+        time.sleep(0.01)
+        return creating(**request)
+
+    monkeypatch.setattr(world.cms, "create_user", slow_create)
+    contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 61)]  # about 0.65 s of creates
+    results = world.run(batch_of(*contacts))
+
+    assert world.cms.count("send_password_mail") == 60 and all(r["mail"] == outcomes.MAIL_SENT for r in results)
+    order = [call[0] for call in world.cms.calls if call[0] in ("create_user", "send_password_mail")]
+    mails_after_last_create = order[::-1].index("create_user")
+    # one wave at 0.4 s (about 37 made), then closing waves: a few mails at the end, not the last 23
+    assert mails_after_last_create <= 8, "".join(c[0] for c in order)
 
 
 def _sending_writes(world):

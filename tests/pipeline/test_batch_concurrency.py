@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cms_operators.backend import CmsAuthError, CmsUnavailable
-from pipeline.batch import BatchIncomplete
+from cms_operators.backend import CmsAuthError, CmsUnavailable, CmsUser
+from pipeline.batch import BatchIncomplete, _Work
 from pipeline.pacing import Pacer
 from tests.pipeline.test_batch import ALAN, FakeCms, World, batch_of, by_id, person
 
@@ -207,7 +207,23 @@ def test_each_thread_takes_a_waiting_mail_after_each_create_so_creates_stay_in_f
 
     assert [r["outcome"] for r in results] == ["created"] * 40 and len(world.cms.mailed) == 40, [r["reason"] for r in results if r["outcome"] != "created"][:3]
     assert len(jobs) == 4 and sum(job == "mail" for seq in jobs.values() for job in seq) == 40
-    for seq in jobs.values():
-        last_create = len(seq) - 1 - seq[::-1].index("create")
-        before = seq[:last_create]
+    for seq in jobs.values():  # while creates are plenty (up to a thread's fifth of ten): never two mails in a row
+        fifth_create = [n for n, job in enumerate(seq) if job == "create"][4]
+        before = seq[:fifth_create]
         assert not any(a == b == "mail" for a, b in zip(before, before[1:], strict=False)), seq
+
+
+def test_two_mails_in_a_row_only_when_more_mails_wait_than_creates_are_left():
+    """The rule behind the alternation: a thread's next job after a create is a waiting mail, else a create;
+    when more mails wait than creates are left unanswered, a mail whatever the last job was, so that the mails
+    of the last waves go out beside the last creates (their waits on the CMS) rather than alone after them."""
+    work = _Work(4)
+    work.release([{"contact_id": n} for n in range(1, 5)], low_water=-1)
+    work.add_mails([(101, CmsUser(uf_id=101, username="u101", email="u101@example.org"))])
+    assert work.take()[0] == "create"
+    assert work.take(after_create=True)[0] == "mail"
+    work.add_mails([(100 + n, CmsUser(uf_id=100 + n, username=f"u{n}", email=f"u{n}@example.org"))
+                    for n in range(2, 6)])  # 4 waiting, 4 creates unanswered: alternate still
+    assert work.take()[0] == "create"
+    work.created()  # 3 unanswered now, 4 mails waiting
+    assert [work.take()[0], work.take()[0]] == ["mail", "create"]  # 3 mails for 3 creates: alternate again
