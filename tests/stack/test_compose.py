@@ -444,6 +444,14 @@ def test_airflow_components_match_the_official_celery_stack(compose):
     assert airflow_setting_problems(compose) == []
 
 
+def test_the_scheduler_loops_often_enough_for_a_chain_of_short_steps(compose):
+    """The idle sleep docs/deploy.md and the benchmarks measured (0.2 s), not Airflow's 1 s, for every component
+    that reads it (the scheduler, and the others share the one environment)."""
+    for name in AIRFLOW_COMPONENTS:
+        env = compose["services"][name].get("environment") or {}
+        assert float(env.get("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", 1.0)) == 0.2, name
+
+
 def test_airflow_init_creates_the_pool_the_code_uses(compose):
     in_code = pools_in_code()
     assert in_code, 'no pool named in plugins/ or dags/; expected CMS_POOL = "cmsuser_cms" beside the tasks'
