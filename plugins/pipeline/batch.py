@@ -74,9 +74,10 @@ def next_mail_chunk(sent: int, seconds: float) -> int:
 # How often the creating batch writes its new links and journal entries and hands out their mails: what a
 # kill can leave unlinked (found again by the journal) or in doubt (never mailed twice) is this much work.
 WAVE_SECONDS = 2.0
-# Once the creates left would all be answered within a wave, waves come this often: the mails of the last
-# creates then wait a fraction of a wave, not a whole one after the last create, when they would go out alone
-# (measured at 8 threads: about 400 mails, 0.5 s of a batch's end with no create under way).
+# Once the creates left would all be answered within a wave, waves come this often, so the mails of the last
+# creates wait a fraction of a wave instead of going out alone after the last create (with _Work.take's
+# spreading of the mails: 33 instead of about 300 mails left at a batch of 5,000's last create, 0.07 s
+# instead of 0.48 s from there to the batch's end, at 4 threads).
 CLOSING_WAVE_SECONDS = 0.5
 
 
