@@ -747,16 +747,22 @@ def test_a_failed_mail_is_noted_without_failing_the_contact(world):
     assert {e.uf_id: e.mail for e in world.journal.activities.values()} == {100: "", 101: "sent"}
 
 
+def slow_creates(world, monkeypatch, seconds: float) -> None:
+    """Every create of `world`'s CMS takes `seconds` more, so a batch's waves come between its creates."""
+    creating = world.cms.create_user
+
+    def slow_create(**request):
+        time.sleep(seconds)
+        return creating(**request)
+
+    monkeypatch.setattr(world.cms, "create_user", slow_create)
+
+
 def test_mails_go_out_while_creates_go_on_with_one_ledger_write_per_wave(world, monkeypatch):
     """Every WAVE_SECONDS the batch links what its threads made and hands out their mails, in one journal
     write (the mails about to go, and the mails sent since the last wave), never one write per mail."""
     monkeypatch.setattr(batch_module, "WAVE_SECONDS", 0.02)
-    creating = world.cms.create_user
-
-    def slow_create(**request):
-        time.sleep(0.004)
-        return creating(**request)
-
+    slow_creates(world, monkeypatch, 0.004)
     mailing = world.cms.send_password_mail
     seen_when_mailed = []
 
@@ -766,7 +772,6 @@ def test_mails_go_out_while_creates_go_on_with_one_ledger_write_per_wave(world, 
         seen_when_mailed.append((user.uf_id in linked, states.get(user.uf_id)))
         return mailing(user)
 
-    monkeypatch.setattr(world.cms, "create_user", slow_create)
     monkeypatch.setattr(world.cms, "send_password_mail", checked_mail)
     contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 46)]
     results = world.run(batch_of(*contacts))
@@ -796,13 +801,7 @@ def test_the_last_creates_mails_do_not_wait_a_whole_wave_after_the_last_create(w
     the last wave would go out only after the batch's last create, alone; closing waves keep that tail short."""
     monkeypatch.setattr(batch_module, "WAVE_SECONDS", 0.4)
     monkeypatch.setattr(batch_module, "CLOSING_WAVE_SECONDS", 0.02)
-    creating = world.cms.create_user
-
-    def slow_create(**request):
-        time.sleep(0.01)
-        return creating(**request)
-
-    monkeypatch.setattr(world.cms, "create_user", slow_create)
+    slow_creates(world, monkeypatch, 0.01)
     contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 61)]  # about 0.65 s of creates
     results = world.run(batch_of(*contacts))
 
@@ -885,13 +884,7 @@ def test_a_batch_stopped_mid_wave_leaves_no_mail_lost_or_doubled(world, monkeypa
     """A refused credential stops the batch while mails are handed out: those never sent are recorded as
     not sent, so the retry sends them; those sent are never sent again."""
     monkeypatch.setattr(batch_module, "WAVE_SECONDS", 0.01)
-    creating = world.cms.create_user
-
-    def slow_create(**request):
-        time.sleep(0.004)
-        return creating(**request)
-
-    monkeypatch.setattr(world.cms, "create_user", slow_create)
+    slow_creates(world, monkeypatch, 0.004)
     contacts = [person(i, f"First{i}", f"Last{i}") for i in range(1, 61)]
     world.cms.script(contacts[45]["email"], CmsAuthError(401, "invalid_auth", "Sorry, you are not allowed"))
     rows = batch_of(*contacts)
