@@ -7,6 +7,7 @@ group 7; tags 3 (needs_login) and 4 (login_created); contacts 2-10.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -77,6 +78,25 @@ def watching(civicrm_conn):
     yield start
     for watcher in made:
         watcher.close()
+
+
+@pytest.fixture
+def between_polls(monkeypatch):
+    """A lock each of the watcher's polls holds: `with between_polls:` waits out a poll still under way and
+    keeps the next from starting. Needed because a poll runs in a thread (asyncio.to_thread), which goes on
+    after next_event's timeout has stopped the watcher's loop, so it may read CiviCRM after what the test
+    does next."""
+    lock = threading.Lock()
+
+    def guard(real):
+        def guarded(*args, **kwargs):
+            with lock:
+                return real(*args, **kwargs)
+        return guarded
+
+    for name in ("change_cursor", "changes_since"):
+        monkeypatch.setattr(queries, name, guard(getattr(queries, name)))
+    return lock
 
 
 def join(hook, contact_id, group_id, status="Added"):
@@ -175,11 +195,13 @@ def test_the_cursor_is_kept_so_a_restarted_watcher_misses_nothing_and_repeats_no
 
 
 def test_a_civicrm_outage_is_waited_out_and_a_lasting_one_ends_the_watcher_for_the_triggerer(civicrm, hook,
-                                                                                              watching, capsys):
+                                                                                              watching, capsys,
+                                                                                              between_polls):
     watcher = watching(max_consecutive_failures=50)
     assert watcher.next_event(timeout=0.5) is None
-    join(hook, 4, NEW_MEMBERS)  # the watcher polls only when its loop runs: in next_event
-    civicrm.inject(status=503, times=3)  # CiviCRM refuses its next polls (the hook's own retries included)
+    with between_polls:  # so the watcher's next poll is the first to meet the outage
+        join(hook, 4, NEW_MEMBERS)
+        civicrm.inject(status=503, times=3)  # CiviCRM refuses its next poll (the hook's own retries included)
     assert queries.joined_contacts(hook, watcher.next_event(timeout=10)["spans"], triggers()) == {4}
     assert "CiviCRM poll failed (1 of 50" in "".join(capsys.readouterr())
 
