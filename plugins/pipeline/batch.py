@@ -496,7 +496,8 @@ class _Batch:
                     size = min(MAX_SLICE, 2 * size)
                 if all_made or time.monotonic() >= next_wave:
                     self.wave(work, waiting, size)
-                    next_wave = time.monotonic() + wave_interval(work.made, len(rows), time.monotonic() - started)
+                    now = time.monotonic()
+                    next_wave = now + wave_interval(work.made, len(rows), now - started)
                     log.info("batch progress: %d/%d creates, %d mails sent (%d side by side)", work.made,
                              len(rows), work.mailed, workers)
                     if all_made:
