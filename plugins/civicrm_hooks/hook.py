@@ -1,8 +1,8 @@
 """CiviCRMHook: CiviCRM APIv4 over HTTP, written to the portable subset of the contract (5.39 and later).
 
-Every call is one POST of a form field `params` (JSON) to the APIv4 AJAX route, authenticated with
-`X-Civi-Auth: Bearer <api key>` (+ `X-Civi-Key` when a site key is configured). Answers are mapped to
-three exception types the tasks can act on (contract §10.9):
+Every call is one POST of a form field `params` (JSON, sent as multipart/form-data) to the APIv4 AJAX route,
+authenticated with `X-Civi-Auth: Bearer <api key>` (+ `X-Civi-Key` when a site key is configured). Answers are
+mapped to three exception types the tasks can act on (contract §10.9):
 
 * CiviCRMAuthError    credentials, permissions or the URL are wrong: the whole run stops, no retry.
 * CiviCRMUnavailable  the site did not answer usably (network, timeout, 429/502/503/504) after retries.
@@ -113,6 +113,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def _form(name: str, text: str) -> dict:
+    """One form field, sent as multipart/form-data: PHP fills $_POST from it as from a URL-encoded body
+    (contract §2.2), and the JSON goes as it is. Percent-encoding it is pure Python, about 40 ns a byte under
+    the GIL: 4.5 ms for a wave's 100 kB journal write, against 0.1 ms this way, while the batch's CMS threads
+    wait for the GIL."""
+    return {name: (None, text)}
+
+
 class CiviCRMHook(RestHook):
     """CiviCRM APIv4 REST client with keyset paging and retries for idempotent calls."""
 
@@ -189,7 +197,7 @@ class CiviCRMHook(RestHook):
         """One APIv4 call; returns the whole envelope (values, count, countFetched, countMatched ...)."""
         settings = self._config()
         url = settings.url_template.replace("{entity}", entity).replace("{action}", action)
-        body = {"params": json.dumps(params or {}, separators=(",", ":"), default=_json_default)}
+        body = _form("params", json.dumps(params or {}, separators=(",", ":"), default=_json_default))
         headers = {"X-Civi-Auth": f"Bearer {settings.api_key}"}
         if settings.site_key:
             headers["X-Civi-Key"] = settings.site_key
@@ -202,7 +210,7 @@ class CiviCRMHook(RestHook):
                 raise
 
         return self.send("POST", url, classify, idempotent=self.is_idempotent(action, params or {}),
-                         what=f"CiviCRM {entity}.{action}", data=body, headers=headers, allow_redirects=False)
+                         what=f"CiviCRM {entity}.{action}", files=body, headers=headers, allow_redirects=False)
 
     def call_many(self, calls: dict[str, tuple[str, str, dict]]) -> dict[str, list[dict]]:
         """Several reads in one request (APIv4's multi-call form, `civicrm/ajax/api4` with `calls`):
@@ -212,8 +220,8 @@ class CiviCRMHook(RestHook):
             raise ValueError("call_many takes reads only (get actions)")
         settings = self._config()
         url = settings.url_template.replace("/{entity}/{action}", "")
-        body = {"calls": json.dumps({name: [entity, action, params] for name, (entity, action, params)
-                                     in calls.items()}, separators=(",", ":"), default=_json_default)}
+        body = _form("calls", json.dumps({name: [entity, action, params] for name, (entity, action, params)
+                                          in calls.items()}, separators=(",", ":"), default=_json_default))
         headers = {"X-Civi-Auth": f"Bearer {settings.api_key}"}
         if settings.site_key:
             headers["X-Civi-Key"] = settings.site_key
@@ -231,7 +239,7 @@ class CiviCRMHook(RestHook):
                 values[name] = answer["values"]
             return values
 
-        return self.send("POST", url, classify, idempotent=True, what=f"CiviCRM {what}", data=body, headers=headers,
+        return self.send("POST", url, classify, idempotent=True, what=f"CiviCRM {what}", files=body, headers=headers,
                          allow_redirects=False)
 
     def gave_up(self, error, *, tries: int, idempotent: bool, too_long: bool):

@@ -28,7 +28,7 @@ def lower(headers: dict) -> dict:
 # ----------------------------------------------------------------------------- what goes over the wire
 
 
-def test_a_call_posts_form_encoded_params_with_the_auth_headers(hook, civicrm):
+def test_a_call_posts_params_as_a_multipart_form_field_with_the_auth_headers(hook, civicrm):
     assert hook.call("Contact", "get", {"select": ["first_name"], "where": [["id", "=", 2]]}) == \
         [{"id": 2, "first_name": "Ada"}]
     call = civicrm.calls[-1]
@@ -37,7 +37,7 @@ def test_a_call_posts_form_encoded_params_with_the_auth_headers(hook, civicrm):
     assert headers["x-civi-auth"] == f"Bearer {civicrm.api_key}"
     assert headers["x-civi-key"] == civicrm.site_key
     assert headers["x-requested-with"] == "XMLHttpRequest"
-    assert headers["content-type"] == "application/x-www-form-urlencoded"
+    assert headers["content-type"].startswith("multipart/form-data; boundary=")
     assert call.params == {"select": ["first_name"], "where": [["id", "=", 2]]}
 
 

@@ -53,6 +53,17 @@ def test_a_json_body_is_ignored_and_runs_with_empty_params(civicrm_site):
     assert len(names) > 1 and "activity_type" in names  # neither where nor limit was seen
 
 
+def test_params_in_a_multipart_form_body_are_read_as_in_a_url_encoded_one(civicrm_site):
+    params = {"select": ["id", "name"], "where": [["name", "=", "activity_type"]], "limit": 1}
+    response = civicrm_site.session.post(civicrm_site.url("OptionGroup", "get"), timeout=30,
+                                         files={"params": (None, json.dumps(params))}, headers=civicrm_site.headers())
+    assert response.request.headers["Content-Type"].startswith("multipart/form-data")
+    assert response.status_code == 200
+    values = response.json()["values"]
+    assert [row["name"] for row in values] == ["activity_type"]  # where and limit were read
+    assert values == civicrm_site.values("OptionGroup", "get", params)
+
+
 def test_route_is_also_read_from_the_q_variable(emulator_site):
     base = emulator_site.emulator.url
     response = emulator_site.session.post(f"{base}/?civiwp=CiviCRM&q=civicrm/ajax/api4/Contact/get",
