@@ -10,7 +10,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from civicrm_hooks.hook import CiviCRMAuthError, CiviCRMError, CiviCRMHook, CiviCRMUnavailable
+from civicrm_hooks.hook import IN_CHUNK, CiviCRMAuthError, CiviCRMError, CiviCRMHook, CiviCRMUnavailable
 from sandbox.civicrm.testing import connection_json
 
 GENERIC_500 = {"error_code": "1", "error_message": "Sorry an error occurred and your request was not completed. "
@@ -221,6 +221,16 @@ def test_get_in_chunks_values_and_yields_each_row_once(hook, civicrm):
     members = [r["id"] for r in hook.get_in("Contact", "groups", [5, 7, 6], {"select": ["id"]}, chunk=1)]
     assert members == [2, 6, 4]  # 6 is in group 5 (through child group 6) and in 6: yielded once
     assert list(hook.get_in("Contact", "id", [])) == [] and len(civicrm.calls) == 3
+
+
+def test_get_in_sends_a_whole_create_batch_of_ids_in_one_call(hook, civicrm):
+    """A call costs a real CiviCRM its bootstrap whatever the list: a batch of 5,000 contacts is one IN."""
+    assert IN_CHUNK >= 5000  # the largest batch_size
+    rows = list(hook.get_in("Contact", "id", range(2, 2 + IN_CHUNK), {"select": ["id"]}))
+    assert {r["id"] for r in rows} >= {2, 3, 4, 5, 6} and len(calls(civicrm, "Contact", "get")) == 1
+    civicrm.reset_calls()
+    list(hook.get_in("Contact", "id", range(2, 3 + IN_CHUNK), {"select": ["id"]}))
+    assert [len(c.params["where"][0][2]) for c in calls(civicrm, "Contact", "get")] == [IN_CHUNK, 1]
 
 
 def test_call_full_returns_the_envelope(hook):
