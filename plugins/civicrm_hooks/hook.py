@@ -119,12 +119,12 @@ def _json_default(value: Any) -> Any:
 IN_CHUNK = 5000
 
 
-def _form(name: str, text: str) -> dict:
-    """One form field, sent as multipart/form-data: PHP fills $_POST from it as from a URL-encoded body
-    (contract §2.2), and the JSON goes as it is. Percent-encoding it is pure Python, about 40 ns a byte under
+def _form(name: str, value: Any) -> dict:
+    """`value` as JSON in one form field, sent as multipart/form-data: PHP fills $_POST from it as from a
+    URL-encoded body (contract §2.2), and the JSON goes as it is. Percent-encoding it is pure Python, about 40 ns a byte under
     the GIL: 4.5 ms for a wave's 100 kB journal write, against 0.1 ms this way, while the batch's CMS threads
     wait for the GIL."""
-    return {name: (None, text)}
+    return {name: (None, json.dumps(value, separators=(",", ":"), default=_json_default))}
 
 
 class CiviCRMHook(RestHook):
@@ -203,7 +203,7 @@ class CiviCRMHook(RestHook):
         """One APIv4 call; returns the whole envelope (values, count, countFetched, countMatched ...)."""
         settings = self._config()
         url = settings.url_template.replace("{entity}", entity).replace("{action}", action)
-        body = _form("params", json.dumps(params or {}, separators=(",", ":"), default=_json_default))
+        body = _form("params", params or {})
         headers = {"X-Civi-Auth": f"Bearer {settings.api_key}"}
         if settings.site_key:
             headers["X-Civi-Key"] = settings.site_key
@@ -226,8 +226,7 @@ class CiviCRMHook(RestHook):
             raise ValueError("call_many takes reads only (get actions)")
         settings = self._config()
         url = settings.url_template.replace("/{entity}/{action}", "")
-        body = _form("calls", json.dumps({name: [entity, action, params] for name, (entity, action, params)
-                                          in calls.items()}, separators=(",", ":"), default=_json_default))
+        body = _form("calls", {name: [entity, action, params] for name, (entity, action, params) in calls.items()})
         headers = {"X-Civi-Auth": f"Bearer {settings.api_key}"}
         if settings.site_key:
             headers["X-Civi-Key"] = settings.site_key
