@@ -1,14 +1,17 @@
 """Benchmark: the nightly pipeline against a REAL CMS, next to a bare create loop on the same site.
 
-    .venv/bin/python -m bench.real_cms --cms joomla [--contacts 200] [--batch-size 200] [--no-notify]
+    .venv/bin/python -m bench.real_cms --cms joomla [--contacts 200] [--batch-size 200] [--no-notify] [--scheduler]
 
 In one session: starts the real CMS (its sandbox/real_<cms> handle) and a CiviCRM emulator seeded
-with N new contacts in a trigger group, runs the nightly DAG once (dag.test via sandbox.local_airflow)
-and times it (the whole run, and the create phase from the task timings); then resets the site and
+with N new contacts in a trigger group, runs the nightly DAG once and times it (the whole run, and the create
+phase from the task timings): with dag.test via sandbox.local_airflow, or with --scheduler under the real
+scheduler (sandbox.real_airflow: api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL, Airflow's
+default timings, one pool slot), as bench/throughput.py runs it; then resets the site and
 runs the bare loop of bench/bare.py on it at concurrency 1: one backend (one API session), the same
 per-account operations the pipeline makes (create_user, and send_password_mail when notify is on) for N
 fresh accounts, one after the other. CMS calls are counted in this process (every HTTP request sent to the site's address,
-redirect hops included; for Backdrop every bee call), so nothing stands between the code and the site. Prints one table;
+redirect hops included; for Backdrop every bee call), so nothing stands between the code and the site; under
+--scheduler the pipeline's tasks run in Airflow's processes and only the bare loop's calls are counted. Prints one table;
 progress goes to stderr. Never part of the pass/fail suite.
 
 Every run is appended to bench/results/real_cms.json, and the section SECTION_TITLE of docs/benchmarks.md
@@ -40,6 +43,8 @@ from bench.page import DOC, write_section
 from sandbox import local_airflow
 
 CONN_ID = "cms_default"
+DATABASE = "cmsuser_airflow_real_cms_bench"  # the --scheduler stack's own PostgreSQL database
+DAG_TEST, SCHEDULER = "dag.test", "scheduler"  # how a row's pipeline ran (rows without `runner`: dag.test)
 RESULTS = local_airflow.REPO / "bench" / "results" / "real_cms.json"
 SECTION_TITLE = "Real CMSs: the pipeline against the bare loop at 1,000 contacts"
 WORDPRESS_VERSION_FILE = Path("/usr/share/wordpress/wp-includes/version.php")
@@ -243,6 +248,38 @@ def run_pipeline(site: BenchSite, contacts: int) -> dict:
                 "civicrm_calls": len(civicrm.calls), "tasks": durations, "warmed_up": True}
 
 
+def run_pipeline_scheduled(site: BenchSite, contacts: int, home: Path, timeout: float,
+                           idle_sleep: float | None = None) -> dict:
+    """The nightly run under the real scheduler (bench.throughput's stack and measures), at one batch at a time."""
+    from bench.throughput import STEPS_BEFORE_BATCHES, scheduled_run
+    from sandbox.civicrm import CiviCRMEmulator
+    from sandbox.real_airflow import AIRFLOW_DEFAULT_TIMINGS, RealAirflow
+
+    api_key, site_key = secrets.token_hex(16), secrets.token_hex(16)
+    with CiviCRMEmulator(api_key=api_key, site_key=site_key) as civicrm:
+        civicrm.seed(synthetic_civicrm(contacts))
+        civicrm.start()
+        env = {**local_airflow.connection_env(civicrm.url, api_key, site_key, site.host, site.login, site.password,
+                                              cms_type=site.cms_type, cms_extra=site.extra or None),
+               "CMSUSER_SETTINGS": os.environ["CMSUSER_SETTINGS"], **AIRFLOW_DEFAULT_TIMINGS}
+        if idle_sleep is not None:  # a deployment's choice (docker-compose.yaml sets 0.2)
+            env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(idle_sleep)
+        airflow = RealAirflow(env, home=home / "airflow_home", database=DATABASE, pool_slots=1,
+                              parallelism=1 + STEPS_BEFORE_BATCHES)
+
+        def probe():
+            civicrm.reset_calls()
+            mails_before = site.mails()
+            return lambda: {"mails": site.mails() - mails_before}
+
+        airflow.start()
+        try:
+            measured = scheduled_run(airflow, timeout=timeout, probe=probe)
+        finally:
+            airflow.stop()
+        return {**measured, "calls": None, "civicrm_calls": len(civicrm.calls)}
+
+
 def run_bare_loop(site: BenchSite, contacts: int, notify: bool) -> dict:
     from bench.bare import bare_loop, bare_people
     from cms_operators import registry
@@ -267,10 +304,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contacts", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--no-notify", action="store_true", help="no password mails (pipeline and bare loop)")
+    parser.add_argument("--scheduler", action="store_true",
+                        help="run the pipeline under the real scheduler (PostgreSQL) instead of dag.test()")
+    parser.add_argument("--scheduler-idle-sleep", type=float, default=None,
+                        help="with --scheduler: the scheduler's scheduler_idle_sleep_time in seconds (Airflow's: 1)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds a --scheduler run may take")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file every run is appended to")
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page whose section is rewritten")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.scheduler_idle_sleep is not None and not args.scheduler:
+        parser.error("--scheduler-idle-sleep needs --scheduler")
     notify = not args.no_notify
     with contextlib.redirect_stdout(sys.stderr):  # what Airflow prints goes with the progress: stdout is the table
         site, piped, bare = measure(args, notify)
@@ -286,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
 def measure(args, notify: bool) -> tuple[BenchSite, dict, dict]:
     """Start the site, run the pipeline, reset, run the bare loop; the site is stopped at the end."""
     home = local_airflow.REPO / ".airflow" / f"bench-real-{args.cms}"
+    if args.scheduler:
+        from sandbox.real_airflow import postgres_available
+
+        if problem := postgres_available():
+            raise SystemExit(problem)
     local_airflow.configure(home, fresh=True)
     os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     os.environ["AIRFLOW__CORE__MAX_MAP_LENGTH"] = "100000"
@@ -299,12 +348,15 @@ def measure(args, notify: bool) -> tuple[BenchSite, dict, dict]:
         settings.write_text(yaml.safe_dump({
             "trigger_groups": ["new_members"], "history_group": "has_login", "roles": site.roles,
             "batch_size": args.batch_size, "retry_delay_seconds": 0, "notify": notify,
+            "max_concurrency": 1, "parallel_batches": 1,  # one create at a time, as the bare loop
             "keep_run_files_hours": 1}))  # the outcomes file is read after the run
         os.environ["CMSUSER_SETTINGS"] = str(settings)
         local_airflow.init_db()
         site.reset()
         progress(f"pipeline: {args.contacts} contacts ...")
-        piped = run_pipeline(site, args.contacts)
+        piped = (run_pipeline_scheduled(site, args.contacts, home, args.timeout, args.scheduler_idle_sleep)
+                 if args.scheduler
+                 else run_pipeline(site, args.contacts))
         progress(f"pipeline {piped['state']} in {piped['seconds']:.1f} s; {piped['outcomes']}")
         site.reset()
         progress(f"bare loop: {args.contacts} accounts ...")
@@ -340,18 +392,20 @@ def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, co
     """One run as stored in the results file (no credentials)."""
     n = args.contacts
 
-    def per_contact(calls: int) -> float | None:
-        return round(calls / n, 3) if n else None
+    def per_contact(calls: int | None) -> float | None:
+        return round(calls / n, 3) if n and calls is not None else None
 
     return {
         "cms": args.cms, "label": site.label, "contacts": n, "batch_size": args.batch_size, "notify": notify,
-        "state": piped["state"],
-        "pipeline": {"seconds": round(piped["seconds"], 2), "create_seconds": round(piped["create_seconds"], 2),
+        "state": piped["state"], "runner": SCHEDULER if args.scheduler else DAG_TEST,
+        "scheduler_idle_sleep": getattr(args, "scheduler_idle_sleep", None),
+        "pipeline": {"seconds": round(piped["seconds"], 2), "create_seconds": None if piped["create_seconds"] is None else round(piped["create_seconds"], 2),
                      "run_seconds": None if piped.get("run_seconds") is None else round(piped["run_seconds"], 2),
                      "created": piped["created"], "outcomes": piped["outcomes"], "calls": piped["calls"],
                      "calls_per_contact": per_contact(piped["calls"]), "mails": piped["mails"],
                      "civicrm_calls": piped["civicrm_calls"],
-                     "tasks": {task: round(seconds, 2) for task, seconds in piped.get("tasks", {}).items()}},
+                     "tasks": {task: round(seconds, 2) for task, seconds in piped.get("tasks", {}).items()},
+                     **{key: piped[key] for key in ("timeline", "cpu_seconds", "peak_rss_mb") if key in piped}},
         "bare": {"seconds": round(bare["seconds"], 2), "created": bare["created"], "calls": bare["calls"],
                  "calls_per_contact": per_contact(bare["calls"]), "mails": bare["mails"], "concurrency": 1},
         "ratio_whole": rate_ratio(piped["created"], piped["seconds"], bare["created"], bare["seconds"]),
@@ -371,13 +425,19 @@ def append_row(row: dict, path: Path = RESULTS) -> list[dict]:
 
 
 def latest_rows(rows: list[dict]) -> list[dict]:
-    """The latest run per CMS and N (by `when`, later in the file on a tie), ordered by CMS then N."""
+    """The latest run per CMS, N and runner (by `when`, later in the file on a tie), ordered by CMS, N, runner."""
     latest: dict[tuple, dict] = {}
     for row in rows:
-        key = (row["cms"], row["contacts"])
+        key = (row["cms"], row["contacts"], runner(row))
         if key not in latest or row["when"] >= latest[key]["when"]:
             latest[key] = row
     return [latest[key] for key in sorted(latest)]
+
+
+def runner(row: dict) -> str:
+    """How the row's pipeline ran: dag.test, or scheduler (with its idle sleep when one was set)."""
+    idle = row.get("scheduler_idle_sleep")
+    return row.get("runner", DAG_TEST) + ("" if idle is None else f", idle sleep {idle:g} s")
 
 
 def _f(value, digits: int = 1) -> str:
@@ -392,12 +452,20 @@ HOW_MEASURED = (
     "How measured: `bench/real_cms.py`, one CMS per invocation, on this machine (2 CPUs). The real CMS runs on "
     "PHP's built-in server and MariaDB (`sandbox/real_<cms>`; WordPress is Debian's package through "
     "`tests/real_wordpress.py`); CiviCRM is the emulator, in the benchmark's process, seeded with N new contacts "
-    "in a trigger group. **Pipeline**: `cmsuser_nightly` run once with `dag.test()` (`sandbox.local_airflow`, "
-    "SQLite), after one dry run of it (rows since 2026-12-05 06:40 UTC; it warms this process's Airflow as a "
-    "deployment's is warm): the tasks run one after another in this one process; *whole run* is the `dag.test()` call, "
+    "in a trigger group. **Pipeline**, *run by* `dag.test`: `cmsuser_nightly` run once with `dag.test()` "
+    "(`sandbox.local_airflow`, SQLite), after one dry run of it (rows since 2026-12-05 06:40 UTC; it warms this "
+    "process's Airflow as a deployment's is warm): the tasks run one after another in this one process, with no "
+    "scheduler between them; *whole run* is the `dag.test()` call, "
     "*create phase* the `create_accounts` task instances' durations added up (Airflow's wall-clock timestamps; "
     "the whole run and the bare loop use Python's monotonic clock, and on this VM the two clocks were seen to "
     "drift apart by up to a few per cent under load, so compare the run's start-to-end span in the details). "
+    "*Run by* `scheduler` (`--scheduler`, rows since 2026-12-06): the real Airflow 3.3.2 as `bench/throughput.py` "
+    "runs it (`RealAirflow`: api-server, scheduler, dag-processor, LocalExecutor, PostgreSQL, Airflow's default "
+    "scheduler and heartbeat timings, one pool slot, `parallel_batches` and `max_concurrency` 1), warmed by a dry "
+    "run, the run triggered over REST; *whole run* from the trigger POST to the run's `end_date`, *create phase* "
+    "from the first `create_accounts` start to the last end; the pipeline's CMS calls are made in Airflow's task "
+    "processes, so they are not counted (—). *Idle sleep 0.2 s* (`--scheduler-idle-sleep 0.2`): the scheduler's "
+    "`scheduler_idle_sleep_time` as docker-compose.yaml sets it (Airflow's default is 1 s). "
     "**Bare loop**: `bench/bare.py` at "
     "concurrency 1 on the same site: one CMS session, per account `create_user` then `send_password_mail` "
     "(notify on), nothing else. The site is reset (users and captured mails back to the state after its "
@@ -415,18 +483,18 @@ HOW_MEASURED = (
 def section_markdown(rows: list[dict]) -> str:
     """The docs section for these runs (pass latest_rows(...)): a table, details per row, how measured."""
     lines = [f"## {SECTION_TITLE}", "",
-             "Each row is the latest run for that CMS and N, produced by the command beside it (from the project "
+             "Each row is the latest run for that CMS, N and runner, produced by the command beside it (from the project "
              "folder); `bench/results/real_cms.json` has every run. Seconds are wall clock.", "",
-             "| CMS | N | batch | notify | pipeline whole s | create phase s | bare s | "
+             "| CMS | N | batch | notify | run by | pipeline whole s | create phase s | bare s | "
              "accounts/s: whole / create / bare | × bare: whole / create | CMS calls/contact: pipeline / bare | "
              "mails: pipeline / bare | state | UTC | command |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
+             "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for row in rows:
         p, b = row["pipeline"], row["bare"]
         unit = "" if row.get("calls_unit", "HTTP requests") == "HTTP requests" else f" ({row['calls_unit']})"
         lines.append(
             f"| {row['label']} | {row['contacts']} | {row['batch_size']} | {'on' if row['notify'] else 'off'} | "
-            f"{_f(p['seconds'])} | {_f(p['create_seconds'])} | {_f(b['seconds'])} | "
+            f"{runner(row)} | {_f(p['seconds'])} | {_f(p['create_seconds'])} | {_f(b['seconds'])} | "
             f"{_f(_rate(p['created'], p['seconds']))} / {_f(_rate(p['created'], p['create_seconds']))} / "
             f"{_f(_rate(b['created'], b['seconds']))} | "
             f"{_f(row['ratio_whole'], 2)} / {_f(row['ratio_create'], 2)} | "
@@ -436,10 +504,22 @@ def section_markdown(rows: list[dict]) -> str:
     for row in rows:
         p = row["pipeline"]
         tasks = ", ".join(f"{task} {seconds:.1f}" for task, seconds in p["tasks"].items()) or "—"
-        lines.append(f"- {row['label']}, N {row['contacts']}: outcomes {p['outcomes']}; task seconds: {tasks}; "
-                     f"run start to end by Airflow's clock {_f(p.get('run_seconds'))} s; CiviCRM calls "
-                     f"{p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s.")
+        lines.append(f"- {row['label']}, N {row['contacts']}, run by {runner(row)}: outcomes {p['outcomes']}; task "
+                     f"seconds: {tasks}; run start to end by Airflow's clock {_f(p.get('run_seconds'))} s"
+                     + (f"; CPU of every Airflow process {p['cpu_seconds']:.1f} s" if "cpu_seconds" in p else "")
+                     + _fixed_cost_text(p.get("timeline"))
+                     + f"; CiviCRM calls {p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s.")
     return "\n".join([*lines, "", HOW_MEASURED, ""])
+
+
+def _fixed_cost_text(timeline: list[list] | None) -> str:
+    from bench.throughput import fixed_cost
+
+    cost = fixed_cost(timeline) if timeline else None
+    if cost is None:
+        return ""
+    return (f"; first create {cost['to_first_create']:.1f} s after the trigger, run end {cost['after_last_create']:.1f} s "
+            f"after the last, no task running for {cost['no_task_running']:.1f} s in all")
 
 
 def write_doc(rows: list[dict], path: Path = DOC) -> None:

@@ -29,6 +29,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -219,41 +220,55 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
             env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] = str(args.scheduler_idle_sleep)
         airflow = RealAirflow(env, dags_folder=REPO / "dags", dag_ids=(DAG_ID,), home=home / "airflow_home",
                               database=DATABASE, pool_slots=pool, parallelism=parallelism)
-        airflow.start()
-        try:
-            # A deployment's stack is warm when the nightly run comes: a fresh one spends about 3 s on its first
-            # task (the worker's and api-server's first use). A dry run of the same DAG writes nothing anywhere.
-            warm_up = airflow.trigger(DAG_ID, conf={"dry_run": True})
-            airflow.wait(DAG_ID, warm_up, timeout=args.timeout, poll=POLL_SECONDS)
-            roots = [proc.pid for proc in airflow.processes.values()]
-            idle_before = tree_cpu(roots)
-            time.sleep(IDLE_SECONDS)
-            idle_rate = (tree_cpu(roots) - idle_before) / IDLE_SECONDS
+
+        def sites_probe() -> Callable[[], dict]:
             sites.civicrm.reset_calls()
             sites.cms.reset_calls()
-            mails_before = len(sites.cms.mails)
-            # each component's tree apart (their trees are disjoint: together they are the pipeline's CPU)
-            cpu_before = {name: tree_cpu([proc.pid]) for name, proc in airflow.processes.items()}
-            sites_before = sites_cpu(sites)
-            with TaskMemory(roots) as memory:
-                triggered = time.time()
-                run_id = airflow.trigger(DAG_ID)
-                state = airflow.wait(DAG_ID, run_id, timeout=args.timeout, poll=POLL_SECONDS)
-                cpu = {name: tree_cpu([proc.pid]) - cpu_before[name] for name, proc in airflow.processes.items()}
-                sites_used = sites_cpu(sites, since=sites_before)
-            (run,) = [r for r in airflow.runs(DAG_ID) if r["dag_run_id"] == run_id]
-            tis = airflow.task_instances(DAG_ID, run_id)
-            outcomes = airflow.xcom(DAG_ID, run_id, "finalize", key="outcomes") or []
+            mails_before, sites_before = len(sites.cms.mails), sites_cpu(sites)
+            return lambda: {"sites_cpu_seconds": sites_cpu(sites, since=sites_before),
+                            "mails": len(sites.cms.mails) - mails_before}
+
+        airflow.start()
+        try:
+            measured = scheduled_run(airflow, timeout=args.timeout, probe=sites_probe)
             # that the setting took effect: the batch's own word on how many creates it sent side by side
-            first_batch = airflow.logs(DAG_ID, run_id, "create_accounts", map_index=0)
+            first_batch = airflow.logs(DAG_ID, measured["run_id"], "create_accounts", map_index=0)
             side_by_side = sorted({int(m) for m in re.findall(r"\((\d+) side by side\)", first_batch)})
-            cms_calls = sites.cms.calls  # one copy from the site's process
-            civicrm_calls, wordpress_calls = len(sites.civicrm.calls), len(cms_calls)
-            creates = sum(1 for call in cms_calls if call.method == "POST" and CREATE_ROUTE in (
-                call.path + " " + str(call.query.get("rest_route", ""))))
-            mails = len(sites.cms.mails) - mails_before
         finally:
             airflow.stop()
+        cms_calls = sites.cms.calls  # one copy from the site's process
+        creates = sum(1 for call in cms_calls if call.method == "POST" and CREATE_ROUTE in (
+            call.path + " " + str(call.query.get("rest_route", ""))))
+        return {**measured, "pool_slots": pool, "parallelism": parallelism,
+                "civicrm_calls": len(sites.civicrm.calls), "wordpress_calls": len(cms_calls),
+                "wordpress_creates": creates, "side_by_side_logged": side_by_side, "sites_apart": True}
+
+
+def scheduled_run(airflow, *, timeout: float, probe: Callable[[], Callable[[], dict]] | None = None) -> dict:
+    """One nightly run on a started stack (`RealAirflow`), warmed first by a dry run: its state, moments (the
+    run's and each task instance's), outcomes, the CPU of every Airflow process and each task's peak memory.
+    `probe()` is called just before the trigger; what it returns is called right after the run and its dict
+    (what the sites measured over the run) joins the result."""
+    # A deployment's stack is warm when the nightly run comes: a fresh one spends about 3 s on its first task
+    # (the worker's and api-server's first use). A dry run of the same DAG writes nothing anywhere.
+    warm_up = airflow.trigger(DAG_ID, conf={"dry_run": True})
+    airflow.wait(DAG_ID, warm_up, timeout=timeout, poll=POLL_SECONDS)
+    roots = [proc.pid for proc in airflow.processes.values()]
+    idle_before = tree_cpu(roots)
+    time.sleep(IDLE_SECONDS)
+    idle_rate = (tree_cpu(roots) - idle_before) / IDLE_SECONDS
+    # each component's tree apart (their trees are disjoint: together they are the pipeline's CPU)
+    cpu_before = {name: tree_cpu([proc.pid]) for name, proc in airflow.processes.items()}
+    after_run = probe() if probe else dict
+    with TaskMemory(roots) as memory:
+        triggered = time.time()
+        run_id = airflow.trigger(DAG_ID)
+        state = airflow.wait(DAG_ID, run_id, timeout=timeout, poll=POLL_SECONDS)
+        cpu = {name: tree_cpu([proc.pid]) - cpu_before[name] for name, proc in airflow.processes.items()}
+        measured_by_probe = after_run()
+    (run,) = [r for r in airflow.runs(DAG_ID) if r["dag_run_id"] == run_id]
+    tis = airflow.task_instances(DAG_ID, run_id)
+    outcomes = airflow.xcom(DAG_ID, run_id, "finalize", key="outcomes") or []
     ended = _utc(run["end_date"])
     create_tis = [ti for ti in tis if ti["task_id"] == "create_accounts"]
     starts = [_utc(ti["start_date"]) for ti in create_tis if ti["start_date"]]
@@ -270,21 +285,20 @@ def run_pipeline(args, concurrency: int, home: Path) -> dict:
     for row in outcomes:
         counts[row["outcome"]] = counts.get(row["outcome"], 0) + 1
     return {
-        "state": state, "run_id": run_id, "pool_slots": pool, "parallelism": parallelism,
+        "state": state, "run_id": run_id,
         "seconds": ended - triggered,  # trigger POST to the run's end_date
         "run_seconds": ended - _utc(run["start_date"]),
         "create_seconds": (max(ends) - min(starts)) if starts and ends else None,
         "create_batches": len(create_tis), "tasks": tasks,
         "timeline": timeline(tis, triggered, ended),
-        "created": counts.get("created", 0), "outcomes": counts, "mails": mails,
+        "created": counts.get("created", 0), "outcomes": counts,
         "cpu_seconds": sum(cpu.values()),
         "cpu_seconds_by_component": {name: round(seconds, 2) for name, seconds in cpu.items()},
         "idle_cpu_per_second": idle_rate,
-        "civicrm_calls": civicrm_calls, "wordpress_calls": wordpress_calls, "wordpress_creates": creates,
         "peak_rss_mb": {task: round(rss / 2**20, 1) for task, rss in sorted(peak.items())},
-        "sites_cpu_seconds": sites_used,
-        "side_by_side_logged": side_by_side, "airflow_timings": "defaults", "warmed_up": True, "sites_apart": True,
+        "airflow_timings": "defaults", "warmed_up": True,
         "memory_samples": memory.samples, "startup_seconds": airflow.startup_seconds,
+        **measured_by_probe,
     }
 
 

@@ -26,12 +26,17 @@ def site(cms_type: str = "wordpress", calls_unit: str = "HTTP requests") -> Benc
 
 
 def run(cms: str = "wordpress", contacts: int = 1000, when: str = "2026-01-01T00:00:00+00:00",
-        calls_unit: str = "HTTP requests") -> dict:
+        calls_unit: str = "HTTP requests", scheduler: bool = False, idle_sleep: float | None = None) -> dict:
     piped = {"state": "success", "seconds": 100.0, "create_seconds": 80.0, "calls": 2010, "created": contacts,
              "outcomes": {"created": contacts}, "mails": contacts, "civicrm_calls": 40,
              "tasks": {"preflight": 4.0, "create_accounts": 80.0}, "run_seconds": 99.5}
+    if scheduler:  # what bench.throughput.scheduled_run adds; the tasks' CMS calls are not counted
+        piped.update(calls=None, cpu_seconds=61.5, timeline=[
+            ["preflight", 0.1, 0.2, 0.3, 1.0], ["create_accounts[0]", 1.2, 1.5, 2.0, 82.0],
+            ["finalize", 82.5, 82.6, 83.0, 84.0], ["run end", None, None, None, 100.0]])
     bare = {"seconds": 50.0, "calls": 2000, "created": contacts, "mails": contacts}
-    args = SimpleNamespace(cms=cms, contacts=contacts, batch_size=500)
+    args = SimpleNamespace(cms=cms, contacts=contacts, batch_size=500, scheduler=scheduler,
+                           scheduler_idle_sleep=idle_sleep)
     return make_row(site(cms, calls_unit), args, True, piped, bare,
                     command=f".venv/bin/python -m bench.real_cms --cms {cms}", when=when)
 
@@ -80,6 +85,28 @@ def test_section_has_one_row_per_run_with_its_command():
     assert "by Airflow's clock 99.5 s" in text
     assert text.startswith(HEADING) and "How measured" in text
     assert not any(line.startswith("## ") for line in text.splitlines()[1:])
+
+
+def test_a_run_under_the_scheduler_is_its_own_row_beside_the_dag_test_one():
+    rows = [run("wordpress"), run("wordpress", scheduler=True), run("wordpress", when="2026-01-02T00:00:00+00:00"),
+            run("wordpress", scheduler=True, idle_sleep=0.2)]
+    latest = latest_rows(rows)
+    assert [(real_cms.runner(r), r["when"][:10]) for r in latest] == [
+        ("dag.test", "2026-01-02"), ("scheduler", "2026-01-01"), ("scheduler, idle sleep 0.2 s", "2026-01-01")]
+    # rows written before the runner was recorded ran under dag.test()
+    legacy = {key: value for key, value in run("drupal").items() if key != "runner"}
+    assert real_cms.runner(legacy) == "dag.test"
+
+
+def test_a_scheduler_row_shows_no_pipeline_calls_and_where_the_fixed_cost_went():
+    row = run(scheduler=True)
+    assert row["pipeline"]["calls"] is None and row["pipeline"]["calls_per_contact"] is None
+    assert row["pipeline"]["cpu_seconds"] == 61.5 and row["pipeline"]["timeline"][-1][4] == 100.0
+    text = section_markdown([row])
+    (line,) = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    assert "| scheduler | 100.0 | 80.0 | 50.0 |" in line and "| — / 2.00 |" in line
+    assert "run by scheduler" in text and "CPU of every Airflow process 61.5 s" in text
+    assert "first create 2.0 s after the trigger, run end 18.0 s after the last" in text
 
 
 def test_wordpress_starter_is_registered_and_reads_the_version(tmp_path):
