@@ -302,9 +302,9 @@ def _records(civicrm, settings: Settings, df: pd.DataFrame, *, marker: str, stam
     w = _Writes()
     for row, done in zip(df.itertuples(index=False), recorded, strict=True):
         cid, outcome, attempt = int(row.contact_id), Outcome(row.outcome), row.attempt
-        # ids, outcome and login only: reasons can hold emails, and the log is read by many
-        w.lines.append(outcomes.audit_line(cid, outcome, uf_id=row.uf_id, username=row.username,
-                                           attempt=attempt, max_attempts=settings.max_attempts))
+        # ids and outcome only: logins are mostly names, reasons can hold emails, and the log is read by many
+        w.lines.append(outcomes.audit_line(cid, outcome, uf_id=row.uf_id, attempt=attempt,
+                                           max_attempts=settings.max_attempts))
         if done:
             w.recorded += 1
             continue

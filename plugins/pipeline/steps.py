@@ -493,7 +493,7 @@ def finalize_rejected(run: dict, plan_ref: dict, gate: dict, *, files, chunk_row
     with files.table("outcomes") as table:
         for chunk in plan_chunks(files.iter_chunks(plan_ref, chunk_rows)):
             final = approval.rejected_outcomes(chunk, gate)
-            lines = [audit_line(row.contact_id, row.outcome, uf_id=row.uf_id, username=row.username)
+            lines = [audit_line(row.contact_id, row.outcome, uf_id=row.uf_id)
                      for row in final.itertuples(index=False)]
             for record in audit_records(lines):
                 log.info("%s", record)

@@ -250,23 +250,21 @@ def audit_line(
     outcome: Outcome | str,
     *,
     uf_id: object = None,
-    username: str | None = None,
     attempt: int | None = None,
     max_attempts: int | None = None,
 ) -> str:
-    """One greppable log line per contact: `contact=123 outcome=created uf_id=45 username=jane.doe`.
+    """One greppable log line per contact: `contact=123 outcome=created uf_id=45`.
 
-    Ids, outcome and login only: reasons may quote a member's email, and task logs are read by
-    many; the reasons are in the activities and the run's outcomes.
+    Ids and outcome only: task logs are read by many, and a login is usually the member's name (and
+    a reason may quote an email), one line per contact. Logins and reasons are in the activities and
+    the run's outcomes file.
     """
     outcome = Outcome(outcome)
-    contact_id, uf_id, username = _plain(contact_id), _plain(uf_id), _plain(username)
+    contact_id, uf_id = _plain(contact_id), _plain(uf_id)
     attempt, max_attempts = _plain(attempt), _plain(max_attempts)
     parts = [f"contact={contact_id}", f"outcome={outcome.value}"]
     if uf_id is not None:
         parts.append(f"uf_id={uf_id}")
-    if username:
-        parts.append(f"username={_quote(username) if _needs_quotes(username) else username}")
     if outcome is Outcome.FAILED and attempt is not None:
         parts.append(
             f"attempt={attempt}/{max_attempts}" if max_attempts is not None else f"attempt={attempt}"
@@ -297,16 +295,6 @@ def _plain(value: Any) -> Any:
     if type(value).__name__ in ("NAType", "NaTType"):
         return None
     return value
-
-
-def _needs_quotes(text: str) -> bool:
-    return not text or any(char.isspace() or char in "\"'=\\" for char in text)
-
-
-def _quote(text: str) -> str:
-    # Escaped so one contact stays one line, and fields stay splittable on spaces.
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
 
 
 # --- password resets ----------------------------------------------------------------------------

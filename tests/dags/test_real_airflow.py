@@ -184,6 +184,9 @@ def test_auditor_finds_every_contact_and_no_secret(stack, story):
         log = logs[("finalize", -1, try_number)]
         audited = {int(m) for m in re.findall(r"\bcontact=(\d+) outcome=[a-z_]+", log)}
         assert audited == expected, (try_number, sorted(expected - audited), sorted(audited - expected))
+        # ids and outcomes, not the members' logins (mostly their names), one line per contact
+        logins = {row["username"] for row in story.outcomes.values() if row.get("username")}
+        assert logins and [login for login in logins if login in log] == [], try_number
 
     creds = stack.secrets
     forbidden = {
