@@ -398,9 +398,9 @@ def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, co
     return {
         "cms": args.cms, "label": site.label, "contacts": n, "batch_size": args.batch_size, "notify": notify,
         "state": piped["state"], "runner": SCHEDULER if args.scheduler else DAG_TEST,
-        "scheduler_idle_sleep": getattr(args, "scheduler_idle_sleep", None),
-        "pipeline": {"seconds": round(piped["seconds"], 2), "create_seconds": None if piped["create_seconds"] is None else round(piped["create_seconds"], 2),
-                     "run_seconds": None if piped.get("run_seconds") is None else round(piped["run_seconds"], 2),
+        "scheduler_idle_sleep": args.scheduler_idle_sleep,
+        "pipeline": {"seconds": round(piped["seconds"], 2), "create_seconds": _round(piped["create_seconds"]),
+                     "run_seconds": _round(piped.get("run_seconds")),
                      "created": piped["created"], "outcomes": piped["outcomes"], "calls": piped["calls"],
                      "calls_per_contact": per_contact(piped["calls"]), "mails": piped["mails"],
                      "civicrm_calls": piped["civicrm_calls"],
@@ -413,6 +413,10 @@ def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, co
         "calls_unit": site.calls_unit, "site_started_seconds": round(site.started_seconds, 1),
         "command": command, "when": when,
     }
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 2)
 
 
 def append_row(row: dict, path: Path = RESULTS) -> list[dict]:
