@@ -486,6 +486,8 @@ HOW_MEASURED = (
 
 def section_markdown(rows: list[dict]) -> str:
     """The docs section for these runs (pass latest_rows(...)): a table, details per row, how measured."""
+    from bench.throughput import fixed_cost_text
+
     lines = [f"## {SECTION_TITLE}", "",
              "Each row is the latest run for that CMS, N and runner, produced by the command beside it (from the project "
              "folder); `bench/results/real_cms.json` has every run. Seconds are wall clock.", "",
@@ -511,19 +513,9 @@ def section_markdown(rows: list[dict]) -> str:
         lines.append(f"- {row['label']}, N {row['contacts']}, run by {runner(row)}: outcomes {p['outcomes']}; task "
                      f"seconds: {tasks}; run start to end by Airflow's clock {_f(p.get('run_seconds'))} s"
                      + (f"; CPU of every Airflow process {p['cpu_seconds']:.1f} s" if "cpu_seconds" in p else "")
-                     + _fixed_cost_text(p.get("timeline"))
+                     + fixed_cost_text(p.get("timeline"))
                      + f"; CiviCRM calls {p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s.")
     return "\n".join([*lines, "", HOW_MEASURED, ""])
-
-
-def _fixed_cost_text(timeline: list[list] | None) -> str:
-    from bench.throughput import fixed_cost
-
-    cost = fixed_cost(timeline) if timeline else None
-    if cost is None:
-        return ""
-    return (f"; first create {cost['to_first_create']:.1f} s after the trigger, run end {cost['after_last_create']:.1f} s "
-            f"after the last, no task running for {cost['no_task_running']:.1f} s in all")
 
 
 def write_doc(rows: list[dict], path: Path = DOC) -> None:

@@ -452,13 +452,14 @@ def detail_lines(rows: list[dict]) -> list[str]:
             f"its threads' own {b['thread_cpu_seconds']:.1f} s"
             + (f"; the sites' CPU seconds (CiviCRM, CMS): pipeline {_pair(p['sites_cpu_seconds'])}, bare loop "
                f"{_pair(b['sites_cpu_seconds'])}" if p.get("sites_cpu_seconds") and b.get("sites_cpu_seconds") else "")
-            + _fixed_cost_text(p.get("timeline"))
+            + fixed_cost_text(p.get("timeline"))
             + "; load average "
             f"{row['load_after']} on {row['cpus']} CPUs after the row.")
     return lines
 
 
-def _fixed_cost_text(timeline: list[list] | None) -> str:
+def fixed_cost_text(timeline: list[list] | None) -> str:
+    """What `fixed_cost` found, as a clause of a row's details (empty without a timeline)."""
     cost = fixed_cost(timeline) if timeline else None
     if cost is None:
         return ""

@@ -106,7 +106,7 @@ def test_a_scheduler_row_shows_no_pipeline_calls_and_where_the_fixed_cost_went()
     (line,) = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
     assert "| scheduler | 100.0 | 80.0 | 50.0 |" in line and "| — / 2.00 |" in line
     assert "run by scheduler" in text and "CPU of every Airflow process 61.5 s" in text
-    assert "first create 2.0 s after the trigger, run end 18.0 s after the last" in text
+    assert "the first create began 2.0 s after the trigger and the run ended 18.0 s after the last" in text
 
 
 def test_wordpress_starter_is_registered_and_reads_the_version(tmp_path):
