@@ -1,6 +1,7 @@
 """Benchmark: the nightly pipeline against a REAL CMS, next to a bare create loop on the same site.
 
     .venv/bin/python -m bench.real_cms --cms joomla [--contacts 200] [--batch-size 200] [--no-notify] [--scheduler]
+        [--rounds K]
 
 In one session: starts the real CMS (its sandbox/real_<cms> handle) and a CiviCRM emulator seeded
 with N new contacts in a trigger group, runs the nightly DAG once and times it (the whole run, and the create
@@ -11,8 +12,10 @@ runs the bare loop of bench/bare.py on it at concurrency 1: one backend (one API
 per-account operations the pipeline makes (create_user, and send_password_mail when notify is on) for N
 fresh accounts, one after the other. CMS calls are counted in this process (every HTTP request sent to the site's address,
 redirect hops included; for Backdrop every bee call), so nothing stands between the code and the site; under
---scheduler the pipeline's tasks run in Airflow's processes and only the bare loop's calls are counted. Prints one table;
-progress goes to stderr. Never part of the pass/fail suite.
+--scheduler the pipeline's tasks run in Airflow's processes and only the bare loop's calls are counted. With
+--rounds K both are measured K times, alternating which goes first, and the row holds the means (a site's pace
+drifts over a session by more than the differences measured). Prints one table; progress goes to stderr. Never
+part of the pass/fail suite.
 
 Every run is appended to bench/results/real_cms.json, and the section SECTION_TITLE of docs/benchmarks.md
 is rewritten from that file (the latest row per CMS and N); the rest of the page is left as it is.
@@ -309,26 +312,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler-idle-sleep", type=float, default=None,
                         help="with --scheduler: the scheduler's scheduler_idle_sleep_time in seconds (Airflow's: 1)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a --scheduler run may take")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the pipeline and the bare loop this many times each, alternating which "
+                             "goes first; the row holds their means")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file every run is appended to")
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page whose section is rewritten")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.scheduler_idle_sleep is not None and not args.scheduler:
         parser.error("--scheduler-idle-sleep needs --scheduler")
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     notify = not args.no_notify
     with contextlib.redirect_stdout(sys.stderr):  # what Airflow prints goes with the progress: stdout is the table
-        site, piped, bare = measure(args, notify)
-    row = make_row(site, args, notify, piped, bare, command=command_line(argv),
+        site, rounds = measure(args, notify)
+    row = make_row(site, args, notify, rounds, command=command_line(argv),
                    when=datetime.now(UTC).isoformat(timespec="seconds"))
     rows = append_row(row, args.results)
     write_doc(rows, args.doc)
     progress(f"appended to {args.results}; rewrote the section '{SECTION_TITLE}' of {args.doc}")
-    print_table(site, args, notify, piped, bare)
-    return 0 if piped["state"] == "success" else 1
+    print_table(site, args, notify, *combine(rounds))
+    return 0 if row["state"] == "success" else 1
 
 
-def measure(args, notify: bool) -> tuple[BenchSite, dict, dict]:
-    """Start the site, run the pipeline, reset, run the bare loop; the site is stopped at the end."""
+def measure(args, notify: bool) -> tuple[BenchSite, list[tuple[dict, dict]]]:
+    """Start the site, then per round run the pipeline and the bare loop (the site reset before each); returns
+    the rounds' (pipeline, bare) pairs. The site is stopped at the end."""
     home = local_airflow.REPO / ".airflow" / f"bench-real-{args.cms}"
     if args.scheduler:
         from sandbox.real_airflow import postgres_available
@@ -352,20 +361,32 @@ def measure(args, notify: bool) -> tuple[BenchSite, dict, dict]:
             "keep_run_files_hours": 1}))  # the outcomes file is read after the run
         os.environ["CMSUSER_SETTINGS"] = str(settings)
         local_airflow.init_db()
-        site.reset()
-        progress(f"pipeline: {args.contacts} contacts ...")
-        piped = (run_pipeline_scheduled(site, args.contacts, home, args.timeout, args.scheduler_idle_sleep)
-                 if args.scheduler
-                 else run_pipeline(site, args.contacts))
-        progress(f"pipeline {piped['state']} in {piped['seconds']:.1f} s; {piped['outcomes']}")
-        site.reset()
-        progress(f"bare loop: {args.contacts} accounts ...")
-        bare = run_bare_loop(site, args.contacts, notify)
-        progress(f"bare loop in {bare['seconds']:.1f} s")
+        rounds = []
+        for number in range(args.rounds):
+            measured = {}
+            for side in round_order(number):
+                site.reset()
+                progress(f"round {number + 1} of {args.rounds}, {side}: {args.contacts} contacts ...")
+                if side == "bare":
+                    measured[side] = run_bare_loop(site, args.contacts, notify)
+                    progress(f"bare loop in {measured[side]['seconds']:.1f} s")
+                else:
+                    measured[side] = (
+                        run_pipeline_scheduled(site, args.contacts, home, args.timeout, args.scheduler_idle_sleep)
+                        if args.scheduler else run_pipeline(site, args.contacts))
+                    progress(f"pipeline {measured[side]['state']} in {measured[side]['seconds']:.1f} s; "
+                             f"{measured[side]['outcomes']}")
+            rounds.append((measured["pipeline"], measured["bare"]))
         site.reset()
     finally:
         site.stop()
-    return site, piped, bare
+    return site, rounds
+
+
+def round_order(number: int) -> tuple[str, str]:
+    """Which side a round measures first: the pipeline in rounds 1, 3, ..., the bare loop in rounds 2, 4, ...,
+    so a site that drifts over the session (its tables, its caches, the machine's other load) weighs on both."""
+    return ("pipeline", "bare") if number % 2 == 0 else ("bare", "pipeline")
 
 
 # ---------------------------------------------------------------------- results (pure, tested in tests/bench)
@@ -388,9 +409,53 @@ def command_line(argv: list[str]) -> str:
     return f"{prefix}{python} -m bench.real_cms {shlex.join(argv)}".rstrip()
 
 
-def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, command: str, when: str) -> dict:
-    """One run as stored in the results file (no credentials)."""
+def combine(rounds: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """The rounds' (pipeline, bare) pairs as one pair: seconds, counts and CPU are the rounds' means, outcomes
+    added up over the rounds, task seconds averaged, each task's peak memory the highest, the timeline that of
+    the round whose whole run took the median time, the state the first that was not success. One round is
+    returned as it is."""
+    if len(rounds) == 1:
+        return rounds[0]
+    pipelines, bares = [p for p, _ in rounds], [b for _, b in rounds]
+    piped = {key: _mean(p.get(key) for p in pipelines)
+             for key in ("seconds", "create_seconds", "run_seconds", "created", "mails", "calls", "civicrm_calls",
+                         "cpu_seconds")}
+    piped["state"] = next((p["state"] for p in pipelines if p["state"] != "success"), "success")
+    outcomes: dict[str, int] = {}
+    for p in pipelines:
+        for outcome, count in p["outcomes"].items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    piped["outcomes"] = outcomes
+    piped["tasks"] = {task: _mean(p.get("tasks", {}).get(task) for p in pipelines)
+                      for task in pipelines[0].get("tasks", {})}
+    if any("peak_rss_mb" in p for p in pipelines):
+        piped["peak_rss_mb"] = {task: max(p.get("peak_rss_mb", {}).get(task, 0.0) for p in pipelines)
+                                for task in pipelines[0].get("peak_rss_mb", {})}
+    median = sorted(pipelines, key=lambda p: p["seconds"])[(len(pipelines) - 1) // 2]
+    if "timeline" in median:
+        piped["timeline"] = median["timeline"]
+    if piped["cpu_seconds"] is None:  # dag.test rounds do not measure Airflow's CPU
+        del piped["cpu_seconds"]
+    bare = {key: _mean(b.get(key) for b in bares) for key in ("seconds", "created", "mails", "calls")}
+    return piped, bare
+
+
+def _mean(values) -> float | int | None:
+    """The mean of the values (an int when it is whole: counts stay counts), None when any is None (a measure
+    some round did not take)."""
+    values = list(values)
+    if not values or any(value is None for value in values):
+        return None
+    mean = sum(values) / len(values)
+    return int(mean) if all(isinstance(value, int) for value in values) and mean.is_integer() else mean
+
+
+def make_row(site: BenchSite, args, notify: bool, rounds: list[tuple[dict, dict]], *, command: str,
+             when: str) -> dict:
+    """One invocation as stored in the results file (no credentials): the means of its rounds, and with more
+    than one round each round's seconds and ratios."""
     n = args.contacts
+    piped, bare = combine(rounds)
 
     def per_contact(calls: int | None) -> float | None:
         return round(calls / n, 3) if n and calls is not None else None
@@ -412,7 +477,18 @@ def make_row(site: BenchSite, args, notify: bool, piped: dict, bare: dict, *, co
         "ratio_create": rate_ratio(piped["created"], piped["create_seconds"], bare["created"], bare["seconds"]),
         "calls_unit": site.calls_unit, "site_started_seconds": round(site.started_seconds, 1),
         "command": command, "when": when,
+        **({"rounds": [round_summary(p, b, first) for (p, b), (first, _) in
+                       zip(rounds, map(round_order, range(len(rounds))), strict=True)]}
+           if len(rounds) > 1 else {}),
     }
+
+
+def round_summary(piped: dict, bare: dict, first: str) -> dict:
+    """One round of a row: which side went first, the seconds of both, and its own ratios."""
+    return {"first": first, "pipeline_seconds": round(piped["seconds"], 2),
+            "create_seconds": _round(piped["create_seconds"]), "bare_seconds": round(bare["seconds"], 2),
+            "ratio_whole": rate_ratio(piped["created"], piped["seconds"], bare["created"], bare["seconds"]),
+            "ratio_create": rate_ratio(piped["created"], piped["create_seconds"], bare["created"], bare["seconds"])}
 
 
 def _round(seconds: float | None) -> float | None:
@@ -481,7 +557,11 @@ HOW_MEASURED = (
     "bare loop makes one call per create and per mail: its × bare compares bulk with one-by-one calls. *Mails*: "
     "mails the site handed to its mailer during the phase. Each row is one measurement on a shared machine; "
     "repeating a run moved its times by up to a fifth (both WordPress runs are in the JSON), so ratios near 1.0 "
-    "show no difference.")
+    "show no difference. *Mean of K rounds* (`--rounds K`, rows since 2026-12-06 08:00 UTC): the pipeline and "
+    "the bare loop measured K times each in one session, the pipeline first in odd rounds and the bare loop first "
+    "in even ones (the site reset before each), so what drifts over a session weighs on both sides; the row holds "
+    "the means (outcomes added up over the rounds, the fixed cost from the round of median length) and its "
+    "details each round's own ratios.")
 
 
 def section_markdown(rows: list[dict]) -> str:
@@ -500,7 +580,7 @@ def section_markdown(rows: list[dict]) -> str:
         unit = "" if row.get("calls_unit", "HTTP requests") == "HTTP requests" else f" ({row['calls_unit']})"
         lines.append(
             f"| {row['label']} | {row['contacts']} | {row['batch_size']} | {'on' if row['notify'] else 'off'} | "
-            f"{runner(row)} | {_f(p['seconds'])} | {_f(p['create_seconds'])} | {_f(b['seconds'])} | "
+            f"{runner(row)}{rounds_text(row)} | {_f(p['seconds'])} | {_f(p['create_seconds'])} | {_f(b['seconds'])} | "
             f"{_f(_rate(p['created'], p['seconds']))} / {_f(_rate(p['created'], p['create_seconds']))} / "
             f"{_f(_rate(b['created'], b['seconds']))} | "
             f"{_f(row['ratio_whole'], 2)} / {_f(row['ratio_create'], 2)} | "
@@ -514,8 +594,23 @@ def section_markdown(rows: list[dict]) -> str:
                      f"seconds: {tasks}; run start to end by Airflow's clock {_f(p.get('run_seconds'))} s"
                      + (f"; CPU of every Airflow process {p['cpu_seconds']:.1f} s" if "cpu_seconds" in p else "")
                      + fixed_cost_text(p.get("timeline"))
-                     + f"; CiviCRM calls {p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s.")
+                     + f"; CiviCRM calls {p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s"
+                     + "".join(f"; {line}" for line in [rounds_detail(row)] if line) + ".")
     return "\n".join([*lines, "", HOW_MEASURED, ""])
+
+
+def rounds_text(row: dict) -> str:
+    """The table's note of a row measured in rounds ("" for one)."""
+    return f", mean of {len(row['rounds'])} rounds" if row.get("rounds") else ""
+
+
+def rounds_detail(row: dict) -> str:
+    """Each round's seconds and ratios, in the order they ran ("" for a row of one round)."""
+    return "; ".join(
+        f"round {number} ({'pipeline' if r['first'] == 'pipeline' else 'bare loop'} first): pipeline "
+        f"{r['pipeline_seconds']:.1f} s, create phase {_f(r['create_seconds'])} s, bare loop {r['bare_seconds']:.1f} s, "
+        f"× bare {_f(r['ratio_whole'], 2)} / {_f(r['ratio_create'], 2)}"
+        for number, r in enumerate(row.get("rounds", []), start=1))
 
 
 def write_doc(rows: list[dict], path: Path = DOC) -> None:
@@ -530,7 +625,7 @@ def print_table(site: BenchSite, args, notify: bool, piped: dict, bare: dict) ->
         ("bare loop", bare["created"], bare["seconds"], bare["calls"], bare["mails"]),
     ]
     print(f"{site.label}: {n} new contacts, batch size {args.batch_size}, notify {'on' if notify else 'off'}; "
-          f"pipeline run {piped['state']}")
+          f"pipeline run {piped['state']}" + (f"; means of {args.rounds} rounds" if args.rounds > 1 else ""))
     print(f"{'':<24} {'accounts':>8} {'seconds':>8} {'accounts/s':>10} {'CMS calls':>9} {'per contact':>11} "
           f"{'mails':>5}")
     for label, accounts, seconds, calls, mails in rows:

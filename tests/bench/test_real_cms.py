@@ -37,7 +37,7 @@ def run(cms: str = "wordpress", contacts: int = 1000, when: str = "2026-01-01T00
     bare = {"seconds": 50.0, "calls": 2000, "created": contacts, "mails": contacts}
     args = SimpleNamespace(cms=cms, contacts=contacts, batch_size=500, scheduler=scheduler,
                            scheduler_idle_sleep=idle_sleep)
-    return make_row(site(cms, calls_unit), args, True, piped, bare,
+    return make_row(site(cms, calls_unit), args, True, [(piped, bare)],
                     command=f".venv/bin/python -m bench.real_cms --cms {cms}", when=when)
 
 
@@ -107,6 +107,46 @@ def test_a_scheduler_row_shows_no_pipeline_calls_and_where_the_fixed_cost_went()
     assert "| scheduler | 100.0 | 80.0 | 50.0 |" in line and "| — / 2.00 |" in line
     assert "run by scheduler" in text and "CPU of every Airflow process 61.5 s" in text
     assert "the first create began 2.0 s after the trigger and the run ended 18.0 s after the last" in text
+
+
+def scheduled_round(seconds: float, create_seconds: float, bare_seconds: float, run_end: float) -> tuple[dict, dict]:
+    piped = {"state": "success", "seconds": seconds, "create_seconds": create_seconds, "run_seconds": seconds,
+             "calls": None, "created": 1000, "outcomes": {"created": 1000}, "mails": 1000, "civicrm_calls": 160,
+             "tasks": {"plan": 0.5, "create_accounts": create_seconds}, "cpu_seconds": 8.0,
+             "peak_rss_mb": {"plan": 200.0, "create_accounts": 170.0 + seconds},
+             "timeline": [["create_accounts[0]", 1.0, 1.5, 2.0, 2.0 + create_seconds],
+                          ["run end", None, None, None, run_end]]}
+    return piped, {"seconds": bare_seconds, "calls": 2000, "created": 1000, "mails": 1000}
+
+
+def test_rounds_alternate_which_side_is_measured_first():
+    assert [real_cms.round_order(number) for number in range(3)] == [
+        ("pipeline", "bare"), ("bare", "pipeline"), ("pipeline", "bare")]
+
+
+def test_a_row_of_rounds_holds_their_means_and_each_rounds_own_ratios():
+    rounds = [scheduled_round(50.0, 45.0, 40.0, 50.0), scheduled_round(40.0, 36.0, 44.0, 40.0),
+              scheduled_round(45.0, 40.0, 42.0, 45.0)]
+    args = SimpleNamespace(cms="wordpress", contacts=1000, batch_size=1000, scheduler=True, scheduler_idle_sleep=0.2)
+    row = make_row(site(), args, True, rounds, command="bench", when="2026-01-01T00:00:00+00:00")
+    p, b = row["pipeline"], row["bare"]
+    assert (p["seconds"], p["create_seconds"], b["seconds"]) == (45.0, 40.33, 42.0)
+    assert p["created"] == 1000 and b["created"] == 1000 and p["outcomes"] == {"created": 3000}
+    assert row["ratio_whole"] == rate_ratio(1000, 45.0, 1000, 42.0)
+    assert p["timeline"][-1][4] == 45.0  # the round of median length
+    assert p["peak_rss_mb"]["create_accounts"] == 220.0 and p["tasks"]["plan"] == 0.5
+    assert [r["first"] for r in row["rounds"]] == ["pipeline", "bare", "pipeline"]
+    assert [round(r["ratio_whole"], 2) for r in row["rounds"]] == [0.8, 1.1, 0.93]
+    text = section_markdown([row])
+    (line,) = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
+    assert "| scheduler, idle sleep 0.2 s, mean of 3 rounds | 45.0 | 40.3 | 42.0 |" in line
+    assert ("round 2 (bare loop first): pipeline 40.0 s, create phase 36.0 s, bare loop 44.0 s, × bare 1.10 / 1.22"
+            in text)
+
+
+def test_one_round_is_the_row_as_before():
+    row = run()
+    assert "rounds" not in row and "mean of" not in section_markdown([row])
 
 
 def test_wordpress_starter_is_registered_and_reads_the_version(tmp_path):
