@@ -590,8 +590,10 @@ def section_markdown(rows: list[dict]) -> str:
     for row in rows:
         p = row["pipeline"]
         tasks = ", ".join(f"{task} {seconds:.1f}" for task, seconds in p["tasks"].items()) or "—"
-        lines.append(f"- {row['label']}, N {row['contacts']}, run by {runner(row)}: outcomes {p['outcomes']}; task "
-                     f"seconds: {tasks}; run start to end by Airflow's clock {_f(p.get('run_seconds'))} s"
+        rounds = len(row.get("rounds", []))
+        outcomes, means = (f"outcomes of its {rounds} rounds", " (means)") if rounds else ("outcomes", "")
+        lines.append(f"- {row['label']}, N {row['contacts']}, run by {runner(row)}: {outcomes} {p['outcomes']}; task "
+                     f"seconds{means}: {tasks}; run start to end by Airflow's clock {_f(p.get('run_seconds'))} s"
                      + (f"; CPU of every Airflow process {p['cpu_seconds']:.1f} s" if "cpu_seconds" in p else "")
                      + fixed_cost_text(p.get("timeline"))
                      + f"; CiviCRM calls {p['civicrm_calls']}; site started in {row['site_started_seconds']:.0f} s"

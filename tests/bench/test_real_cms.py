@@ -140,6 +140,7 @@ def test_a_row_of_rounds_holds_their_means_and_each_rounds_own_ratios():
     text = section_markdown([row])
     (line,) = [line for line in text.splitlines() if line.startswith("| ") and "`" in line]
     assert "| scheduler, idle sleep 0.2 s, mean of 3 rounds | 45.0 | 40.3 | 42.0 |" in line
+    assert "outcomes of its 3 rounds {'created': 3000}" in text
     assert ("round 2 (bare loop first): pipeline 40.0 s, create phase 36.0 s, bare loop 44.0 s, × bare 1.10 / 1.22"
             in text)
 
