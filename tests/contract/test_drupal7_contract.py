@@ -203,6 +203,16 @@ def test_create_find_and_mail_through_the_backend(backend, drupal7_site):
         ("Jane@Example.org", "An administrator created an account for you at cmsuser real Drupal 7")]
 
 
+def test_a_page_past_the_last_user_is_empty_so_many_look_ups_become_one_listing(client, backend):
+    # the choice between look-ups and a listing rests on an index page past the users answering []
+    assert client.get("user.json", {"fields": "uid", "page": 50, "pagesize": 20}).json() == []
+    user = backend.create_user(username="ada.lovelace", email="Ada@Example.org", first_name="Ada",
+                               last_name="Lovelace", display_name="", roles=["member"])
+    emails = [f"person{i}@example.org" for i in range(60)] + ["ada@example.org"]
+    found = backend.find_users(emails, [f"person{i}.x" for i in range(60)] + ["ADMIN"])  # 7 look-ups due
+    assert [(u.uf_id, u.roles) for u in found] == [(1, ("administrator",)), (user.uf_id, ("member",))]
+
+
 def test_a_password_reset_is_drupals_replacement_login_mail(backend, drupal7_site):
     user = backend.create_user(username="reset.me", email="reset@example.org", first_name="", last_name="",
                                display_name="", roles=[])

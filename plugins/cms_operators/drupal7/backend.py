@@ -390,13 +390,35 @@ class Drupal7Backend:
                 rows += self._index({f"parameters[{column}]": value, f"options[parameters_op][{column}]": "LIKE"})
         return rows
 
+    def _lookup_calls(self, values: list[str]) -> int:
+        """The index calls `_lookup` makes for these values (at least; pages past the first add more)."""
+        values = [v for v in values if v and "," not in v and '"' not in v]
+        return len(self._chunks(sorted(set(values)))) if self.case_insensitive() else len(set(values))
+
+    def _fewer_users_than(self, count: int) -> bool:
+        """Whether the site lists fewer than about `count` users: one index call for the page that starts there
+        (the index gives no count; its anonymous row shifts the pages by one, which the choice can bear)."""
+        return not self.hook.call("GET", "user.json", params={"fields": "uid", "page": count // PAGE_SIZE,
+                                                              "pagesize": PAGE_SIZE,
+                                                              "options[orderby][uid]": "ASC"})
+
     def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
+        """Look-ups cost a call per chunk of 20 values (per value on a case-sensitive site), a listing a call per
+        20 users: when more than two look-ups are due, one call at the page the look-ups would reach says
+        whether the listing is shorter (a new site's first import: 2 calls instead of 100 for 1,000 contacts)."""
         wanted_emails = {e for e in (_norm_email(x) for x in emails or []) if e}
         wanted_logins = {collation_key(u): u.strip() for u in usernames or [] if collation_key(u)}
         if not wanted_emails and not wanted_logins:
             return []
-        log.info("Drupal 7: looking up %d emails and %d usernames", len(wanted_emails), len(wanted_logins))
-        rows = self._lookup("mail", sorted(wanted_emails)) + self._lookup("name", sorted(wanted_logins.values()))
+        lookups = self._lookup_calls(sorted(wanted_emails)) + self._lookup_calls(sorted(wanted_logins.values()))
+        if lookups > 2 and self._fewer_users_than((lookups - 1) * PAGE_SIZE):
+            log.info("Drupal 7: listing all users to match %d emails and %d usernames", len(wanted_emails),
+                     len(wanted_logins))
+            rows = self._index({})
+        else:
+            log.info("Drupal 7: %d look-ups for %d emails and %d usernames", lookups, len(wanted_emails),
+                     len(wanted_logins))
+            rows = self._lookup("mail", sorted(wanted_emails)) + self._lookup("name", sorted(wanted_logins.values()))
         matching = [r for r in rows if _norm_email(r.get("mail")) in wanted_emails
                     or collation_key(r.get("name")) in wanted_logins]
         return self._with_roles(matching)

@@ -29,6 +29,42 @@ def test_find_users_pages_through_more_than_20(drupal7, drupal7_conn):
     backend.close()
 
 
+def index_calls(site) -> list[dict]:
+    return [dict(c.query) for c in site.calls if c.path == "/api/user.json" and c.method == "GET"]
+
+
+def test_a_site_with_fewer_users_than_the_look_ups_would_reach_is_listed_once(drupal7, drupal7_conn):
+    drupal7.seed({"users": [{"name": "ada.lovelace", "mail": "ada@example.org"},
+                            {"name": "someone", "mail": "grace@example.org"}]})
+    backend = Drupal7Backend(drupal7_conn)
+    assert backend.case_insensitive()  # asked once per session, before the count starts
+    drupal7.calls.clear()
+    found = backend.find_users([f"p{i}@example.org" for i in range(99)] + ["Grace@Example.org"],
+                               [f"p{i}.x" for i in range(99)] + ["Ada.Lovelace"])
+    assert sorted(u.username for u in found) == ["ada.lovelace", "someone"]
+    calls = index_calls(drupal7)
+    # 10 look-ups of 20 values were due: one call at their last page found it empty, one listed every user
+    assert [(c["page"], c.get("parameters[mail]"), c.get("parameters[name]")) for c in calls] == [
+        ("9", None, None), ("0", None, None)]
+    backend.close()
+
+
+def test_a_site_with_more_users_than_that_is_looked_up_20_values_a_call(drupal7, drupal7_conn):
+    drupal7.seed({"users": [{"name": f"u{i}", "mail": f"u{i}@example.org"} for i in range(70)]})
+    backend = Drupal7Backend(drupal7_conn)
+    assert backend.case_insensitive()
+    drupal7.calls.clear()
+    found = backend.find_users([f"u{i}@example.org" for i in range(30)], [f"u{i}" for i in range(40, 70)])
+    assert len(found) == 60
+    calls = index_calls(drupal7)
+    assert calls[0]["page"] == "3" and "parameters[mail]" not in calls[0]  # the probe: 70 users reach page 3
+    # then look-ups only: 2 chunks of emails and 2 of names (a full page of 20 answers asks for the next page)
+    assert all("parameters[mail]" in c or "parameters[name]" in c for c in calls[1:])
+    assert len({c["parameters[mail]"] for c in calls if "parameters[mail]" in c}) == 2
+    assert len({c["parameters[name]"] for c in calls if "parameters[name]" in c}) == 2
+    backend.close()
+
+
 def test_case_sensitive_site_is_looked_up_with_like(monkeypatch):
     with Drupal7Emulator(password=EMULATOR_PASSWORD, case_sensitive=True) as site:
         site.seed({"users": [{"name": "jo", "mail": "Jo@Example.org"}]})
