@@ -6,7 +6,9 @@ for a pause (429 / 503 with Retry-After, or our own default), instead of each th
 It also backs off by itself when the CMS slows down before it refuses anything: the threads report how
 long each create took, and while the median of the last few stays well above the fastest seen, creates are
 spaced out: first to the rate the threads reached at the CMS's best, then half that per slow window until the
-CMS recovers, and back up the same way.
+CMS recovers, and back up the same way. A CMS that answers no faster once the gap holds the threads below their
+own pace is slow for reasons of its own (a bigger table, another client, a first few answers from a warm cache):
+its pace now becomes its best and the gap goes, instead of doubling on to the ceiling while the CMS sits idle.
 No Airflow import; the clock and the sleep are given, so tests run without waiting.
 """
 
@@ -24,6 +26,7 @@ SLOW = 2.0  # the recent median this many times the fastest seen: the CMS is str
 RECOVERED = 1.5  # back under this many times the fastest: it has recovered
 DECIDE_EVERY = 10  # answers per median (and between two changes of the gap): one slow answer is not a trend
 MAX_GAP = 5.0  # seconds: the widest spacing back-off reaches
+NO_RELIEF = 0.75  # answers still above this share of the slow median that began back-off: spacing did not help
 
 
 class Pacer:
@@ -43,6 +46,7 @@ class Pacer:
         self.threads = 1
         self._window: list[float] = []
         self._fastest = float("inf")
+        self._slow_since: float | None = None  # the median that began the back-off in force
 
     def wait(self, *, back_off: bool = True) -> None:
         """Before a request. `back_off=False` (a password mail): only the rate and the pauses hold it. The
@@ -73,12 +77,22 @@ class Pacer:
             recent = statistics.median(self._window)
             self._window = []
             fastest = self._fastest = min(self._fastest, recent)
-            before = self.gap
+            before, slow_since, rebased = self.gap, self._slow_since, False
             if recent > SLOW * fastest:
-                self.gap = min(MAX_GAP, max(2 * self.gap, fastest / self.threads))
+                if slow_since is not None and self.gap > recent / self.threads and recent > NO_RELIEF * slow_since:
+                    # the gap holds the threads below the pace they would keep, and the answers are no faster
+                    self._fastest, self.gap, self._slow_since, rebased = recent, 0.0, None, True
+                else:
+                    self._slow_since = recent if slow_since is None else slow_since
+                    self.gap = min(MAX_GAP, max(2 * self.gap, fastest / self.threads))
             elif recent <= RECOVERED * fastest:
                 self.gap = self.gap / 2 if self.gap > fastest / (8 * self.threads) else 0.0
-        if self.gap > before:
+                if not self.gap:
+                    self._slow_since = None
+        if rebased:
+            log.info("the CMS answers no faster when spaced out (%.0f ms a create, %.0f ms when it slowed): that "
+                     "is its pace now, back-off ended", recent * 1000, slow_since * 1000)
+        elif self.gap > before:
             log.info("the CMS is slowing down (%.0f ms a create, %.0f ms at best): at most one request every "
                      "%.0f ms for now", recent * 1000, fastest * 1000, self.gap * 1000)
         elif before and not self.gap:

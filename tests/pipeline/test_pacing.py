@@ -95,3 +95,29 @@ def test_with_threads_back_off_first_holds_the_rate_they_reached_at_best():
     assert pacer.gap == pytest.approx(0.02 / 4)  # still slow: half that rate
     answers(pacer, 0.02, DECIDE_EVERY * 10)
     assert pacer.gap == 0
+
+
+def test_a_cms_no_faster_when_spaced_out_is_not_held_back_its_pace_becomes_its_best(caplog):
+    # seen on a real Drupal 7: 26 ms a create at first, 53 ms from then on, one thread; the gap doubled to
+    # 422 ms and the last 170 creates crawled at two a second while the site sat idle
+    caplog.set_level(logging.INFO, logger="pipeline.pacing")
+    pacer = Pacer(clock=lambda: 0.0, sleep=lambda s: None)
+    answers(pacer, 0.026, 20)
+    gaps = []
+    for _ in range(6):
+        answers(pacer, 0.053, DECIDE_EVERY)
+        gaps.append(round(pacer.gap, 3))
+    # 26 and 52 ms do not hold one thread at 53 ms a create; 104 ms does, and the answers stayed at 53 ms
+    assert gaps == [0.026, 0.052, 0.104, 0.0, 0.0, 0.0]
+    assert any("answers no faster when spaced out" in m for m in caplog.messages)
+    answers(pacer, 0.2, DECIDE_EVERY)  # slowing down from that new pace backs off again
+    assert pacer.gap == pytest.approx(0.053)
+
+
+def test_a_cms_whose_answers_ease_when_spaced_out_stays_held_back():
+    pacer = Pacer(clock=lambda: 0.0, sleep=lambda s: None)
+    answers(pacer, 0.02, 20)
+    answers(pacer, 0.2, DECIDE_EVERY * 5)  # 20, 40, 80, 160, 320 ms: the last holds the thread below 200 ms
+    assert pacer.gap == pytest.approx(0.32)
+    answers(pacer, 0.1, DECIDE_EVERY)  # half as slow under that gap: the spacing helps, and it is still slow
+    assert pacer.gap == pytest.approx(0.64)
