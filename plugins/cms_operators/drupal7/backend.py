@@ -377,10 +377,15 @@ class Drupal7Backend:
             chunks.append(current)
         return chunks
 
+    @staticmethod
+    def _askable(values: list[str]) -> list[str]:
+        """The values worth asking for: one Services' CSV split would break (a comma or a double quote) cannot
+        be stored by Drupal's forms."""
+        return [v for v in values if v and "," not in v and '"' not in v]
+
     def _lookup(self, column: str, values: list[str]) -> list[dict]:
-        """Rows whose `column` is one of `values` as the database compares; values Services' CSV split would
-        break (a comma or a double quote) cannot be stored by Drupal's forms and are not asked for."""
-        values = [v for v in values if v and "," not in v and '"' not in v]
+        """Rows whose `column` is one of `values` (those `_askable`) as the database compares."""
+        values = self._askable(values)
         rows: list[dict] = []
         if self.case_insensitive():
             for chunk in self._chunks(sorted(set(values))):
@@ -392,7 +397,7 @@ class Drupal7Backend:
 
     def _lookup_calls(self, values: list[str]) -> int:
         """The index calls `_lookup` makes for these values (at least; pages past the first add more)."""
-        values = [v for v in values if v and "," not in v and '"' not in v]
+        values = self._askable(values)
         return len(self._chunks(sorted(set(values)))) if self.case_insensitive() else len(set(values))
 
     def _fewer_users_than(self, count: int) -> bool:
