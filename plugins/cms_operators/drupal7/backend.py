@@ -322,10 +322,10 @@ class Drupal7Backend:
 
     # ------------------------------------------------------------------ look-ups
 
-    def _index(self, params: dict, *, pages: int | None = None) -> list[dict]:
+    def _index(self, params: dict, *, pages: int | None = None, first_page: int = 0) -> list[dict]:
         rows: list[dict] = []
-        page = 0
-        while pages is None or page < pages:
+        page = first_page
+        while pages is None or page < first_page + pages:
             answer = self.hook.call("GET", "user.json", params={**params, "fields": FIELDS, "page": page,
                                                                 "pagesize": PAGE_SIZE,
                                                                 "options[orderby][uid]": "ASC"})
@@ -403,9 +403,7 @@ class Drupal7Backend:
     def _fewer_users_than(self, count: int) -> bool:
         """Whether the site lists fewer than about `count` users: one index call for the page that starts there
         (the index gives no count; its anonymous row shifts the pages by one, which the choice can bear)."""
-        return not self.hook.call("GET", "user.json", params={"fields": "uid", "page": count // PAGE_SIZE,
-                                                              "pagesize": PAGE_SIZE,
-                                                              "options[orderby][uid]": "ASC"})
+        return not self._index({}, first_page=count // PAGE_SIZE, pages=1)
 
     def find_users(self, emails: list[str], usernames: list[str]) -> list[CmsUser]:
         """Look-ups cost a call per chunk of 20 values (per value on a case-sensitive site), a listing a call per
