@@ -19,6 +19,7 @@ import time
 import requests
 
 from sandbox import local_airflow
+from sandbox.cli import stop_cleanly_on_sigterm
 
 
 def _api(site, entity: str, action: str, params: dict) -> list[dict]:
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.0,
                         help="seconds every create waits in the emulated WordPress (a real one takes 50-70 ms)")
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()  # a killed benchmark stops its sites and stack too
 
     home = local_airflow.REPO / ".airflow" / "bench-real-civicrm"
     local_airflow.configure(home, fresh=True)

@@ -44,6 +44,7 @@ from pathlib import Path
 
 from bench.page import DOC, write_section
 from sandbox import local_airflow
+from sandbox.cli import stop_cleanly_on_sigterm
 
 CONN_ID = "cms_default"
 DATABASE = "cmsuser_airflow_real_cms_bench"  # the --scheduler stack's own PostgreSQL database
@@ -319,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page whose section is rewritten")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()  # a killed benchmark stops its sites and stack too
     if args.scheduler_idle_sleep is not None and not args.scheduler:
         parser.error("--scheduler-idle-sleep needs --scheduler")
     if args.rounds < 1:

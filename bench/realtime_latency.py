@@ -27,6 +27,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from sandbox.cli import stop_cleanly_on_sigterm
 from sandbox.real_airflow import RealAirflow
 
 DAG_ID = "cmsuser_realtime"
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tries", type=int, default=10)
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()  # a killed benchmark stops its sites and stack too
     from sandbox import real_civicrm
 
     problem = real_civicrm.unavailable()

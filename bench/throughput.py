@@ -37,6 +37,7 @@ import psutil
 import yaml
 
 from bench.page import DOC, write_section
+from sandbox.cli import stop_cleanly_on_sigterm
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "throughput.json"
@@ -558,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file of every row")
     parser.add_argument("--doc", type=Path, default=DOC, help="the Markdown page written from it")
     args = parser.parse_args(argv)
+    stop_cleanly_on_sigterm()  # a killed benchmark stops its sites and stack too
     if any(c % args.parallel_batches for c in args.concurrency):
         parser.error("--parallel-batches must divide every --concurrency")
     from sandbox import local_airflow
