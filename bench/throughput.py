@@ -388,10 +388,11 @@ def _key(row: dict) -> tuple:
 
 
 def store(rows: list[dict], path: Path = RESULTS) -> list[dict]:
-    """Add the rows to the results file (replacing earlier rows of the same key); returns all rows."""
+    """Add the rows to the results file, keeping every earlier run (repeats of one configuration are how its
+    spread shows, and the README cites them), ordered by configuration and, within one, oldest first; returns
+    all rows."""
     kept = json.loads(path.read_text()) if path.exists() else []
-    new = {_key(row) for row in rows}
-    merged = sorted([r for r in kept if _key(r) not in new] + rows, key=_key)
+    merged = sorted(kept + rows, key=_key)  # stable: within a configuration, the order they were measured in
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(merged, indent=1) + "\n")
     return merged

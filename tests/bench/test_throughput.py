@@ -121,3 +121,19 @@ def test_a_row_measured_with_another_scheduler_idle_sleep_is_a_row_of_its_own_an
     assert cells[1] == f"{cells[0]}, scheduler idle sleep 0.2 s" and "idle sleep" not in cells[0]
     details = throughput.detail_lines([default, quick])
     assert "but scheduler_idle_sleep_time 0.2 s" in details[1] and "scheduler_idle_sleep_time" not in details[0]
+
+
+def test_storing_a_run_keeps_every_earlier_run_of_the_same_configuration(tmp_path):
+    import copy
+    import json
+
+    (row,) = json.loads(throughput.RESULTS.read_text())[-1:]
+    first, second, other = copy.deepcopy(row), copy.deepcopy(row), copy.deepcopy(row)
+    first["when"], second["when"] = "2026-12-05T10:00:00+00:00", "2026-12-06T10:00:00+00:00"
+    other["contacts"], other["when"] = 1, "2026-12-07T10:00:00+00:00"
+    path = tmp_path / "throughput.json"
+    throughput.store([first], path)
+    throughput.store([other], path)
+    rows = throughput.store([second], path)
+    assert [r["when"] for r in rows] == [other["when"], first["when"], second["when"]]  # N 1 sorts first
+    assert json.loads(path.read_text()) == rows
